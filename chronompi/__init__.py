@@ -1,0 +1,55 @@
+"""chronompi: a distributed, tiered event-log store that runs inside an MPI job.
+
+    with chronompi.session() as client:        # collective over COMM_WORLD
+        if client is not None:                  # None on visor/keeper/grapher ranks
+            client.create_chronicle("run")
+            with client.acquire_story("run", "diagnostics") as story:
+                story.log(b"step 1 done")
+
+    store = chronompi.open_store("chronompi-store")
+    events = store.replay("run", "diagnostics")
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .client import Client, Story
+from .config import Config
+from .errors import (
+    ChronicleExists,
+    ChronicleInUse,
+    ChronoError,
+    ConfigError,
+    InvalidName,
+    PayloadTooLarge,
+    RemoteError,
+    SessionClosed,
+    StoreError,
+    StoryNotAcquired,
+    UnknownChronicle,
+    UnknownStory,
+)
+from .session import session
+from .store import Store, open_store
+
+__all__ = [
+    "ChronicleExists",
+    "ChronicleInUse",
+    "ChronoError",
+    "Client",
+    "Config",
+    "ConfigError",
+    "InvalidName",
+    "PayloadTooLarge",
+    "RemoteError",
+    "SessionClosed",
+    "Store",
+    "StoreError",
+    "Story",
+    "StoryNotAcquired",
+    "UnknownChronicle",
+    "UnknownStory",
+    "__version__",
+    "open_store",
+    "session",
+]

@@ -1,0 +1,523 @@
+"""The client role: the API a science code calls to record events.
+
+Thread safety: one lock per client guards the clock, the open batch and every
+MPI call of the data path, so events stamped by several threads land in the
+batch in timestamp order, and a batch's promise ("no later event of mine is
+older than this") is read under the same lock that stamps events.
+
+Backpressure: at most ``client.max_inflight`` batches are in flight; when all
+are, ``log`` waits for the keeper to take one (policy ``block``) or drops the
+batch and counts it (policy ``drop``, reported in the run summary).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from . import codec, errors
+from .errors import PayloadTooLarge, SessionClosed, StoryNotAcquired
+from .names import check_name
+from .progress import Backoff
+from .protocol import DONE, FAILED, RELEASE, TAG_BATCH, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
+from .service import make_backoff, recv_ctrl
+from .windows import FOREVER
+
+log = logging.getLogger(__name__)
+
+RECORD_OVERHEAD = codec.BATCH_RECORD.itemsize
+_time_ns = time.time_ns
+
+ACTIVE, RELEASED, CLOSED = 0, 1, 2
+
+
+class Story:
+    """A story acquired by this client: ``log`` events into it. A context manager that releases itself."""
+
+    def __init__(self, client: Client, chronicle: str, name: str, story_id: int, seq: int) -> None:
+        self.client = client
+        self.chronicle = chronicle
+        self.name = name
+        self.id = story_id
+        self._seq = seq
+        self._state = ACTIVE
+        self._lock = client._lock
+        self._max = client._max_event
+        self._limit = client._limit
+        b = client._batch
+        self._at, self._aq, self._as, self._ap = b.t.append, b.q.append, b.s.append, b.p.append
+
+    def __repr__(self) -> str:
+        state = ("active", "released", "closed")[self._state]
+        return f"<Story {self.chronicle}/{self.name} id={self.id} {state}>"
+
+    def _refuse(self) -> None:
+        if self._state == CLOSED:
+            raise SessionClosed(f"story {self.chronicle}/{self.name}: its session has ended; nothing more can be logged")
+        raise StoryNotAcquired(
+            f"story {self.chronicle}/{self.name} was released; acquire it again to log into it"
+        )
+
+    def log(self, payload: bytes | str | bytearray | memoryview) -> int:
+        """Record one event; returns its timestamp (ns since the epoch, clock-corrected)."""
+        if type(payload) is not bytes:
+            payload = _as_bytes(payload)
+        n = len(payload)
+        if n > self._max:
+            raise PayloadTooLarge(n, self._max)
+        c = self.client
+        with self._lock:
+            if self._state:
+                self._refuse()
+            t = _time_ns() + c._offset
+            if t <= c._last:
+                t = c._last + 1
+            c._last = t
+            self._at(t)
+            self._aq(self._seq)
+            self._as(self.id)
+            self._ap(payload)
+            self._seq += 1
+            c._batch.nbytes += n + RECORD_OVERHEAD
+            if c._batch.nbytes >= self._limit:
+                c._send_locked(codec.DATA)
+        return t
+
+    def log_many(self, payloads: Iterable[bytes | str] | np.ndarray) -> np.ndarray:
+        """Record many events at once; returns their timestamps (int64 array).
+
+        ``payloads`` is a sequence of bytes/str, or a 2-D uint8 array whose rows
+        are payloads of equal size. Nothing is recorded if any payload is too large.
+        """
+        if isinstance(payloads, np.ndarray):
+            if payloads.ndim != 2 or payloads.dtype != np.uint8:
+                raise ValueError(
+                    f"log_many takes a 2-D uint8 array (one payload a row), got {payloads.ndim}-D {payloads.dtype}"
+                )
+            n, width = payloads.shape
+            lengths = np.full(n, width, np.uint32)
+            heap = np.ascontiguousarray(payloads).reshape(-1)
+        else:
+            items = [p if type(p) is bytes else _as_bytes(p) for p in payloads]
+            n = len(items)
+            lengths = np.fromiter(map(len, items), np.uint32, n)
+            heap = np.frombuffer(b"".join(items), np.uint8)
+        if n and int(lengths.max()) > self._max:
+            i = int(np.argmax(lengths))
+            raise PayloadTooLarge(int(lengths[i]), self._max)
+        c = self.client
+        with self._lock:
+            if self._state:
+                self._refuse()
+            t0 = max(_time_ns() + c._offset, c._last + 1)
+            times = np.arange(t0, t0 + n, dtype=np.int64)
+            if n:
+                c._last = int(times[-1])
+            seqs = np.arange(self._seq, self._seq + n, dtype=np.uint64)
+            self._seq += n
+            c._append_many(self.id, times, seqs, lengths, heap)
+        return times
+
+    def flush(self) -> None:
+        """Send the client's open batch now (events of every story of this client)."""
+        self.client.flush()
+
+    def release(self) -> None:
+        """Stop logging into this story (others may go on); safe to call twice."""
+        if self._state == ACTIVE:
+            self.client._release(self)
+
+    def __enter__(self) -> Story:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._state == ACTIVE and not self.client._closed:
+            self.release()
+
+
+def _as_bytes(payload: Any) -> bytes:
+    if isinstance(payload, str):
+        return payload.encode()
+    if isinstance(payload, (bytearray, memoryview, np.ndarray)):
+        return bytes(memoryview(payload).cast("B"))
+    raise TypeError(f"an event payload must be bytes or str, not {type(payload).__name__}")
+
+
+class _OpenBatch:
+    """Events logged but not yet sent: lists for ``log``, array segments for ``log_many``."""
+
+    def __init__(self) -> None:
+        self.t: list[int] = []
+        self.q: list[int] = []
+        self.s: list[int] = []
+        self.p: list[bytes] = []
+        self.segments: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self.t) + sum(len(seg[0]) for seg in self.segments)
+
+    def lists_to_segment(self) -> None:
+        """Move the list-held events into a segment (keeps time order when arrays follow)."""
+        if not self.t:
+            return
+        n = len(self.t)
+        seg = (
+            np.array(self.t, np.int64),
+            np.array(self.q, np.uint64),
+            np.array(self.s, np.uint32),
+            np.fromiter(map(len, self.p), np.uint32, n),
+            np.frombuffer(b"".join(self.p), np.uint8),
+        )
+        self.segments.append(seg)
+        # clear in place: Story objects hold the bound append methods of these lists
+        del self.t[:], self.q[:], self.s[:], self.p[:]
+
+    def take(self) -> tuple[np.ndarray, ...]:
+        self.lists_to_segment()
+        segs = self.segments
+        self.segments = []
+        self.nbytes = 0
+        if len(segs) == 1:
+            return segs[0]
+        if not segs:
+            e = np.empty(0, np.int64)
+            return e, e.astype(np.uint64), e.astype(np.uint32), e.astype(np.uint32), e.astype(np.uint8)
+        return tuple(np.concatenate([s[i] for s in segs]) for i in range(5))
+
+
+class Client:
+    """This rank's handle on the session. ``comm`` is the clients' own communicator."""
+
+    def __init__(self, ctx: Context, comm: Any) -> None:
+        cfg = ctx.cfg.client
+        self.ctx = ctx
+        self.comm = comm
+        self.rank = ctx.rank  # rank in the session communicator
+        self.id = ctx.client_id(ctx.rank)
+        self._comm = ctx.comm
+        self._visor = ctx.roles.visor
+        self._keeper = ctx.roles.keeper_of[ctx.rank]
+        self._lock = threading.RLock()
+        self._req_lock = threading.Lock()
+        self._limit = cfg.batch_bytes
+        self._max_event = cfg.max_event_bytes
+        self._max_inflight = cfg.max_inflight
+        self._drop = cfg.policy == "drop"
+        self._batch = _OpenBatch()
+        self._batch_no = 0
+        self._inflight: list[Any] = []
+        self._inflight_bufs: list[np.ndarray] = []
+        self._decls: list[tuple[int, str, str]] = []
+        self._stories: dict[tuple[str, str], Story] = {}
+        self._seq_of: dict[int, int] = {}
+        self._offset = 0
+        self._error = 0
+        self._last = 0
+        self._closed = False
+        self._backoff = make_backoff(ctx)
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._tick_no = -1
+        self.summary: dict[str, Any] | None = None
+        # stats
+        self.n_events = 0
+        self.n_bytes = 0
+        self.n_batches = 0
+        self.n_heartbeats = 0
+        self.n_dropped = 0
+        self._dropped_unreported = 0
+        self.n_waits = 0
+        self.wait_s = 0.0
+        self.first_time = 0
+
+    # -- start-up ----------------------------------------------------------
+    def _start(self) -> None:
+        self._sync_clock()
+        with self._lock:
+            self._send_locked(codec.DATA)  # first heartbeat: the keeper learns our promise at once
+        self._ticker = threading.Thread(target=self._tick_loop, name=f"chronompi-ticker-{self.rank}", daemon=True)
+        self._ticker.start()
+
+    def _sync_clock(self) -> None:
+        """Cristian's algorithm against the visor: keep the ping-pong with the smallest round trip."""
+        best_rtt, best_off = None, 0
+        ping = np.empty(0, np.int64)
+        reply = np.empty(1, np.int64)
+        for _ in range(self.ctx.cfg.client.clock_pings):
+            t0 = time.time_ns()
+            self._comm.Send([ping, MPI.INT64_T], self._visor, TAG_CLOCK)
+            req = self._comm.Irecv([reply, MPI.INT64_T], self._visor, TAG_CLOCK)
+            while not req.Test():
+                pass  # a short, deliberate spin: sleeping here would inflate the round trip
+            t1 = time.time_ns()
+            rtt = t1 - t0
+            if best_rtt is None or rtt < best_rtt:
+                best_rtt, best_off = rtt, int(reply[0]) - (t0 + t1) // 2
+        self._offset = best_off
+        self._error = (best_rtt or 0) // 2
+        log.info("client %d: clock offset %d ns +- %d ns", self.rank, self._offset, self._error)
+
+    # -- ticker: aged batches and heartbeats ---------------------------------
+    def _tick_loop(self) -> None:
+        period = self.ctx.cfg.client.batch_ms / 1000.0
+        try:
+            while not self._stop.wait(period):
+                self._tick()
+        except BaseException:
+            log.exception("client %d: ticker thread failed; aborting the job", self.rank)
+            self._comm.Abort(1)
+
+    def _tick(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._reap()
+            if self._batch_no == self._tick_no:  # nothing sent for a whole period
+                if len(self._batch) or len(self._inflight) < self._max_inflight:
+                    self._send_locked(codec.DATA)  # an aged batch, or a heartbeat when empty
+            self._tick_no = self._batch_no
+
+    # -- sending -----------------------------------------------------------
+    def _append_many(self, sid: int, times: np.ndarray, seqs: np.ndarray, lengths: np.ndarray, heap: np.ndarray) -> None:
+        """Add array events to the open batch, sending full batches as they fill (lock held)."""
+        b = self._batch
+        b.lists_to_segment()
+        n = len(times)
+        if not n:
+            return
+        cost = np.cumsum(lengths.astype(np.int64) + RECORD_OVERHEAD)
+        offs = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
+        start = 0
+        while start < n:
+            room = self._limit - b.nbytes
+            base = cost[start - 1] if start else 0
+            end = int(np.searchsorted(cost, base + room, side="right"))
+            if end <= start:
+                if b.nbytes:  # the open batch is too full for even one more: send it
+                    self._send_locked(codec.DATA)
+                    continue
+                end = start + 1  # one event larger than a batch travels alone
+            sid_arr = np.full(end - start, sid, np.uint32)
+            b.segments.append(
+                (times[start:end], seqs[start:end], sid_arr, lengths[start:end], heap[offs[start] : offs[end]])
+            )
+            b.nbytes += int(cost[end - 1] - base)
+            start = end
+            if b.nbytes >= self._limit:
+                self._send_locked(codec.DATA)
+
+    def _send_locked(self, kind: int) -> None:
+        """Encode the open batch and Isend it to our keeper (lock held)."""
+        t, q, s, ln, heap = self._batch.take()
+        n = len(t)
+        promise = max(_time_ns() + self._offset, self._last)
+        self._last = promise  # every later event is stamped after the promise
+        if kind == codec.END:
+            promise = FOREVER
+        if not self._wait_room(n, kind):
+            self.n_dropped += n
+            self._dropped_unreported += n
+            return
+        buf = codec.encode_batch(
+            kind,
+            self.id,
+            self._batch_no,
+            promise,
+            self.rank,
+            t,
+            q,
+            s,
+            ln,
+            heap,
+            self._decls,
+            self._dropped_unreported,
+        )
+        self._decls = []
+        self._dropped_unreported = 0
+        self._inflight.append(self._comm.Isend([buf, MPI.BYTE], self._keeper, TAG_BATCH))
+        self._inflight_bufs.append(buf)
+        self._batch_no += 1
+        if n:
+            if not self.first_time:
+                self.first_time = int(t[0])
+            self.n_events += n
+            self.n_bytes += heap.nbytes
+            self.n_batches += 1
+        else:
+            self.n_heartbeats += 1
+
+    def _reap(self) -> None:
+        if not self._inflight:
+            return
+        done = MPI.Request.Testsome(self._inflight)
+        if done:
+            for i in sorted(done, reverse=True):
+                del self._inflight[i]
+                del self._inflight_bufs[i]
+
+    def _wait_room(self, n: int, kind: int) -> bool:
+        """Make room for one more batch in flight; False if the batch is to be dropped."""
+        self._reap()
+        if len(self._inflight) < self._max_inflight:
+            return True
+        if self._drop and n and kind == codec.DATA:
+            return False
+        self.n_waits += 1
+        t0 = time.perf_counter()
+        backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
+        while len(self._inflight) >= self._max_inflight:
+            backoff.sleep()
+            self._reap()
+        self.wait_s += time.perf_counter() - t0
+        return True
+
+    def flush(self) -> None:
+        """Send the open batch now and wait until every batch in flight was taken by the keeper."""
+        self._check_open()
+        with self._lock:
+            if len(self._batch):
+                self._send_locked(codec.DATA)
+        backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
+        while True:
+            with self._lock:
+                self._reap()
+                if not self._inflight:
+                    return
+            backoff.sleep()
+
+    # -- registry ----------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosed("this chronompi client's session has ended; start a new session() to record more")
+
+    def _request(self, *req: Any) -> Any:
+        self._check_open()
+        backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
+        with self._req_lock:  # one request outstanding per client: the next reply is ours
+            with self._lock:
+                self._comm.send(req, dest=self._visor, tag=TAG_REQ)
+            while True:
+                with self._lock:
+                    if self._comm.Iprobe(self._visor, TAG_REP):
+                        reply = self._comm.recv(source=self._visor, tag=TAG_REP)
+                        break
+                backoff.sleep()
+        if reply[0] == "err":
+            raise _rebuild(reply[1], reply[2])
+        return reply[1]
+
+    def create_chronicle(self, name: str, attrs: dict[str, Any] | None = None) -> None:
+        check_name(name, "chronicle")
+        if attrs is not None and not isinstance(attrs, dict):
+            raise TypeError(f"chronicle attrs must be a dict, not {type(attrs).__name__}")
+        self._request("create_chronicle", name, attrs)
+
+    def destroy_chronicle(self, name: str) -> None:
+        """Remove a chronicle from the registry. What it recorded stays in the store."""
+        check_name(name, "chronicle")
+        self._request("destroy_chronicle", name)
+
+    def show_chronicles(self) -> list[str]:
+        return list(self._request("show_chronicles"))
+
+    def show_stories(self, chronicle: str) -> list[str]:
+        check_name(chronicle, "chronicle")
+        return list(self._request("show_stories", chronicle))
+
+    def acquire_story(self, chronicle: str, story: str) -> Story:
+        """Acquire (creating it if missing) a story of an existing chronicle."""
+        check_name(chronicle, "chronicle")
+        check_name(story, "story")
+        held = self._stories.get((chronicle, story))
+        if held is not None and held._state == ACTIVE:
+            return held
+        sid = int(self._request("acquire", chronicle, story))
+        with self._lock:
+            st = Story(self, chronicle, story, sid, self._seq_of.get(sid, 0))
+            self._stories[(chronicle, story)] = st
+            if sid not in self._seq_of:
+                self._decls.append((sid, chronicle, story))  # rides on our next batch
+                self._seq_of[sid] = 0
+        return st
+
+    def release_story(self, chronicle: str, story: str) -> None:
+        st = self._stories.get((chronicle, story))
+        if st is None or st._state != ACTIVE:
+            raise StoryNotAcquired(f"story {chronicle}/{story} is not acquired by this client")
+        self._release(st)
+
+    def _release(self, st: Story) -> None:
+        self._check_open()
+        with self._lock:
+            st._state = RELEASED
+            self._seq_of[st.id] = st._seq
+        self._request("release", st.chronicle, st.name)
+
+    # -- shutdown ----------------------------------------------------------
+    def _close(self, failure: BaseException | None = None) -> None:
+        """Flush, send END, report to the visor and wait for the session's release."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            if len(self._batch):
+                self._send_locked(codec.DATA)
+            self._send_locked(codec.END)
+            for st in self._stories.values():
+                self._seq_of[st.id] = max(self._seq_of.get(st.id, 0), st._seq)
+                st._state = CLOSED
+            self._closed = True
+        backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
+        while self._inflight:
+            self._reap()
+            if self._inflight:
+                backoff.sleep()
+        if failure is not None:
+            text = f"{type(failure).__name__}: {failure}"
+            self._comm.send((FAILED, self.rank, self.ctx.host, text), dest=self._visor, tag=TAG_CTRL)
+        self._comm.send((DONE, "client", self.rank, self.stats()), dest=self._visor, tag=TAG_CTRL)
+        msg = recv_ctrl(self._comm, self._visor, backoff)
+        if msg[0] != RELEASE:
+            raise RuntimeError(f"client rank {self.rank} expected release, got {msg[0]!r}")
+        self.summary = msg[1]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "host": self.ctx.host,
+            "events": self.n_events,
+            "bytes": self.n_bytes,
+            "batches": self.n_batches,
+            "heartbeats": self.n_heartbeats,
+            "dropped": self.n_dropped,
+            "waits": self.n_waits,
+            "wait_s": round(self.wait_s, 3),
+            "offset_ns": self._offset,
+            "error_ns": self._error,
+            "first_time": self.first_time,
+            "last_time": self._last,
+            "stories": {f"{c}/{s}": st._seq for (c, s), st in self._stories.items()},
+        }
+
+
+_ERRORS = {
+    name: cls
+    for name, cls in vars(errors).items()
+    if isinstance(cls, type) and issubclass(cls, errors.ChronoError)
+}
+
+
+def _rebuild(name: str, message: str) -> Exception:
+    """Re-create an error the visor reported, keeping its class (so except clauses work)."""
+    cls = _ERRORS.get(name, errors.ChronoError)
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    return exc

@@ -1,0 +1,242 @@
+"""Wire formats of the data path: client batches and keeper chunks.
+
+Both are one contiguous little-endian byte buffer (a numpy ``uint8`` array)
+sent with mpi4py's uppercase buffer API, never pickled::
+
+    batch  = BATCH_HEADER | declarations | BATCH_RECORD x n | payload heap
+    chunk  = CHUNK_HEADER | names        | EVENT x n        | payload heap
+
+Sections start on 8-byte boundaries. Declarations are ``id\\tchronicle\\tstory\\n``
+lines (names are validated, so they hold no tab or newline): the first batch
+that carries events of a story tells the keeper its names, so no other
+message has to reach the keeper before the data does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+BATCH_MAGIC = 0x31424D43  # b"CMB1"
+CHUNK_MAGIC = 0x31434D43  # b"CMC1"
+VERSION = 1
+
+# batch kinds
+DATA = 0  # events (zero events: a heartbeat carrying only the promise)
+END = 1  # the client has sent its last batch
+
+# chunk kinds
+CHUNK = 0  # a closed window (or a late run, see FLAG_LATE) of one story
+WATERMARK = 1  # no events: the keeper's watermark moved
+CHUNK_END = 2  # the keeper has sent its last chunk
+
+FLAG_LATE = 1
+
+BATCH_HEADER = np.dtype(
+    [
+        ("magic", "<u4"),
+        ("kind", "<u2"),
+        ("version", "<u2"),
+        ("client", "<u8"),
+        ("batch_no", "<u8"),
+        ("promise", "<i8"),
+        ("sender", "<i4"),
+        ("n_events", "<u4"),
+        ("heap_bytes", "<u4"),
+        ("decl_bytes", "<u4"),
+        ("dropped", "<u8"),
+    ]
+)
+assert BATCH_HEADER.itemsize == 56
+
+BATCH_RECORD = np.dtype([("time", "<i8"), ("seq", "<u8"), ("story", "<u4"), ("length", "<u4")])
+
+CHUNK_HEADER = np.dtype(
+    [
+        ("magic", "<u4"),
+        ("kind", "<u2"),
+        ("flags", "<u2"),
+        ("story", "<u4"),
+        ("keeper", "<i4"),
+        ("window", "<i8"),
+        ("watermark", "<i8"),
+        ("n_events", "<u8"),
+        ("heap_bytes", "<u8"),
+        ("names_bytes", "<u4"),
+        ("pad", "<u4"),
+    ]
+)
+assert CHUNK_HEADER.itemsize == 56
+
+# one event as stored: in chunks and in the HDF5 events table
+EVENT = np.dtype(
+    [("time", "<i8"), ("client", "<u8"), ("seq", "<u8"), ("offset", "<u8"), ("length", "<u4")]
+)
+
+
+def _pad8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+class CodecError(ValueError):
+    """A buffer is not a well-formed batch or chunk."""
+
+
+def batch_capacity(batch_bytes: int, max_event_bytes: int) -> int:
+    """Bytes a receive slot needs to hold any batch a client may send."""
+    return BATCH_HEADER.itemsize + batch_bytes + max_event_bytes + BATCH_RECORD.itemsize + 4096
+
+
+@dataclass
+class Batch:
+    """A decoded batch; arrays are views into the buffer it was decoded from."""
+
+    kind: int
+    client: int
+    batch_no: int
+    promise: int
+    sender: int
+    dropped: int
+    decls: list[tuple[int, str, str]]
+    records: np.ndarray  # BATCH_RECORD
+    heap: np.ndarray  # uint8
+
+
+def encode_batch(
+    kind: int,
+    client: int,
+    batch_no: int,
+    promise: int,
+    sender: int,
+    time: np.ndarray | Sequence[int],
+    seq: np.ndarray | Sequence[int],
+    story: np.ndarray | Sequence[int],
+    length: np.ndarray | Sequence[int],
+    heap: bytes | np.ndarray,
+    decls: Sequence[tuple[int, str, str]] = (),
+    dropped: int = 0,
+) -> np.ndarray:
+    """Pack one batch into a new uint8 buffer."""
+    n = len(time)
+    decl = "".join(f"{i}\t{c}\t{s}\n" for i, c, s in decls).encode()
+    heap_arr = np.frombuffer(heap, np.uint8) if not isinstance(heap, np.ndarray) else heap
+    d0 = BATCH_HEADER.itemsize
+    r0 = d0 + _pad8(len(decl))
+    h0 = r0 + n * BATCH_RECORD.itemsize
+    buf = np.empty(h0 + heap_arr.nbytes, np.uint8)
+    hdr = buf[:d0].view(BATCH_HEADER)[0]
+    hdr["magic"], hdr["kind"], hdr["version"] = BATCH_MAGIC, kind, VERSION
+    hdr["client"], hdr["batch_no"], hdr["promise"], hdr["sender"] = client, batch_no, promise, sender
+    hdr["n_events"], hdr["heap_bytes"], hdr["decl_bytes"], hdr["dropped"] = n, heap_arr.nbytes, len(decl), dropped
+    buf[d0 : d0 + len(decl)] = np.frombuffer(decl, np.uint8)
+    buf[d0 + len(decl) : r0] = 0
+    rec = buf[r0:h0].view(BATCH_RECORD)
+    rec["time"], rec["seq"], rec["story"], rec["length"] = time, seq, story, length
+    buf[h0:] = heap_arr
+    return buf
+
+
+def decode_batch(buf: np.ndarray, nbytes: int | None = None) -> Batch:
+    """Decode the first ``nbytes`` of ``buf`` (a uint8 array); arrays returned are views."""
+    nbytes = buf.nbytes if nbytes is None else nbytes
+    if nbytes < BATCH_HEADER.itemsize:
+        raise CodecError(f"batch of {nbytes} bytes is shorter than its header")
+    hdr = buf[: BATCH_HEADER.itemsize].view(BATCH_HEADER)[0]
+    if hdr["magic"] != BATCH_MAGIC or hdr["version"] != VERSION:
+        raise CodecError(f"not a chronompi v{VERSION} batch (magic {int(hdr['magic']):#x})")
+    n, heap_bytes, decl_bytes = int(hdr["n_events"]), int(hdr["heap_bytes"]), int(hdr["decl_bytes"])
+    d0 = BATCH_HEADER.itemsize
+    r0 = d0 + _pad8(decl_bytes)
+    h0 = r0 + n * BATCH_RECORD.itemsize
+    if h0 + heap_bytes != nbytes:
+        raise CodecError(f"batch sizes disagree: header says {h0 + heap_bytes} bytes, got {nbytes}")
+    decls = []
+    if decl_bytes:
+        for line in buf[d0 : d0 + decl_bytes].tobytes().decode().splitlines():
+            i, c, s = line.split("\t")
+            decls.append((int(i), c, s))
+    return Batch(
+        kind=int(hdr["kind"]),
+        client=int(hdr["client"]),
+        batch_no=int(hdr["batch_no"]),
+        promise=int(hdr["promise"]),
+        sender=int(hdr["sender"]),
+        dropped=int(hdr["dropped"]),
+        decls=decls,
+        records=buf[r0:h0].view(BATCH_RECORD),
+        heap=buf[h0 : h0 + heap_bytes],
+    )
+
+
+@dataclass
+class Chunk:
+    kind: int
+    flags: int
+    story: int
+    keeper: int
+    window: int
+    watermark: int
+    names: tuple[str, str]
+    events: np.ndarray  # EVENT, offsets into heap
+    heap: np.ndarray  # uint8
+
+
+def encode_chunk(
+    kind: int,
+    keeper: int,
+    watermark: int,
+    story: int = 0,
+    window: int = 0,
+    names: tuple[str, str] = ("", ""),
+    events: np.ndarray | None = None,
+    heap: np.ndarray | None = None,
+    flags: int = 0,
+) -> np.ndarray:
+    """Pack one chunk (or a watermark / end notice when ``events`` is None)."""
+    ev = events if events is not None else np.empty(0, EVENT)
+    hp = heap if heap is not None else np.empty(0, np.uint8)
+    nm = f"{names[0]}\t{names[1]}".encode() if names[0] else b""
+    n0 = CHUNK_HEADER.itemsize
+    e0 = n0 + _pad8(len(nm))
+    h0 = e0 + ev.nbytes
+    buf = np.empty(h0 + hp.nbytes, np.uint8)
+    hdr = buf[:n0].view(CHUNK_HEADER)[0]
+    hdr["magic"], hdr["kind"], hdr["flags"], hdr["story"] = CHUNK_MAGIC, kind, flags, story
+    hdr["keeper"], hdr["window"], hdr["watermark"] = keeper, window, watermark
+    hdr["n_events"], hdr["heap_bytes"], hdr["names_bytes"], hdr["pad"] = len(ev), hp.nbytes, len(nm), 0
+    buf[n0 : n0 + len(nm)] = np.frombuffer(nm, np.uint8)
+    buf[n0 + len(nm) : e0] = 0
+    buf[e0:h0] = ev.view(np.uint8).reshape(-1)
+    buf[h0:] = hp
+    return buf
+
+
+def decode_chunk(buf: np.ndarray) -> Chunk:
+    if buf.nbytes < CHUNK_HEADER.itemsize:
+        raise CodecError(f"chunk of {buf.nbytes} bytes is shorter than its header")
+    hdr = buf[: CHUNK_HEADER.itemsize].view(CHUNK_HEADER)[0]
+    if hdr["magic"] != CHUNK_MAGIC:
+        raise CodecError(f"not a chronompi chunk (magic {int(hdr['magic']):#x})")
+    n, heap_bytes, nb = int(hdr["n_events"]), int(hdr["heap_bytes"]), int(hdr["names_bytes"])
+    n0 = CHUNK_HEADER.itemsize
+    e0 = n0 + _pad8(nb)
+    h0 = e0 + n * EVENT.itemsize
+    if h0 + heap_bytes != buf.nbytes:
+        raise CodecError(f"chunk sizes disagree: header says {h0 + heap_bytes} bytes, got {buf.nbytes}")
+    names = ("", "")
+    if nb:
+        c, s = buf[n0 : n0 + nb].tobytes().decode().split("\t")
+        names = (c, s)
+    return Chunk(
+        kind=int(hdr["kind"]),
+        flags=int(hdr["flags"]),
+        story=int(hdr["story"]),
+        keeper=int(hdr["keeper"]),
+        window=int(hdr["window"]),
+        watermark=int(hdr["watermark"]),
+        names=names,
+        events=buf[e0:h0].view(EVENT),
+        heap=buf[h0:],
+    )

@@ -1,0 +1,98 @@
+"""Exceptions of chronompi.
+
+One root, :class:`ChronoError`; every subclass also inherits the closest
+builtin so that ``except ValueError`` keeps working for callers that do not
+know chronompi. Messages say what was wrong, with the value, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class ChronoError(Exception):
+    """Root of every error raised by chronompi."""
+
+
+class ConfigError(ChronoError, ValueError):
+    """A configuration or layout value is invalid.
+
+    Raised identically on every rank of a session, before any communication,
+    so that all ranks fail together and nothing hangs.
+    """
+
+
+class InvalidName(ChronoError, ValueError):
+    """A chronicle or story name is not allowed (it would become a path)."""
+
+    def __init__(self, kind: str, name: object, why: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.why = why
+        super().__init__(
+            f"invalid {kind} name {name!r}: {why}; use 1-64 characters from "
+            "A-Z a-z 0-9 _ - . , not starting with '.' or '-'"
+        )
+
+
+class PayloadTooLarge(ChronoError, ValueError):
+    """An event payload is larger than ``max_event_bytes``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"event payload of {size} bytes exceeds max_event_bytes={limit}; "
+            "split it, or raise client.max_event_bytes in the config"
+        )
+
+
+class UnknownChronicle(ChronoError, KeyError):
+    """The chronicle does not exist in the registry."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no chronicle named {name!r}; create it first with create_chronicle({name!r})")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class UnknownStory(ChronoError, KeyError):
+    """The story does not exist (in the registry or in a store)."""
+
+    def __init__(self, chronicle: str, story: str) -> None:
+        self.chronicle = chronicle
+        self.story = story
+        super().__init__(f"no story {story!r} in chronicle {chronicle!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ChronicleExists(ChronoError, ValueError):
+    """create_chronicle() on a name that is already registered."""
+
+
+class ChronicleInUse(ChronoError, RuntimeError):
+    """destroy_chronicle() while some client still holds one of its stories."""
+
+
+class StoryNotAcquired(ChronoError, RuntimeError):
+    """An operation on a story that this client has released (or never acquired)."""
+
+
+class SessionClosed(ChronoError, RuntimeError):
+    """A client or story is used after its session ended."""
+
+
+class StoreError(ChronoError, OSError):
+    """A store directory or file is missing, foreign or damaged."""
+
+
+class RemoteError(ChronoError, RuntimeError):
+    """Another rank failed; the message names that rank and its host."""
+
+    def __init__(self, rank: int, host: str, what: str) -> None:
+        self.rank = rank
+        self.host = host
+        self.what = what
+        super().__init__(f"rank {rank} on {host} failed: {what}")

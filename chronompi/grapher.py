@@ -1,0 +1,122 @@
+"""The grapher: merges the chunks that all keepers send for a window and
+appends the result to its own HDF5 segment.
+
+A window ``w`` of a story is merged once every keeper's watermark has passed
+its end: keepers send a window's chunk before the watermark that closes it,
+on the same tag, so by then every chunk of the window is here. A chunk that
+arrives for a window already written (a late run) is written as a run of its
+own; readers merge the runs of a window. No collective call anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from . import codec
+from .merge import merge_runs
+from .protocol import TAG_CHUNK, Context
+from .service import Service
+from .store.writer import Run, SegmentWriter
+from .windows import FOREVER, NEVER, window_end
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES_PER_STEP = 256
+
+
+class Grapher(Service):
+    role = "grapher"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.window_ns = int(ctx.cfg.keeper.window_ms * 1e6)
+        self.keepers = ctx.roles.keepers
+        self.index = ctx.roles.graphers.index(ctx.rank)
+        root = Path(ctx.cfg.storage.root)
+        self.writer = SegmentWriter(root, ctx.run_id, self.index, ctx.cfg.storage)
+        self.wm: dict[int, int] = {k: NEVER for k in self.keepers}
+        self.ended: set[int] = set()
+        self.pending: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.late_flag: set[tuple[int, int]] = set()
+        self.names: dict[int, tuple[str, str]] = {}
+        self.n_chunks = 0
+        self.n_late_runs = 0
+        self.pending_max = 0
+
+    def _receive(self) -> bool:
+        got = 0
+        status = MPI.Status()
+        while got < MAX_MESSAGES_PER_STEP:
+            # matched probe + receive: the message probed is the one received, even with threads
+            msg = self.comm.Improbe(MPI.ANY_SOURCE, TAG_CHUNK, status)
+            if msg is None:
+                break
+            buf = np.empty(status.Get_count(MPI.BYTE), np.uint8)
+            msg.Recv([buf, MPI.BYTE])
+            self._handle(codec.decode_chunk(buf))
+            got += 1
+        return got > 0
+
+    def _handle(self, c: codec.Chunk) -> None:
+        if c.kind == codec.CHUNK:
+            self.n_chunks += 1
+            self.names[c.story] = c.names
+            key = (c.story, c.window)
+            self.pending[key].append((c.events, c.heap))
+            if c.flags & codec.FLAG_LATE:
+                self.late_flag.add(key)
+        elif c.kind == codec.WATERMARK:
+            self.wm[c.keeper] = max(self.wm[c.keeper], c.watermark)
+        elif c.kind == codec.CHUNK_END:
+            self.wm[c.keeper] = FOREVER
+            self.ended.add(c.keeper)
+
+    def _commit(self) -> bool:
+        low = min(self.wm.values())
+        ready = [k for k in self.pending if window_end(k[1], self.window_ns) <= low]
+        if not ready:
+            return False
+        by_story: dict[int, list[Run]] = defaultdict(list)
+        for key in sorted(ready, key=lambda k: k[1]):
+            events, heap = merge_runs(self.pending.pop(key))
+            late = key in self.late_flag
+            if late:
+                self.late_flag.discard(key)
+                self.n_late_runs += 1
+            by_story[key[0]].append(Run(key[1], events, heap, late))
+        for story, runs in by_story.items():
+            chronicle, name = self.names[story]
+            self.writer.append(chronicle, name, runs)
+        return True
+
+    def step(self) -> bool:
+        progressed = self._receive()
+        self.pending_max = max(self.pending_max, len(self.pending))
+        progressed |= self._commit()
+        if len(self.ended) == len(self.keepers) and not self.pending:
+            self.finished = True
+        return progressed
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def stats(self) -> dict[str, Any]:
+        s = super().stats()
+        w = self.writer
+        s.update(
+            events=w.events_written,
+            bytes=w.bytes_written,
+            windows=w.windows_written,
+            late_runs=self.n_late_runs,
+            chunks=self.n_chunks,
+            pending_windows_max=self.pending_max,
+            write_s=round(w.write_seconds, 3),
+            segments=[p.name for p in w.closed_paths],
+        )
+        return s

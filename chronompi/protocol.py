@@ -1,0 +1,69 @@
+"""Message tags and the shared context every role starts from.
+
+All traffic runs on the session's private duplicate of the user's
+communicator, so no message of chronompi can ever match a receive of the
+science code. Tags:
+
+| tag | from -> to | payload |
+| --- | --- | --- |
+| BATCH | client -> keeper | a batch buffer (codec.py), uppercase API |
+| CHUNK | keeper -> grapher | a chunk buffer; watermarks and END ride on this tag too, so MPI's non-overtaking rule delivers a keeper's END after its last chunk |
+| CLOCK | client <-> visor | one int64 (ping: empty) |
+| REQ / REP | client <-> visor | small pickled registry requests and replies |
+| CTRL | any -> visor, visor -> any | small pickled lifecycle messages: done, failed, force-end, release |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config
+from .layout import Roles
+
+TAG_BATCH = 0x4301
+TAG_CHUNK = 0x4302
+TAG_CLOCK = 0x4303
+TAG_REQ = 0x4304
+TAG_REP = 0x4305
+TAG_CTRL = 0x4306
+
+# CTRL message kinds (first element of the tuple)
+DONE = "done"  # (DONE, role, rank, stats): a rank finished its part of the shutdown
+FAILED = "failed"  # (FAILED, rank, host, text): a client's code raised
+FORCE_END = "force-end"  # visor -> keepers: treat every client as ended
+RELEASE = "release"  # (RELEASE, summary): visor -> everyone: the session is over
+
+
+@dataclass
+class Context:
+    """What every rank knows once start-up is over (identical on all ranks but ``rank``/``role``)."""
+
+    comm: Any  # the session's private MPI communicator (a Dup of the user's)
+    rank: int
+    role: str
+    roles: Roles
+    cfg: Config
+    run_id: int
+    hosts: list[str]
+    started: float = field(default_factory=time.time)
+
+    @property
+    def host(self) -> str:
+        return self.hosts[self.rank]
+
+    def client_id(self, rank: int) -> int:
+        return client_id(self.run_id, rank)
+
+
+def client_id(run_id: int, rank: int) -> int:
+    """64-bit client id, unique across runs: a hash of (run id, rank). Never truncated."""
+    digest = hashlib.blake2b(f"{run_id:016x}:{rank}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def hostname() -> str:
+    return socket.gethostname()

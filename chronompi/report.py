@@ -1,0 +1,65 @@
+"""Human-readable run summaries (rich tables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    """Print the visor's run summary: totals, then one row per service rank and client totals."""
+    con = console or Console(width=110)
+    t = Table(title=f"chronompi run {summary['run']}", show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    t.add_row("store", str(summary["store"]))
+    t.add_row("ranks / hosts", f"{summary['ranks']} / {', '.join(summary['hosts'])}")
+    t.add_row("events logged", f"{summary['events_logged']:,}")
+    t.add_row("events stored", f"{summary['events_stored']:,}")
+    t.add_row("payload bytes stored", _fmt_bytes(summary["bytes_stored"]))
+    t.add_row("dropped (policy=drop)", f"{summary['dropped']:,}")
+    t.add_row("wall time", f"{summary['wall_s']:.2f} s")
+    t.add_row("rate", f"{summary['rate_events_s']:,.0f} events/s")
+    for f in summary["failures"]:
+        t.add_row("[red]failure[/red]", f"rank {f['rank']} on {f['host']}: {f['error']}")
+    con.print(t)
+    roles = summary.get("roles", {})
+    r = Table(title="per role")
+    for col in ("role", "rank", "events", "bytes", "detail"):
+        r.add_column(col)
+    for role in ("keeper", "grapher"):
+        for s in roles.get(role, []):
+            if role == "keeper":
+                detail = (
+                    f"batches {s['batches']:,}, chunks {s['chunks']:,}, late {s['late']:,}, "
+                    f"open windows max {s['open_windows_max']}"
+                )
+            else:
+                detail = (
+                    f"windows {s['windows']:,}, late runs {s['late_runs']}, write {s['write_s']:.2f} s, "
+                    f"segments {len(s['segments'])}"
+                )
+            r.add_row(role, str(s["rank"]), f"{s['events']:,}", _fmt_bytes(s["bytes"]), detail)
+    clients = roles.get("client", [])
+    if clients:
+        r.add_row(
+            "clients",
+            f"{len(clients)} ranks",
+            f"{sum(c['events'] for c in clients):,}",
+            _fmt_bytes(sum(c["bytes"] for c in clients)),
+            f"batches {sum(c['batches'] for c in clients):,}, "
+            f"backpressure waits {sum(c['waits'] for c in clients):,} "
+            f"({sum(c['wait_s'] for c in clients):.2f} s), "
+            f"max |clock offset| {max(abs(c['offset_ns']) for c in clients) / 1e3:.1f} us",
+        )
+    con.print(r)

@@ -1,0 +1,87 @@
+"""Machinery shared by the service roles (visor, keeper, grapher).
+
+Each role has ``setup`` (in ``__init__``), ``step`` (one non-blocking pass of
+progress, returns whether anything happened), ``drain`` (finish its part of
+the in-band shutdown) and ``close``; :meth:`Service.run` loops ``step`` under
+the backoff. Blocking MPI calls are avoided on purpose: Open MPI spins inside
+them, and a spinning service rank steals the core of a science rank.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from mpi4py import MPI
+
+from .progress import Backoff
+from .protocol import DONE, RELEASE, TAG_CTRL, Context
+
+log = logging.getLogger(__name__)
+
+
+def make_backoff(ctx: Context) -> Backoff:
+    s = ctx.cfg.service
+    return Backoff(s.backoff_min_us * 1e-6, s.backoff_max_ms * 1e-3, busy=s.progress == "busy")
+
+
+def wait_all(requests: list[Any], backoff: Backoff) -> None:
+    """Complete every request in the list by polling under the backoff (the list is emptied)."""
+    while requests:
+        if MPI.Request.Testall(requests):
+            requests.clear()
+            return
+        backoff.sleep()
+    backoff.reset()
+
+
+def recv_ctrl(comm: Any, source: int, backoff: Backoff) -> Any:
+    """Receive one pickled control message from ``source`` without spinning."""
+    status = MPI.Status()
+    while not comm.Iprobe(source, TAG_CTRL, status):
+        backoff.sleep()
+    backoff.reset()
+    return comm.recv(source=status.Get_source(), tag=TAG_CTRL)
+
+
+class Service:
+    """Base of the service roles."""
+
+    role = "service"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.comm = ctx.comm
+        self.backoff = make_backoff(ctx)
+        self.finished = False
+        self.started = time.perf_counter()
+        self.summary: dict[str, Any] | None = None
+
+    def step(self) -> bool:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        return {"host": self.ctx.host, "slept_s": round(self.backoff.slept, 3)}
+
+    def run(self) -> None:
+        """Serve until this role's shutdown is done, report to the visor, wait for release."""
+        while not self.finished:
+            self.backoff.step(self.step())
+        self.close()
+        self.report_done()
+        self.wait_release()
+
+    def close(self) -> None:
+        pass
+
+    def report_done(self) -> None:
+        stats = self.stats()
+        stats["wall_s"] = round(time.perf_counter() - self.started, 3)
+        self.comm.send((DONE, self.role, self.ctx.rank, stats), dest=self.ctx.roles.visor, tag=TAG_CTRL)
+
+    def wait_release(self) -> None:
+        msg = recv_ctrl(self.comm, self.ctx.roles.visor, self.backoff)
+        if msg[0] != RELEASE:
+            raise RuntimeError(f"{self.role} rank {self.ctx.rank} expected release, got {msg[0]!r}")
+        self.summary = msg[1]

@@ -1,0 +1,140 @@
+"""``session()``: the one collective entry point.
+
+Start-up (the only collective phase): duplicate the communicator, broadcast
+rank 0's resolved config and run id, find the nodes, assign roles (the same
+pure function on every rank, so a bad layout fails everywhere before any
+point-to-point message), split by role. Then service ranks serve until the
+in-band shutdown is over, and client ranks get a :class:`Client`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from mpi4py import MPI
+
+from .client import Client
+from .config import Config, as_config
+from .errors import ChronoError, ConfigError, StoreError
+from .grapher import Grapher
+from .keeper import Keeper
+from .layout import CLIENT, GRAPHER, KEEPER, ROLES, VISOR, assign_roles
+from .logutil import setup_logging
+from .protocol import Context, hostname
+from .store.format import init_store
+from .visor import Visor
+
+log = logging.getLogger(__name__)
+
+SERVICES = {VISOR: Visor, KEEPER: Keeper, GRAPHER: Grapher}
+
+_last: dict[str, Any] = {}
+
+
+def last_summary() -> dict[str, Any]:
+    """Summary of the last session this rank took part in (the visor's is the full one)."""
+    return dict(_last)
+
+
+def _remember(summary: dict[str, Any] | None) -> None:
+    _last.clear()
+    _last.update(summary or {})
+
+
+def _startup(comm: Any, cfg: Any) -> Context:
+    rank = comm.Get_rank()
+    if rank == 0:
+        try:
+            resolved0 = as_config(cfg)
+            init_store(resolved0.storage.root)  # once, here, so every rank sees the same outcome
+            packet: tuple[Config | None, int, tuple[str, str] | None] = (resolved0, secrets.randbits(63), None)
+        except ChronoError as exc:
+            packet = (None, 0, (type(exc).__name__, str(exc)))
+    else:
+        packet = (None, 0, None)
+    resolved, run_id, error = comm.bcast(packet, root=0)
+    if error is not None:
+        raise (StoreError if error[0] == "StoreError" else ConfigError)(error[1])
+    assert resolved is not None
+    hosts = comm.allgather(hostname())
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+    leaders = comm.allgather(node.allreduce(rank, op=MPI.MIN))
+    node.Free()
+    node_index = {leader: i for i, leader in enumerate(sorted(set(leaders)))}
+    node_of = [node_index[x] for x in leaders]
+    roles = assign_roles(comm.Get_size(), resolved.layout, node_of)  # identical on every rank
+    return Context(comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts)
+
+
+def _abort(comm: Any, ctx: Context | None, what: str) -> None:
+    rank = comm.Get_rank()
+    host = ctx.host if ctx else hostname()
+    sys.stderr.write(f"chronompi: rank {rank} on {host} ({ctx.role if ctx else 'start-up'}) failed: {what}\n")
+    sys.stderr.write(traceback.format_exc())
+    sys.stderr.flush()
+    comm.Abort(1)
+
+
+@contextmanager
+def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
+    """Run a chronompi session over ``comm`` (``MPI.COMM_WORLD`` by default).
+
+    Collective: every rank of ``comm`` must enter it. On client ranks it yields
+    a :class:`Client` (whose ``comm`` is the clients' own communicator, for the
+    science code); on service ranks it serves the whole session inside the
+    call and yields ``None``, like mpi4py's ``MPICommExecutor``::
+
+        with chronompi.session() as client:
+            if client is not None:
+                story = ...
+
+    When the ``with`` block ends on every client, all events are in the store
+    and every file is closed before the call returns on any rank.
+    """
+    base = comm if comm is not None else MPI.COMM_WORLD
+    world = base.Dup()  # never talk on the user's communicator
+    try:
+        ctx = _startup(world, cfg)
+    except (ConfigError, StoreError):
+        world.Free()
+        raise
+    setup_logging(ctx.cfg.service.log_level, ctx.rank, ctx.role)
+    role_comm = world.Split(ROLES.index(ctx.role), ctx.rank)
+    try:
+        if ctx.role == CLIENT:
+            client = Client(ctx, role_comm)
+            try:
+                client._start()
+            except BaseException:
+                _abort(world, ctx, "client start-up")
+            try:
+                yield client
+            except BaseException as exc:
+                try:
+                    client._close(failure=exc)
+                except BaseException:
+                    _abort(world, ctx, "client shutdown after an error")
+                raise
+            else:
+                try:
+                    client._close()
+                except BaseException:
+                    _abort(world, ctx, "client shutdown")
+                _remember(client.summary)
+        else:
+            try:
+                service = SERVICES[ctx.role](ctx)
+                service.run()
+            except BaseException:
+                _abort(world, ctx, f"{ctx.role} service")
+            _remember(service.summary)
+            yield None
+    finally:
+        role_comm.Free()
+        world.Free()

@@ -1,0 +1,285 @@
+"""The visor: registry of chronicles and stories, clock reference, shutdown
+coordination and the run summary.
+
+Registry requests arrive as small pickled tuples on ``TAG_REQ`` and are
+answered on ``TAG_REP`` to the asking rank; a client serialises its requests,
+so a reply always matches the one request that client has outstanding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from ._version import __version__
+from .errors import ChronicleExists, ChronicleInUse, ChronoError, StoryNotAcquired, UnknownChronicle
+from .names import check_name
+from .protocol import DONE, FAILED, FORCE_END, RELEASE, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
+from .service import Service
+from .store.format import RUNS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StoryEntry:
+    id: int
+    holders: set[int] = field(default_factory=set)  # client ranks that hold it
+    acquired: int = 0  # acquisitions over the run
+
+
+@dataclass
+class ChronicleEntry:
+    attrs: dict[str, Any]
+    stories: dict[str, StoryEntry] = field(default_factory=dict)
+
+
+class Registry:
+    """Chronicles and stories; pure bookkeeping, no MPI (unit-tested directly)."""
+
+    def __init__(self) -> None:
+        self.chronicles: dict[str, ChronicleEntry] = {}
+        self.next_id = 1
+        self.ids: dict[tuple[str, str], int] = {}  # kept after destroy: an id is never reused
+
+    def create_chronicle(self, name: str, attrs: dict[str, Any] | None) -> None:
+        check_name(name, "chronicle")
+        if name in self.chronicles:
+            raise ChronicleExists(f"chronicle {name!r} exists already; acquire its stories or pick another name")
+        self.chronicles[name] = ChronicleEntry(dict(attrs or {}))
+
+    def _chronicle(self, name: str) -> ChronicleEntry:
+        check_name(name, "chronicle")
+        try:
+            return self.chronicles[name]
+        except KeyError:
+            raise UnknownChronicle(name) from None
+
+    def destroy_chronicle(self, name: str) -> None:
+        c = self._chronicle(name)
+        held = sorted(s for s, e in c.stories.items() if e.holders)
+        if held:
+            raise ChronicleInUse(
+                f"chronicle {name!r} still has acquired stories {held}; release them before destroying it"
+            )
+        del self.chronicles[name]
+
+    def show_chronicles(self) -> list[str]:
+        return sorted(self.chronicles)
+
+    def show_stories(self, chronicle: str) -> list[str]:
+        return sorted(self._chronicle(chronicle).stories)
+
+    def acquire(self, chronicle: str, story: str, client: int) -> int:
+        c = self._chronicle(chronicle)
+        check_name(story, "story")
+        entry = c.stories.get(story)
+        if entry is None:
+            key = (chronicle, story)
+            sid = self.ids.get(key)
+            if sid is None:
+                sid = self.ids[key] = self.next_id
+                self.next_id += 1
+            entry = c.stories[story] = StoryEntry(sid)
+        entry.holders.add(client)
+        entry.acquired += 1
+        return entry.id
+
+    def release(self, chronicle: str, story: str, client: int) -> int:
+        """Drop ``client``'s hold; return how many clients still hold the story."""
+        c = self._chronicle(chronicle)
+        entry = c.stories.get(story)
+        if entry is None or client not in entry.holders:
+            raise StoryNotAcquired(f"story {chronicle}/{story} is not acquired by this client")
+        entry.holders.discard(client)
+        return len(entry.holders)
+
+    def handle(self, request: tuple[Any, ...], client: int) -> Any:
+        op, *args = request
+        if op == "create_chronicle":
+            return self.create_chronicle(args[0], args[1])
+        if op == "destroy_chronicle":
+            return self.destroy_chronicle(args[0])
+        if op == "show_chronicles":
+            return self.show_chronicles()
+        if op == "show_stories":
+            return self.show_stories(args[0])
+        if op == "acquire":
+            return self.acquire(args[0], args[1], client)
+        if op == "release":
+            return self.release(args[0], args[1], client)
+        raise ValueError(f"unknown registry request {op!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            name: {
+                "attrs": c.attrs,
+                "stories": {s: {"id": e.id, "acquired": e.acquired} for s, e in c.stories.items()},
+            }
+            for name, c in self.chronicles.items()
+        }
+
+
+def error_reply(exc: Exception) -> tuple[Any, ...]:
+    """An exception as a small picklable tuple: (\"err\", class name, message)."""
+    return ("err", type(exc).__name__, str(exc))
+
+
+class Visor(Service):
+    role = "visor"
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        self.registry = Registry()
+        self.root = Path(ctx.cfg.storage.root)
+        roles = ctx.roles
+        self.expect = {r for r in range(len(roles.role)) if r != ctx.rank}
+        self.done: dict[int, tuple[str, dict[str, Any]]] = {}
+        self.failures: list[tuple[int, str, str]] = []
+        self.failed_at: float | None = None
+        self.forced = False
+        self.replies: list[Any] = []
+        self.n_requests = 0
+        self.n_pings = 0
+        self.status = MPI.Status()
+        self.t_start = time.time()
+
+    def _clock(self) -> bool:
+        got = False
+        ping = np.empty(0, np.int64)
+        while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_CLOCK, self.status):
+            src = self.status.Get_source()
+            self.comm.Recv([ping, MPI.INT64_T], src, TAG_CLOCK)
+            now = np.array([time.time_ns()], np.int64)  # read right before the reply goes out
+            self.comm.Send([now, MPI.INT64_T], src, TAG_CLOCK)
+            self.n_pings += 1
+            got = True
+        return got
+
+    def _requests(self) -> bool:
+        got = False
+        while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_REQ, self.status):
+            src = self.status.Get_source()
+            req = self.comm.recv(source=src, tag=TAG_REQ)
+            self.n_requests += 1
+            try:
+                reply: tuple[Any, ...] = ("ok", self.registry.handle(req, src))
+            except ChronoError as exc:
+                reply = error_reply(exc)
+            self.replies.append(self.comm.isend(reply, src, TAG_REP))
+            got = True
+        if self.replies:
+            MPI.Request.Testall(self.replies) and self.replies.clear()
+        return got
+
+    def _control(self) -> bool:
+        got = False
+        while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_CTRL, self.status):
+            src = self.status.Get_source()
+            msg = self.comm.recv(source=src, tag=TAG_CTRL)
+            got = True
+            if msg[0] == DONE:
+                _, role, rank, stats = msg
+                self.done[rank] = (role, stats)
+            elif msg[0] == FAILED:
+                _, rank, host, text = msg
+                log.error("client rank %d on %s failed: %s", rank, host, text)
+                self.failures.append((rank, host, text))
+                if self.failed_at is None:
+                    self.failed_at = time.monotonic()
+        return got
+
+    def _check_failure(self) -> None:
+        if self.failed_at is None or self.forced:
+            return
+        if time.monotonic() - self.failed_at < self.ctx.cfg.service.failure_grace_s:
+            return
+        clients = set(self.ctx.roles.clients)
+        missing = sorted(clients - set(self.done))
+        log.error(
+            "client(s) %s did not finish within service.failure_grace_s=%.1f s after a client failed: "
+            "writing what was recorded, then aborting the job",
+            missing,
+            self.ctx.cfg.service.failure_grace_s,
+        )
+        self.forced = True
+        for k in self.ctx.roles.keepers:
+            self.comm.send((FORCE_END,), dest=k, tag=TAG_CTRL)
+
+    def step(self) -> bool:
+        progressed = self._clock()
+        progressed |= self._requests()
+        progressed |= self._control()
+        self._check_failure()
+        services = set(self.ctx.roles.keepers) | set(self.ctx.roles.graphers)
+        if self.forced and services <= set(self.done):
+            self._write_manifest()
+            self._print_summary()
+            log.critical("aborting the job: client(s) failed and others did not finish")
+            self.comm.Abort(1)
+        if set(self.done) >= self.expect:
+            self.finished = True
+        return progressed
+
+    # -- end of run ------------------------------------------------------
+    def summary_dict(self) -> dict[str, Any]:
+        roles: dict[str, list[dict[str, Any]]] = {}
+        for rank, (role, stats) in sorted(self.done.items()):
+            roles.setdefault(role, []).append({"rank": rank, **stats})
+        clients = roles.get("client", [])
+        graphers = roles.get("grapher", [])
+        wall = time.time() - self.t_start
+        events = sum(g["events"] for g in graphers)
+        logged = sum(c["events"] for c in clients)
+        first = min((c["first_time"] for c in clients if c.get("first_time")), default=None)
+        last = max((c["last_time"] for c in clients if c.get("last_time")), default=None)
+        return {
+            "run": f"{self.ctx.run_id:016x}",
+            "version": __version__,
+            "store": os.path.abspath(self.root),
+            "ranks": len(self.ctx.roles.role),
+            "hosts": sorted(set(self.ctx.hosts)),
+            "wall_s": round(wall, 3),
+            "events_logged": logged,
+            "events_stored": events,
+            "bytes_stored": sum(g["bytes"] for g in graphers),
+            "dropped": sum(c.get("dropped", 0) for c in clients),
+            "rate_events_s": round(events / wall, 1) if wall > 0 else 0.0,
+            "first_time": first,
+            "last_time": last,
+            "failures": [{"rank": r, "host": h, "error": t} for r, h, t in self.failures],
+            "clock": {str(c["rank"]): {"offset_ns": c["offset_ns"], "error_ns": c["error_ns"]} for c in clients},
+            "roles": roles,
+            "registry": self.registry.to_json(),
+        }
+
+    def _write_manifest(self) -> None:
+        self.summary = self.summary_dict()
+        path = self.root / RUNS / f"r{self.ctx.run_id:016x}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.summary, indent=1, default=str) + "\n")
+        os.replace(tmp, path)
+
+    def _print_summary(self) -> None:
+        if self.summary is None or not self.ctx.cfg.service.summary:
+            return
+        from .report import print_summary
+
+        print_summary(self.summary)
+
+    def run(self) -> None:
+        while not self.finished:
+            self.backoff.step(self.step())
+        self._write_manifest()
+        self._print_summary()
+        brief = {k: v for k, v in (self.summary or {}).items() if k not in ("roles", "clock", "registry")}
+        for r in sorted(self.expect):
+            self.comm.send((RELEASE, brief), dest=r, tag=TAG_CTRL)
