@@ -23,10 +23,10 @@ def compose(overrides: Sequence[str] = (), config_dir: str | None = None) -> Any
     """Compose the config with Hydra's compose API (no output directories, no chdir).
 
     Uses ``config_dir``, else ``$CHRONOMPI_CONF``, else ``./conf`` when it holds a
-    ``config.yaml``, else the schema defaults registered in the ConfigStore.
+    ``config.yaml``, else the groups shipped inside the package (``chronompi/conf``).
     """
     from hydra import compose as hydra_compose
-    from hydra import initialize, initialize_config_dir
+    from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -36,13 +36,11 @@ def compose(overrides: Sequence[str] = (), config_dir: str | None = None) -> Any
     cdir = config_dir or os.environ.get("CHRONOMPI_CONF")
     if cdir is None and (Path.cwd() / "conf" / "config.yaml").is_file():
         cdir = str(Path.cwd() / "conf")
+    if cdir is None:
+        cdir = str(Path(__file__).parent / "conf")
     try:
-        if cdir is not None:
-            with initialize_config_dir(config_dir=str(Path(cdir).resolve()), version_base=None):
-                cfg = hydra_compose(config_name="config", overrides=list(overrides))
-        else:
-            with initialize(version_base=None):
-                cfg = hydra_compose(config_name="chronompi_schema", overrides=list(overrides))
+        with initialize_config_dir(config_dir=str(Path(cdir).resolve()), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         from .errors import ConfigError
 

@@ -104,12 +104,30 @@ def as_config(cfg: Any = None) -> Config:
         from omegaconf.errors import OmegaConfBaseException
 
         try:
-            merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+            data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+            _check_keys(Config, data, "")
+            merged = OmegaConf.merge(OmegaConf.structured(Config), data)
             out = OmegaConf.to_object(merged)  # type: ignore[assignment]
         except OmegaConfBaseException as exc:
             raise ConfigError(f"invalid configuration: {exc}") from None
     check_values(out)
     return out
+
+
+def _check_keys(schema: type, data: Any, where: str) -> None:
+    """Refuse keys the schema does not have (a typo must not be silently ignored)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {where or '<root>'!r} must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown config key {where + str(key)!r}; known keys here: {', '.join(sorted(fields))}"
+            )
+        sub = fields[key].type
+        sub_type = globals().get(sub) if isinstance(sub, str) else sub
+        if isinstance(sub_type, type) and dataclasses.is_dataclass(sub_type):
+            _check_keys(sub_type, value, f"{where}{key}.")
 
 
 def _positive(section: str, obj: Any, *names: str) -> None:
