@@ -59,7 +59,7 @@ class Keeper(Service):
         self.sequencer: Sequencer[tuple[int, int]] = Sequencer()
         self.names: dict[int, tuple[str, str]] = {}
         self.open: dict[tuple[int, int], list[Piece]] = defaultdict(list)
-        self.closed_below: dict[int, int] = {}  # story -> first window not yet closed
+        self.closed_below = NEVER  # first window not closed yet (for every story): wm // window_ns
         self.late: dict[tuple[int, int], list[Piece]] = defaultdict(list)
         self.sends: list[Any] = []
         self.send_bufs: list[np.ndarray] = []
@@ -140,7 +140,7 @@ class Keeper(Service):
             self._file(int(ss[a]), int(ws[a]), (part, heap))
 
     def _file(self, story: int, window: int, piece: Piece) -> None:
-        if window < self.closed_below.get(story, NEVER):
+        if window < self.closed_below:
             self.late[(story, window)].append(piece)
             self.n_late += len(piece[0])
         else:
@@ -195,24 +195,19 @@ class Keeper(Service):
                 self._ship(key, pieces, self.told, late=True)
             self.late.clear()
             progressed = True
+        if wm != NEVER:
+            # window w is closed once the watermark reached its end, i.e. w < wm // window_ns;
+            # whatever comes for a closed window later is late
+            self.closed_below = max(self.closed_below, wm // self.window_ns if wm != FOREVER else FOREVER)
         ready = [k for k in self.open if window_end(k[1], self.window_ns) <= wm]
         for key in sorted(ready, key=lambda k: k[1]):
             self._ship(key, self.open.pop(key), wm, late=False)
-            story, window = key
-            if window + 1 > self.closed_below.get(story, NEVER):
-                self.closed_below[story] = window + 1
         if ready:
             progressed = True
         told_window = self.told // self.window_ns if self.told not in (NEVER, FOREVER) else self.told
         wm_window = wm // self.window_ns if wm not in (NEVER, FOREVER) else wm
         if wm_window != told_window and wm > self.told:
             self.told = wm
-            if wm != FOREVER:
-                # windows below the watermark are closed for every story, also those that had
-                # no events here yet: anything that still comes for them is late
-                for story in self.names:
-                    if self.closed_below.get(story, NEVER) < wm_window:
-                        self.closed_below[story] = wm_window
             for g in self.graphers:
                 self._send_chunk(g, codec.encode_chunk(codec.WATERMARK, self.ctx.rank, wm))
             progressed = True

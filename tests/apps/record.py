@@ -1,0 +1,97 @@
+"""Test app: every client logs random payloads and writes what it logged to expected-<id>.npz.
+
+Usage: record.py STORE OUTDIR SPEC_JSON
+spec keys: cfg (session config overrides), chronicles, stories, shared, events, threads,
+sizes (list of payload sizes to draw from), mode (log|log_many|mixed), stall_ms (hold the
+client lock this long mid-run on client 0, making its later-sent events late), seed.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import hashlib
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+faulthandler.dump_traceback_later(float(__import__("os").environ.get("CHRONOMPI_TEST_HANG_S", "100")), exit=True)
+
+import chronompi  # noqa: E402
+
+
+def main() -> None:
+    store, outdir, spec = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    cfg = spec.get("cfg", {})
+    cfg.setdefault("storage", {})["root"] = store
+    with chronompi.session(cfg=cfg) as client:
+        if client is None:
+            return
+        comm = client.comm
+        rank = client.rank
+        if comm.Get_rank() == 0:
+            for c in range(spec.get("chronicles", 1)):
+                client.create_chronicle(f"c{c}", {"test": True})
+        comm.Barrier()
+        names = []
+        for c in range(spec.get("chronicles", 1)):
+            for s in range(spec.get("stories", 1)):
+                names.append((f"c{c}", f"s{s}" if spec.get("shared", True) else f"s{s}_r{rank}"))
+        stories = [client.acquire_story(c, s) for c, s in names]
+        sizes = spec.get("sizes", [64])
+        mode = spec.get("mode", "log")
+        n_threads = spec.get("threads", 1)
+        per_thread = spec.get("events", 1000)
+        lock = threading.Lock()
+        rows: list[tuple[int, int, int, bytes]] = []  # (time, story index, length, digest)
+
+        def work(tid: int) -> None:
+            rng = np.random.default_rng([spec.get("seed", 0), rank, tid])
+            mine = []
+            done = 0
+            k = 0
+            stalled: list[bool] = []
+            while done < per_thread:
+                si = int(rng.integers(len(stories)))
+                st = stories[si]
+                use_many = mode == "log_many" or (mode == "mixed" and k % 2)
+                k += 1
+                if use_many:
+                    m = int(min(per_thread - done, rng.integers(1, 300)))
+                    pl = [rng.bytes(int(rng.choice(sizes))) for _ in range(m)]
+                    times = st.log_many(pl)
+                    mine += [(int(t), si, len(p), hashlib.blake2b(p, digest_size=16).digest()) for t, p in zip(times, pl)]
+                    done += m
+                else:
+                    p = rng.bytes(int(rng.choice(sizes)))
+                    t = st.log(p)
+                    mine.append((t, si, len(p), hashlib.blake2b(p, digest_size=16).digest()))
+                    done += 1
+                if spec.get("stall_ms") and tid == 0 and comm.Get_rank() == 0 and done >= per_thread // 2:
+                    with client._lock:  # a stuck client: nothing leaves it, not even heartbeats
+                        if len(client._batch) and not stalled:  # with events waiting to be sent
+                            time.sleep(spec["stall_ms"] / 1000)
+                            stalled.append(True)
+            with lock:
+                rows.extend(mine)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(1, n_threads)]
+        for th in threads:
+            th.start()
+        work(0)
+        for th in threads:
+            th.join()
+        for st in stories:
+            st.release()
+        arr = np.array(
+            rows, dtype=[("time", "<i8"), ("story", "<u4"), ("length", "<u4"), ("digest", "V16")]
+        )
+        np.save(outdir / f"expected-{client.id:016x}.npy", arr)
+        (outdir / f"names-{client.id:016x}.json").write_text(json.dumps(names))
+
+
+if __name__ == "__main__":
+    main()

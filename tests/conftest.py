@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chronompi.launch import run_mpi
+
+APPS = Path(__file__).parent / "apps"
+
+
+def mpirun(n: int, script: str, *args: str, timeout: float = 120, check: bool = True, env: dict | None = None):
+    """Run ``mpirun -n N python tests/apps/SCRIPT ARGS`` with a timeout; hangs dump tracebacks first."""
+    e = dict(os.environ)
+    e["CHRONOMPI_TEST_HANG_S"] = str(max(5.0, timeout - 10))
+    e.update(env or {})
+    try:
+        r = run_mpi(n, [sys.executable, str(APPS / script), *args], timeout=timeout, env=e, capture_output=True)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"mpirun -n {n} {script} hung for {timeout} s:\n{exc.stdout}\n{exc.stderr}")
+    if check and r.returncode != 0:
+        pytest.fail(f"mpirun -n {n} {script} exited {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+    return r
+
+
+def manifest(store: Path) -> dict:
+    runs = sorted((store / "runs").glob("*.json"))
+    assert runs, f"no run manifest in {store}"
+    return json.loads(runs[-1].read_text())
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def outdir(tmp_path: Path) -> Path:
+    d = tmp_path / "out"
+    d.mkdir()
+    return d
