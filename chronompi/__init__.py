@@ -1,13 +1,13 @@
 """chronompi: a distributed, tiered event-log store that runs inside an MPI job.
 
-    with chronompi.session() as client:        # collective over COMM_WORLD
-        if client is not None:                  # None on visor/keeper/grapher ranks
-            client.create_chronicle("run")
-            with client.acquire_story("run", "diagnostics") as story:
-                story.log(b"step 1 done")
+with chronompi.session() as client:        # collective over COMM_WORLD
+    if client is not None:                  # None on visor/keeper/grapher ranks
+        client.create_chronicle("run")
+        with client.acquire_story("run", "diagnostics") as story:
+            story.log(b"step 1 done")
 
-    store = chronompi.open_store("chronompi-store")
-    events = store.replay("run", "diagnostics")
+store = chronompi.open_store("chronompi-store")
+events = store.replay("run", "diagnostics")
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The ``chronompi`` command.
 
-    chronompi run [hydra overrides]          the workload simulator (under mpirun)
-    chronompi mpirun -n N COMMAND...         mpirun with the environment this machine needs
-    chronompi ls STORE                       chronicles, stories, event counts
-    chronompi replay STORE CHRONICLE STORY   print events of a time range
+chronompi run [hydra overrides]          the workload simulator (under mpirun)
+chronompi mpirun -n N COMMAND...         mpirun with the environment this machine needs
+chronompi ls STORE                       chronicles, stories, event counts
+chronompi replay STORE CHRONICLE STORY   print events of a time range
 """
 
 from __future__ import annotations

@@ -59,10 +59,10 @@ class Story:
 
     def _refuse(self) -> None:
         if self._state == CLOSED:
-            raise SessionClosed(f"story {self.chronicle}/{self.name}: its session has ended; nothing more can be logged")
-        raise StoryNotAcquired(
-            f"story {self.chronicle}/{self.name} was released; acquire it again to log into it"
-        )
+            raise SessionClosed(
+                f"story {self.chronicle}/{self.name}: its session has ended; nothing more can be logged"
+            )
+        raise StoryNotAcquired(f"story {self.chronicle}/{self.name} was released; acquire it again to log into it")
 
     def log(self, payload: bytes | str | bytearray | memoryview) -> int:
         """Record one event; returns its timestamp (ns since the epoch, clock-corrected)."""
@@ -145,7 +145,7 @@ def _as_bytes(payload: Any) -> bytes:
     if isinstance(payload, str):
         return payload.encode()
     if isinstance(payload, (bytearray, memoryview, np.ndarray)):
-        return bytes(memoryview(payload).cast("B"))
+        return bytes(memoryview(payload).cast("B"))  # type: ignore[arg-type]
     raise TypeError(f"an event payload must be bytes or str, not {type(payload).__name__}")
 
 
@@ -285,7 +285,9 @@ class Client:
             self._tick_no = self._batch_no
 
     # -- sending -----------------------------------------------------------
-    def _append_many(self, sid: int, times: np.ndarray, seqs: np.ndarray, lengths: np.ndarray, heap: np.ndarray) -> None:
+    def _append_many(
+        self, sid: int, times: np.ndarray, seqs: np.ndarray, lengths: np.ndarray, heap: np.ndarray
+    ) -> None:
         """Add array events to the open batch, sending full batches as they fill (lock held)."""
         b = self._batch
         b.lists_to_segment()
@@ -509,9 +511,7 @@ class Client:
 
 
 _ERRORS = {
-    name: cls
-    for name, cls in vars(errors).items()
-    if isinstance(cls, type) and issubclass(cls, errors.ChronoError)
+    name: cls for name, cls in vars(errors).items() if isinstance(cls, type) and issubclass(cls, errors.ChronoError)
 }
 
 

@@ -71,9 +71,7 @@ CHUNK_HEADER = np.dtype(
 assert CHUNK_HEADER.itemsize == 56
 
 # one event as stored: in chunks and in the HDF5 events table
-EVENT = np.dtype(
-    [("time", "<i8"), ("client", "<u8"), ("seq", "<u8"), ("offset", "<u8"), ("length", "<u4")]
-)
+EVENT = np.dtype([("time", "<i8"), ("client", "<u8"), ("seq", "<u8"), ("offset", "<u8"), ("length", "<u4")])
 
 
 def _pad8(n: int) -> int:

@@ -121,9 +121,7 @@ def _check_keys(schema: type, data: Any, where: str) -> None:
     fields = {f.name: f for f in dataclasses.fields(schema)}
     for key, value in data.items():
         if key not in fields:
-            raise ConfigError(
-                f"unknown config key {where + str(key)!r}; known keys here: {', '.join(sorted(fields))}"
-            )
+            raise ConfigError(f"unknown config key {where + str(key)!r}; known keys here: {', '.join(sorted(fields))}")
         sub = fields[key].type
         sub_type = globals().get(sub) if isinstance(sub, str) else sub
         if isinstance(sub_type, type) and dataclasses.is_dataclass(sub_type):

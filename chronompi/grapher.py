@@ -11,8 +11,8 @@ own; readers merge the runs of a window. No collective call anywhere.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -58,7 +58,9 @@ def find_mpirun(env: Mapping[str, str] | None = None) -> str:
     )
 
 
-def mpirun_argv(n: int, command: Sequence[str], mpirun_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> list[str]:
+def mpirun_argv(
+    n: int, command: Sequence[str], mpirun_args: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> list[str]:
     if n < 1:
         raise ConfigError(f"-n {n}: the number of ranks must be at least 1")
     return [find_mpirun(env), "-n", str(n), *mpirun_args, *command]

@@ -7,10 +7,13 @@ science code. Tags:
 | tag | from -> to | payload |
 | --- | --- | --- |
 | BATCH | client -> keeper | a batch buffer (codec.py), uppercase API |
-| CHUNK | keeper -> grapher | a chunk buffer; watermarks and END ride on this tag too, so MPI's non-overtaking rule delivers a keeper's END after its last chunk |
+| CHUNK | keeper -> grapher | a chunk buffer; watermarks and END ride on this tag too (see below) |
 | CLOCK | client <-> visor | one int64 (ping: empty) |
 | REQ / REP | client <-> visor | small pickled registry requests and replies |
 | CTRL | any -> visor, visor -> any | small pickled lifecycle messages: done, failed, force-end, release |
+
+Watermarks and END share the chunk tag so that MPI's non-overtaking rule
+delivers them after every chunk the keeper sent before them.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -176,8 +176,8 @@ class Visor(Service):
                 reply = error_reply(exc)
             self.replies.append(self.comm.isend(reply, src, TAG_REP))
             got = True
-        if self.replies:
-            MPI.Request.Testall(self.replies) and self.replies.clear()
+        if self.replies and MPI.Request.Testall(self.replies):
+            self.replies.clear()
         return got
 
     def _control(self) -> bool:

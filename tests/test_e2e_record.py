@@ -41,7 +41,10 @@ CASES = {
     "n8-2k2g-threads": (8, {"cfg": layout(2, 2), "events": 1500, "stories": 2, "threads": 4, "mode": "mixed"}),
     "n4-1k1g-small-batches": (
         4,
-        {"cfg": layout(1, 1, client={"batch_bytes": 2048, "max_inflight": 1}, keeper={"ring_slots": 2}), "events": 3000},
+        {
+            "cfg": layout(1, 1, client={"batch_bytes": 2048, "max_inflight": 1}, keeper={"ring_slots": 2}),
+            "events": 3000,
+        },
     ),
 }
 

@@ -87,9 +87,7 @@ class SegmentWriter:
             g = f[key]
             return g["events"], g["payload"], g["windows"]
         g = f.require_group(chronicle).create_group(story)
-        ev = g.create_dataset(
-            "events", shape=(0,), maxshape=(None,), dtype=EVENT, chunks=(self.cfg.events_chunk_rows,)
-        )
+        ev = g.create_dataset("events", shape=(0,), maxshape=(None,), dtype=EVENT, chunks=(self.cfg.events_chunk_rows,))
         pl = g.create_dataset(
             "payload", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(self.cfg.payload_chunk_bytes,)
         )

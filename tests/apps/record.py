@@ -63,7 +63,9 @@ def main() -> None:
                     m = int(min(per_thread - done, rng.integers(1, 300)))
                     pl = [rng.bytes(int(rng.choice(sizes))) for _ in range(m)]
                     times = st.log_many(pl)
-                    mine += [(int(t), si, len(p), hashlib.blake2b(p, digest_size=16).digest()) for t, p in zip(times, pl)]
+                    mine += [
+                        (int(t), si, len(p), hashlib.blake2b(p, digest_size=16).digest()) for t, p in zip(times, pl)
+                    ]
                     done += m
                 else:
                     p = rng.bytes(int(rng.choice(sizes)))
@@ -86,9 +88,7 @@ def main() -> None:
             th.join()
         for st in stories:
             st.release()
-        arr = np.array(
-            rows, dtype=[("time", "<i8"), ("story", "<u4"), ("length", "<u4"), ("digest", "V16")]
-        )
+        arr = np.array(rows, dtype=[("time", "<i8"), ("story", "<u4"), ("length", "<u4"), ("digest", "V16")])
         np.save(outdir / f"expected-{client.id:016x}.npy", arr)
         (outdir / f"names-{client.id:016x}.json").write_text(json.dumps(names))
 

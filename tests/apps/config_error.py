@@ -1,0 +1,23 @@
+"""Test app: start a session with the config given as JSON; print how it ended on every rank."""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+
+faulthandler.dump_traceback_later(float(os.environ.get("CHRONOMPI_TEST_HANG_S", "60")), exit=True)
+
+from mpi4py import MPI  # noqa: E402
+
+import chronompi  # noqa: E402
+
+rank = MPI.COMM_WORLD.Get_rank()
+try:
+    with chronompi.session(cfg=json.loads(sys.argv[1])) as client:
+        pass
+except chronompi.ChronoError as exc:
+    print(f"RANK {rank} {type(exc).__name__}: {exc}", flush=True)
+    sys.exit(3)
+print(f"RANK {rank} OK", flush=True)

@@ -1,0 +1,109 @@
+"""Bad input: clear errors on every rank, nothing already recorded lost, no hangs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import manifest, mpirun
+
+import chronompi
+
+pytestmark = pytest.mark.mpi
+
+BAD_NAMES = ["../x", "a/b", "", "x" * 65, "bad name", "caf\u00e9", ".hidden", "..", "-dash"]
+
+
+def test_bad_input_in_a_session(store: Path) -> None:
+    r = mpirun(5, "bad_input.py", str(store))
+    checked = [line.split(" ", 1)[1] for line in r.stdout.splitlines() if line.startswith("CHECKED ")]
+    expected = [f"{kind}-name {b!r}" for b in BAD_NAMES for kind in ("chronicle", "story")] + [
+        "name-not-str",
+        "invalid-is-valueerror",
+        "payload-too-large",
+        "payload-too-large-many",
+        "payload-type",
+        "log_many-bad-array",
+        "unknown-chronicle-acquire",
+        "unknown-chronicle-stories",
+        "unknown-chronicle-destroy",
+        "chronicle-exists",
+        "destroy-in-use",
+        "log-after-release",
+        "log_many-after-release",
+        "release-not-acquired",
+        "context-released",
+        "destroy",
+        "log-after-session",
+        "acquire-after-session",
+        "show-after-session",
+        "nothing-lost",
+    ]
+    assert sorted(checked) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    "n, cfg, fragment",
+    [
+        (3, {}, "needs at least 4 ranks"),  # too few ranks: no client would be left
+        (4, {"layout": {"keepers": 2}}, "needs at least 5 ranks"),  # zero clients
+        (4, {"layout": {"keepers": 10}}, "needs at least 13 ranks"),  # more keepers than ranks
+        (4, {"layout": {"graphers": 0}}, "at least one keeper and one grapher"),
+        (4, {"client": {"batch_bytes": 0}}, "client.batch_bytes=0"),
+        (4, {"client": {"policy": "maybe"}}, "client.policy='maybe'"),
+        (4, {"workload": {"evnts": 1}}, "unknown config key 'workload.evnts'"),
+    ],
+)
+def test_bad_layout_fails_on_every_rank(n: int, cfg: dict, fragment: str, store: Path) -> None:
+    cfg = {"storage": {"root": str(store)}, **cfg}
+    t0 = time.monotonic()
+    r = mpirun(n, "config_error.py", json.dumps(cfg), timeout=60, check=False)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RANK ")]
+    assert sorted(int(ln.split()[1]) for ln in lines) == list(range(n)), r.stdout + r.stderr
+    for ln in lines:
+        assert "ConfigError" in ln and fragment in ln, ln
+    assert time.monotonic() - t0 < 30
+
+
+def test_store_path_that_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "afile"
+    f.write_text("not a store")
+    r = mpirun(4, "config_error.py", json.dumps({"storage": {"root": str(f)}}), timeout=60, check=False)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RANK ")]
+    assert len(lines) == 4 and all("StoreError" in ln and "not a directory" in ln for ln in lines), r.stdout
+
+
+def test_foreign_directory_is_not_taken_over(tmp_path: Path) -> None:
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "thesis.tex").write_text("precious")
+    r = mpirun(4, "config_error.py", json.dumps({"storage": {"root": str(d)}}), timeout=60, check=False)
+    assert r.returncode != 0 and "not a chronompi store" in r.stdout
+    assert sorted(p.name for p in d.iterdir()) == ["thesis.tex"]
+
+
+def test_client_failure_alone_keeps_its_events(store: Path) -> None:
+    r = mpirun(6, "client_fails.py", str(store), "alone", check=False)
+    assert r.returncode != 0, "the failing rank's exception must fail the job"
+    assert "science code failed on purpose" in r.stderr
+    m = manifest(store)
+    assert [f["error"] for f in m["failures"]] == ["RuntimeError: science code failed on purpose"]
+    with chronompi.open_store(store) as st:
+        for rank in range(3):
+            payloads = st.replay("c", f"s{rank}")["payload"].tolist()
+            want = [b"%d-%d" % (rank, i) for i in range(100)] + ([b"last"] if rank else [])
+            assert payloads == want
+
+
+def test_client_failure_with_others_stuck_aborts_after_grace(store: Path) -> None:
+    t0 = time.monotonic()
+    r = mpirun(6, "client_fails.py", str(store), "stuck", timeout=90, check=False)
+    assert r.returncode != 0
+    assert time.monotonic() - t0 < 60
+    assert "aborting the job" in r.stderr
+    with chronompi.open_store(store) as st:  # everything logged before the failure was written
+        for rank in range(3):
+            assert st.replay("c", f"s{rank}")["payload"].tolist() == [b"%d-%d" % (rank, i) for i in range(100)]
