@@ -447,6 +447,8 @@ class Client:
             if sid not in self._seq_of:
                 self._decls.append((sid, chronicle, story))  # rides on our next batch
                 self._seq_of[sid] = 0
+                if sum(len(c) + len(s) + 24 for _, c, s in self._decls) > codec.DECL_BUDGET:
+                    self._send_locked(codec.DATA)  # keep a batch's declarations within the slot margin
         return st
 
     def release_story(self, chronicle: str, story: str) -> None:

@@ -82,9 +82,15 @@ class CodecError(ValueError):
     """A buffer is not a well-formed batch or chunk."""
 
 
+# A client sends its pending story declarations as soon as they pass DECL_BUDGET bytes,
+# so one batch carries at most DECL_BUDGET + one declaration (< DECL_MARGIN).
+DECL_BUDGET = 2048
+DECL_MARGIN = 4096
+
+
 def batch_capacity(batch_bytes: int, max_event_bytes: int) -> int:
     """Bytes a receive slot needs to hold any batch a client may send."""
-    return BATCH_HEADER.itemsize + batch_bytes + max_event_bytes + BATCH_RECORD.itemsize + 4096
+    return BATCH_HEADER.itemsize + batch_bytes + max_event_bytes + BATCH_RECORD.itemsize + DECL_MARGIN
 
 
 @dataclass
@@ -152,9 +158,12 @@ def decode_batch(buf: np.ndarray, nbytes: int | None = None) -> Batch:
         raise CodecError(f"batch sizes disagree: header says {h0 + heap_bytes} bytes, got {nbytes}")
     decls = []
     if decl_bytes:
-        for line in buf[d0 : d0 + decl_bytes].tobytes().decode().splitlines():
-            i, c, s = line.split("\t")
-            decls.append((int(i), c, s))
+        try:
+            for line in buf[d0 : d0 + decl_bytes].tobytes().decode().splitlines():
+                i, c, s = line.split("\t")
+                decls.append((int(i), c, s))
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+            raise CodecError(f"batch declarations are corrupt: {exc}") from None
     return Batch(
         kind=int(hdr["kind"]),
         client=int(hdr["client"]),
@@ -225,7 +234,10 @@ def decode_chunk(buf: np.ndarray) -> Chunk:
         raise CodecError(f"chunk sizes disagree: header says {h0 + heap_bytes} bytes, got {buf.nbytes}")
     names = ("", "")
     if nb:
-        c, s = buf[n0 : n0 + nb].tobytes().decode().split("\t")
+        try:
+            c, s = buf[n0 : n0 + nb].tobytes().decode().split("\t")
+        except ValueError as exc:
+            raise CodecError(f"chunk names are corrupt: {exc}") from None
         names = (c, s)
     return Chunk(
         kind=int(hdr["kind"]),

@@ -41,6 +41,7 @@ WINDOW = np.dtype(
         ("t_min", "<i8"),
         ("t_max", "<i8"),
         ("late", "u1"),
+        ("committed", "<i8"),  # wall-clock ns when the run was written (time-to-durable)
     ]
 )
 

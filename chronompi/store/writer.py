@@ -113,7 +113,7 @@ class SegmentWriter:
             part = events[row : row + n]
             part[...] = r.events
             part["offset"] += off
-            index[i] = (r.window, row0 + row, n, r.events["time"][0], r.events["time"][-1], r.late)
+            index[i] = (r.window, row0 + row, n, r.events["time"][0], r.events["time"][-1], r.late, 0)
             row += n
             off += r.heap.nbytes
         ev_ds.resize((row0 + n_rows,))
@@ -122,6 +122,7 @@ class SegmentWriter:
             pl_ds.resize((byte0 + n_bytes,))
             pl_ds[byte0:] = np.concatenate([r.heap for r in runs]) if len(runs) > 1 else runs[0].heap
         f.flush()  # the data is on its way before the index that points at it
+        index["committed"] = time.time_ns()
         w0 = wi_ds.shape[0]
         wi_ds.resize((w0 + len(runs),))
         wi_ds[w0:] = index
