@@ -369,8 +369,8 @@ class Client:
         self._reap()
         if len(self._inflight) < self._max_inflight:
             return True
-        if self._drop and n and kind == codec.DATA:
-            return False
+        if self._drop and n and kind == codec.DATA and not self._decls:
+            return False  # a batch that declares stories is never dropped: later batches need the names
         self.n_waits += 1
         t0 = time.perf_counter()
         backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)

@@ -49,7 +49,9 @@ class KeeperConfig:
 @dataclass
 class StorageConfig:
     root: str = "chronompi-store"  # the store directory (cold tier)
+    staging: str = "auto"  # warm tier: where open segments are written; auto = $TMPDIR or /tmp; none = in the store
     segment_bytes: int = 1 << 30  # roll a grapher's segment past this size
+    segment_age_s: float = 600.0  # ... or when it is this old
     events_chunk_rows: int = 16384  # HDF5 chunk of the events table
     payload_chunk_bytes: int = 1 << 20  # HDF5 chunk of the payload heap
 
@@ -117,7 +119,7 @@ def as_config(cfg: Any = None) -> Config:
 def _check_keys(schema: type, data: Any, where: str) -> None:
     """Refuse keys the schema does not have (a typo must not be silently ignored)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"config section {where or '<root>'!r} must be a mapping, got {data!r}")
+        raise ConfigError(f"config section {where.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(schema)}
     for key, value in data.items():
         if key not in fields:
@@ -148,7 +150,7 @@ def check_values(cfg: Config) -> None:
     if cfg.client.policy not in ("block", "drop"):
         raise ConfigError(f"client.policy={cfg.client.policy!r} must be 'block' or 'drop'")
     _positive("keeper", cfg.keeper, "ring_slots", "window_ms", "acceptance_ms")
-    _positive("storage", cfg.storage, "segment_bytes", "events_chunk_rows", "payload_chunk_bytes")
+    _positive("storage", cfg.storage, "segment_bytes", "segment_age_s", "events_chunk_rows", "payload_chunk_bytes")
     if cfg.service.progress not in ("backoff", "busy"):
         raise ConfigError(f"service.progress={cfg.service.progress!r} must be 'backoff' or 'busy'")
     if not cfg.storage.root:
@@ -156,8 +158,9 @@ def check_values(cfg: Config) -> None:
     w = cfg.workload
     if not 0 <= w.payload_min <= w.payload_avg <= w.payload_max:
         raise ConfigError(
-            f"workload payload sizes must satisfy 0 <= min <= avg <= max, got "
-            f"min={w.payload_min} avg={w.payload_avg} max={w.payload_max}"
+            f"workload payload sizes must satisfy 0 <= payload_min <= payload_avg <= payload_max, got "
+            f"workload.payload_min={w.payload_min} workload.payload_avg={w.payload_avg} "
+            f"workload.payload_max={w.payload_max}"
         )
     if w.mode not in ("log", "log_many"):
         raise ConfigError(f"workload.mode={w.mode!r} must be 'log' or 'log_many'")

@@ -172,7 +172,7 @@ class Visor(Service):
             self.n_requests += 1
             try:
                 reply: tuple[Any, ...] = ("ok", self.registry.handle(req, src))
-            except ChronoError as exc:
+            except (ChronoError, ValueError, TypeError, IndexError) as exc:  # a bad request never kills the visor
                 reply = error_reply(exc)
             self.replies.append(self.comm.isend(reply, src, TAG_REP))
             got = True

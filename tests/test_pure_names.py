@@ -41,8 +41,29 @@ def test_accepts(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "../x", "a/b", "a\\b", "..", ".", ".hidden", "-x", "x" * (MAX_NAME_LEN + 1), "has space", "tab\t", "é",
-     "a..b", "x/", "/x", "nl\n", "nul\x00", "colon:", "star*", "ａ", "٣"],
+    [
+        "",
+        "../x",
+        "a/b",
+        "a\\b",
+        "..",
+        ".",
+        ".hidden",
+        "-x",
+        "x" * (MAX_NAME_LEN + 1),
+        "has space",
+        "tab\t",
+        "é",
+        "a..b",
+        "x/",
+        "/x",
+        "nl\n",
+        "nul\x00",
+        "colon:",
+        "star*",
+        "ａ",
+        "٣",
+    ],
 )
 def test_rejects_with_the_value_in_the_message(name: str) -> None:
     with pytest.raises(InvalidName) as ei:
