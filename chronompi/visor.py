@@ -8,7 +8,7 @@ so a reply always matches the one request that client has outstanding.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import time
@@ -24,7 +24,8 @@ from .errors import ChronicleExists, ChronicleInUse, ChronoError, StoryNotAcquir
 from .names import check_name
 from .protocol import DONE, FAILED, FORCE_END, RELEASE, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
 from .service import Service
-from .store.format import RUNS
+from .store.format import write_run
+from .store.writer import staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,8 @@ class Visor(Service):
         self.n_pings = 0
         self.status = MPI.Status()
         self.t_start = time.time()
+        self.record = self._run_record()
+        write_run(self.root, self.record)
 
     def _clock(self) -> bool:
         got = False
@@ -221,13 +224,32 @@ class Visor(Service):
         self._check_failure()
         services = set(self.ctx.roles.keepers) | set(self.ctx.roles.graphers)
         if self.forced and services <= set(self.done):
-            self._write_manifest()
+            self._write_manifest("aborted")
             self._print_summary()
             log.critical("aborting the job: client(s) failed and others did not finish")
             self.comm.Abort(1)
         if set(self.done) >= self.expect:
             self.finished = True
         return progressed
+
+    # -- run table ------------------------------------------------------
+    def _run_record(self) -> dict[str, Any]:
+        ctx = self.ctx
+        stage = staging_dir(ctx.cfg.storage, ctx.run_id)
+        return {
+            "run": f"{ctx.run_id:016x}",
+            "status": "running",
+            "start": time.time_ns(),
+            "end": None,
+            "version": __version__,
+            "ranks": len(ctx.roles.role),
+            "hosts": sorted(set(ctx.hosts)),
+            "graphers": [
+                {"index": i, "rank": r, "host": ctx.hosts[r], "staging": str(stage)}
+                for i, r in enumerate(ctx.roles.graphers)
+            ],
+            "config": dataclasses.asdict(ctx.cfg),
+        }
 
     # -- end of run ------------------------------------------------------
     def summary_dict(self) -> dict[str, Any]:
@@ -261,12 +283,9 @@ class Visor(Service):
             "registry": self.registry.to_json(),
         }
 
-    def _write_manifest(self) -> None:
+    def _write_manifest(self, status: str = "complete") -> None:
         self.summary = self.summary_dict()
-        path = self.root / RUNS / f"r{self.ctx.run_id:016x}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.summary, indent=1, default=str) + "\n")
-        os.replace(tmp, path)
+        write_run(self.root, {**self.record, **self.summary, "status": status, "end": time.time_ns()})
 
     def _print_summary(self) -> None:
         if self.summary is None or not self.ctx.cfg.service.summary:

@@ -45,7 +45,7 @@ WINDOW = np.dtype(
     ]
 )
 
-__all__ = ["EVENT", "WINDOW", "SCHEMA_VERSION", "init_store", "check_store"]
+__all__ = ["EVENT", "WINDOW", "SCHEMA_VERSION", "init_store", "check_store", "write_run", "read_runs"]
 
 
 def init_store(root: str | os.PathLike[str]) -> Path:
@@ -88,3 +88,24 @@ def check_store(root: str | os.PathLike[str]) -> Path:
             f"({SCHEMA_VERSION}); upgrade chronompi"
         )
     return path
+
+
+def write_run(root: str | os.PathLike[str], record: dict[str, object]) -> Path:
+    """Write (or replace) a run's record ``runs/r<run>.json`` atomically."""
+    path = Path(root) / RUNS / f"r{record['run']}.json"
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_runs(root: str | os.PathLike[str]) -> list[dict[str, object]]:
+    """Every run record of a store, oldest first; unreadable records are skipped."""
+    out = []
+    for p in sorted((Path(root) / RUNS).glob("r*.json")):
+        try:
+            out.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
+    out.sort(key=lambda r: int(r.get("start", 0)))  # type: ignore[call-overload]
+    return out

@@ -1,11 +1,21 @@
-"""Reading a store back: chronicles, stories and time-range replays in total order."""
+"""Reading a store back: chronicles, stories, runs and time-range replays in total order.
+
+What is read: every closed segment in ``STORE/segments`` (``*.h5``), plus the
+open segments of runs that have not ended (``*.h5.part``: in the store, or in
+a run's staging directory when that directory is visible from this host).
+Open segments are read in SWMR mode, which also works on a segment whose
+writer was killed; only rows covered by the windows index are used, and the
+index is written after the rows it covers, so what is read is complete.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import os
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +26,40 @@ from ..codec import EVENT
 from ..errors import StoreError, UnknownChronicle, UnknownStory
 from ..merge import merge_runs
 from ..names import check_name
-from .format import SEGMENTS, check_store
+from .format import SEGMENTS, WINDOW, check_store, read_runs
 
 log = logging.getLogger(__name__)
 
 REPLAY = np.dtype([("time", "<i8"), ("client", "<u8"), ("seq", "<u8"), ("payload", object)])
 
 
-def _time_ns(t: Any) -> int | None:
+def to_ns(t: Any, what: str = "time") -> int | None:
+    """ns since the epoch from None, an int, a datetime (naive = UTC) or an ISO-8601 string."""
     if t is None:
         return None
-    if hasattr(t, "timestamp"):  # datetime
-        return int(round(t.timestamp() * 1e9))
-    return int(t)
+    if isinstance(t, (int, np.integer)):
+        return int(t)
+    if isinstance(t, str):
+        s = t.strip()
+        try:
+            return int(s)
+        except ValueError:
+            pass
+        try:
+            t = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{what} {s!r} is neither nanoseconds since the epoch nor an ISO-8601 time "
+                "(e.g. 2026-11-25T06:41:07.5+00:00)"
+            ) from None
+    if isinstance(t, _dt.datetime):
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=_dt.UTC)
+        delta = t - _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+        return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if isinstance(t, float):
+        return int(t)
+    raise TypeError(f"{what} must be ns (int), a datetime or an ISO-8601 string, not {type(t).__name__}")
 
 
 def to_replay(events: np.ndarray, heap: np.ndarray) -> np.ndarray:
@@ -42,17 +73,33 @@ def to_replay(events: np.ndarray, heap: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class _Row:
+    """One windows-index row of one segment (a sorted run)."""
+
+    file: h5py.File
+    group: str
+    first: int
+    n: int
+    t_min: int
+    t_max: int
+
+
 class Store:
-    """A store directory opened for reading. Behaves like a read-only mapping of chronicles."""
+    """A store directory opened for reading; iterating it gives chronicle names."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = check_store(path)
         self._files: dict[Path, h5py.File] = {}
+        self._warned: set[Path] = set()
 
     # -- lifecycle --------------------------------------------------------
     def close(self) -> None:
         for f in self._files.values():
-            f.close()
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001 - closing a damaged file must not mask the real error
+                pass
         self._files.clear()
 
     def __enter__(self) -> Store:
@@ -61,29 +108,55 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __repr__(self) -> str:
+        return f"<chronompi Store {str(self.path)!r}>"
+
     # -- files ------------------------------------------------------------
+    def runs(self) -> list[dict[str, Any]]:
+        """The run table: one record per job that recorded into this store, oldest first."""
+        return read_runs(self.path)
+
     def segments(self) -> list[Path]:
+        """Closed segments, then open (``.part``) segments still readable from here."""
         seg = self.path / SEGMENTS
-        if not seg.is_dir():
-            return []
-        parts = sorted(seg.glob("*.h5.part"))
-        if parts:
-            warnings.warn(
-                f"{len(parts)} segment(s) still open or left by a crash are not read: "
-                + ", ".join(p.name for p in parts[:3]),
-                stacklevel=3,
-            )
-        return sorted(seg.glob("*.h5"))
+        closed = sorted(seg.glob("*.h5")) if seg.is_dir() else []
+        names = {p.name for p in closed}
+        parts = sorted(seg.glob("*.h5.part")) if seg.is_dir() else []
+        for run in self.runs():
+            if run.get("status") == "complete":
+                continue
+            for g in run.get("graphers", []):
+                stage = Path(g.get("staging", ""))
+                if stage.is_dir() and stage != seg:
+                    parts.extend(sorted(stage.glob("*.h5.part")))
+        live = [p for p in dict.fromkeys(parts) if p.name[: -len(".part")] not in names]
+        return closed + live
 
     def _open(self, p: Path) -> h5py.File | None:
         f = self._files.get(p)
-        if f is None:
-            try:
+        if f is not None:
+            if p.suffix == ".part":
+                try:
+                    f.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                f = None  # reopen: the writer may have added windows
+            else:
+                return f
+        try:
+            if p.suffix == ".part":
+                f = h5py.File(p, "r", libver="latest", swmr=True)
+                if p not in self._warned:
+                    self._warned.add(p)
+                    log.info("reading open or crashed segment %s (committed windows only)", p)
+            else:
                 f = h5py.File(p, "r")
-            except OSError as exc:
-                warnings.warn(f"skipping unreadable segment {p.name}: {exc}", stacklevel=3)
-                return None
-            self._files[p] = f
+        except (OSError, ValueError) as exc:
+            if p not in self._warned:
+                self._warned.add(p)
+                warnings.warn(f"skipping unreadable segment {p}: {exc}", stacklevel=3)
+            return None
+        self._files[p] = f
         return f
 
     def _files_iter(self) -> Iterator[h5py.File]:
@@ -120,20 +193,16 @@ class Store:
     def __contains__(self, chronicle: object) -> bool:
         return chronicle in self.chronicles()
 
-    # -- replay -----------------------------------------------------------
-    def replay_raw(
-        self, chronicle: str, story: str, start: Any = None, end: Any = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Events of ``[start, end)`` in total order as (EVENT rows, payload heap)."""
+    # -- index ------------------------------------------------------------
+    def _rows(self, chronicle: str, story: str, t0: int | None, t1: int | None) -> list[_Row]:
+        """Index rows (sorted runs) of the story that may hold events of [t0, t1)."""
         check_name(chronicle, "chronicle")
         check_name(story, "story")
-        t0, t1 = _time_ns(start), _time_ns(end)
         if t0 is not None and t1 is not None and t0 > t1:
             raise ValueError(f"start {t0} is after end {t1}; give start <= end")
         key = f"{chronicle}/{story}"
-        runs: list[tuple[np.ndarray, np.ndarray]] = []
-        seen_chronicle = False
-        seen_story = False
+        rows: list[_Row] = []
+        seen_chronicle = seen_story = False
         for f in self._files_iter():
             if chronicle not in f:
                 continue
@@ -141,49 +210,117 @@ class Store:
             if key not in f:
                 continue
             seen_story = True
-            g = f[key]
-            index = g["windows"][...]
+            wi = f[key]["windows"]
+            if f.swmr_mode:
+                wi.refresh()  # the index first: the rows it lists were flushed before it
+                f[key]["events"].refresh()
+                f[key]["payload"].refresh()
+            index = wi[...] if wi.shape[0] else np.empty(0, WINDOW)
             sel = np.ones(len(index), bool)
             if t0 is not None:
                 sel &= index["t_max"] >= t0
             if t1 is not None:
                 sel &= index["t_min"] < t1
-            for row in index[sel]:
-                a, n = int(row["first_row"]), int(row["n_rows"])
-                ev = g["events"][a : a + n]
-                if t0 is not None or t1 is not None:
-                    keep = np.ones(n, bool)
-                    if t0 is not None:
-                        keep &= ev["time"] >= t0
-                    if t1 is not None:
-                        keep &= ev["time"] < t1
-                    ev = ev[keep]
-                if not len(ev):
-                    continue
-                b0 = int(ev["offset"][0])
-                b1 = int(ev["offset"][-1] + ev["length"][-1])
-                heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
-                ev["offset"] -= b0
-                runs.append((ev, heap))
+            for w in index[sel]:
+                rows.append(_Row(f, key, int(w["first_row"]), int(w["n_rows"]), int(w["t_min"]), int(w["t_max"])))
         if not seen_chronicle:
             raise UnknownChronicle(chronicle)
         if not seen_story:
             raise UnknownStory(chronicle, story)
+        return rows
+
+    @staticmethod
+    def _read(rows: list[_Row], t0: int | None, t1: int | None) -> tuple[np.ndarray, np.ndarray]:
+        runs: list[tuple[np.ndarray, np.ndarray]] = []
+        for r in rows:
+            g = r.file[r.group]
+            ev = g["events"][r.first : r.first + r.n]
+            if (t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1):
+                keep = np.ones(len(ev), bool)
+                if t0 is not None:
+                    keep &= ev["time"] >= t0
+                if t1 is not None:
+                    keep &= ev["time"] < t1
+                ev = ev[keep]  # a run is sorted: what is kept is one contiguous slice
+            if not len(ev):
+                continue
+            b0 = int(ev["offset"][0])
+            b1 = int(ev["offset"][-1]) + int(ev["length"][-1])
+            heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
+            ev["offset"] -= b0
+            runs.append((ev, heap))
         if not runs:
             return np.empty(0, EVENT), np.empty(0, np.uint8)
         return merge_runs(runs)
 
-    def replay(self, chronicle: str, story: str, start: Any = None, end: Any = None) -> np.ndarray:
-        """Events of ``[start, end)`` (ns since the epoch or datetimes) in total order.
+    # -- replay -----------------------------------------------------------
+    def replay_raw(
+        self, chronicle: str, story: str, start: Any = None, end: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Events of ``[start, end)`` in total order as (EVENT rows, payload heap): no per-event objects."""
+        t0, t1 = to_ns(start, "start"), to_ns(end, "end")
+        return self._read(self._rows(chronicle, story, t0, t1), t0, t1)
 
-        Returns a structured array with fields ``time`` (int64 ns), ``client``
-        (uint64), ``seq`` (uint64) and ``payload`` (bytes).
+    def replay(self, chronicle: str, story: str, start: Any = None, end: Any = None) -> np.ndarray:
+        """Events of ``[start, end)`` in total order.
+
+        ``start``/``end``: ns since the epoch, datetimes (naive means UTC) or
+        ISO-8601 strings; None is open-ended. Returns a structured array with
+        fields ``time`` (int64 ns), ``client`` (uint64), ``seq`` (uint64) and
+        ``payload`` (bytes).
         """
         return to_replay(*self.replay_raw(chronicle, story, start, end))
 
+    def iter_replay(
+        self, chronicle: str, story: str, start: Any = None, end: Any = None, batch_events: int = 1 << 20
+    ) -> Iterator[np.ndarray]:
+        """Like :meth:`replay`, in batches of about ``batch_events`` events (for ranges larger than memory).
+
+        Batches are cut between index rows at times no run straddles, so the
+        concatenation of the batches is in total order.
+        """
+        if batch_events < 1:
+            raise ValueError(f"batch_events={batch_events} must be >= 1")
+        t0, t1 = to_ns(start, "start"), to_ns(end, "end")
+        rows = sorted(self._rows(chronicle, story, t0, t1), key=lambda r: r.t_min)
+        group: list[_Row] = []
+        count = 0
+        reach = None  # latest t_max of the group: the next group must start after it
+        for r in rows:
+            if group and count >= batch_events and reach is not None and r.t_min > reach:
+                yield to_replay(*self._read(group, t0, t1))
+                group, count = [], 0
+            group.append(r)
+            count += r.n
+            reach = r.t_max if reach is None else max(reach, r.t_max)
+        if group:
+            yield to_replay(*self._read(group, t0, t1))
+
+    def replay_frame(self, chronicle: str, story: str, start: Any = None, end: Any = None) -> Any:
+        """:meth:`replay` as a pandas DataFrame (needs pandas); ``time`` as UTC datetimes."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("replay_frame needs pandas: pip install pandas") from None
+        ev = self.replay(chronicle, story, start, end)
+        return pd.DataFrame(
+            {
+                "time": pd.to_datetime(ev["time"], unit="ns", utc=True),
+                "client": ev["client"],
+                "seq": ev["seq"],
+                "payload": ev["payload"],
+            }
+        )
+
     def count(self, chronicle: str, story: str) -> int:
-        key = f"{chronicle}/{story}"
-        return sum(int(f[key]["windows"]["n_rows"].sum()) for f in self._files_iter() if key in f)
+        return sum(r.n for r in self._rows(chronicle, story, None, None))
+
+    def span(self, chronicle: str, story: str) -> tuple[int, int] | None:
+        """(first, last) event time of a story, from the index alone; None when it has no events."""
+        rows = self._rows(chronicle, story, None, None)
+        if not rows:
+            return None
+        return min(r.t_min for r in rows), max(r.t_max for r in rows)
 
 
 def open_store(path: str | os.PathLike[str]) -> Store:
