@@ -25,9 +25,9 @@ from . import codec, errors
 from .errors import PayloadTooLarge, SessionClosed, StoryNotAcquired
 from .names import check_name
 from .progress import Backoff
-from .protocol import DONE, FAILED, RELEASE, TAG_BATCH, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
+from .protocol import DONE, FAILED, RELEASE, TAG_BATCH, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REPLY, TAG_REQ, Context
 from .service import make_backoff, recv_ctrl
-from .windows import FOREVER
+from .windows import FOREVER, NEVER
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,20 @@ class Story:
         """Send the client's open batch now (events of every story of this client)."""
         self.client.flush()
 
+    def replay(self, start: Any = None, end: Any = None) -> np.ndarray:
+        """Events of ``[start, end)`` recorded so far by every client of the job (and earlier runs).
+
+        Reads every tier while the job runs: keeper memory, grapher memory, the
+        segments written so far, and the store. This client's own events are all
+        included (it flushes first, and the query follows its data to its keeper);
+        another client's events are included once they reached a keeper. Same
+        result type as :meth:`chronompi.Store.replay`. Collective over nothing:
+        any client may call it at any time.
+        """
+        if self._state == CLOSED:
+            self._refuse()
+        return self.client._replay(self, start, end)
+
     def release(self) -> None:
         """Stop logging into this story (others may go on); safe to call twice."""
         if self._state == ACTIVE:
@@ -206,6 +220,9 @@ class Client:
         self._keeper = ctx.roles.keeper_of[ctx.rank]
         self._lock = threading.RLock()
         self._req_lock = threading.Lock()
+        self._replay_lock = threading.Lock()
+        self._qid = 0
+        self._qno: dict[int, int] = {}  # per other keeper: numbers of our queries to it
         self._limit = cfg.batch_bytes
         self._max_event = cfg.max_event_bytes
         self._max_inflight = cfg.max_inflight
@@ -393,6 +410,84 @@ class Client:
                 if not self._inflight:
                     return
             backoff.sleep()
+
+    # -- online replay -------------------------------------------------------
+    def _replay(self, story: Story, start: Any, end: Any) -> np.ndarray:
+        from .merge import merge_runs
+        from .store.reader import Store, to_ns, to_replay
+
+        t0 = to_ns(start, "start")
+        t1 = to_ns(end, "end")
+        lo = NEVER if t0 is None else t0
+        hi = FOREVER if t1 is None else t1
+        if lo > hi:
+            raise ValueError(f"start {lo} is after end {hi}; give start <= end")
+        keepers = self.ctx.roles.keepers
+        expect = len(keepers) + len(self.ctx.roles.graphers)
+        with self._replay_lock:  # one replay at a time: every reply on TAG_REPLY is for this query
+            self._check_open()
+            qid = self._qid
+            self._qid += 1
+            query = codec.encode_query(qid, self.rank, story.id, lo, hi)
+            sends: list[Any] = []
+            bufs: list[np.ndarray] = []
+            with self._lock:
+                if len(self._batch):
+                    self._send_locked(codec.DATA)  # our own events go ahead of the query
+                for k in keepers:
+                    if k == self._keeper:  # numbered in our batch stream: the keeper applies it after our data
+                        no = self._batch_no
+                        self._batch_no += 1
+                    else:
+                        no = self._qno.get(k, 0)
+                        self._qno[k] = no + 1
+                    buf = codec.encode_batch(codec.QUERY, self.id, no, self._last, self.rank, [], [], [], [], query)
+                    sends.append(self._comm.Isend([buf, MPI.BYTE], k, TAG_BATCH))
+                    bufs.append(buf)
+            runs: list[tuple[np.ndarray, np.ndarray]] = []
+            got = 0
+            status = MPI.Status()
+            backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
+            while got < expect or sends:
+                with self._lock:
+                    if sends and MPI.Request.Testall(sends):
+                        sends.clear()
+                    msg = self._comm.Improbe(MPI.ANY_SOURCE, TAG_REPLY, status)
+                    if msg is not None:
+                        buf = np.empty(status.Get_count(MPI.BYTE), np.uint8)
+                        msg.Recv([buf, MPI.BYTE])
+                if msg is None:
+                    backoff.sleep()
+                    continue
+                backoff.reset()
+                c = codec.decode_chunk(buf)
+                if c.window != qid:
+                    raise RuntimeError(f"replay reply for query {c.window} while waiting for {qid}")
+                got += 1
+                if len(c.events):
+                    runs.append((c.events.copy(), c.heap))
+        try:  # earlier runs in the store (this run's segments come from the graphers)
+            with Store(self.ctx.cfg.storage.root, exclude_run=self.ctx.run_id) as st:
+                ev, heap = st.replay_raw(story.chronicle, story.name, t0, t1)
+                if len(ev):
+                    runs.append((ev, heap))
+        except KeyError:  # UnknownChronicle / UnknownStory: no earlier run has it
+            pass
+        if not runs:
+            return to_replay(np.empty(0, codec.EVENT), np.empty(0, np.uint8))
+        events, heap = merge_runs(runs)
+        if len(events) > 1:
+            # an event can reach the client twice: from its keeper's memory and, shipped after the
+            # keeper's marker, from a grapher still waiting for another keeper's marker
+            dup = (
+                (events["time"][1:] == events["time"][:-1])
+                & (events["client"][1:] == events["client"][:-1])
+                & (events["seq"][1:] == events["seq"][:-1])
+            )
+            if dup.any():
+                keep = np.concatenate(([True], ~dup))
+                events = events[keep]
+        return to_replay(events, heap)
 
     # -- registry ----------------------------------------------------------
     def _check_open(self) -> None:

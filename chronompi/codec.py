@@ -26,11 +26,14 @@ VERSION = 1
 # batch kinds
 DATA = 0  # events (zero events: a heartbeat carrying only the promise)
 END = 1  # the client has sent its last batch
+QUERY = 2  # an online replay request: the heap holds one QUERY record
 
 # chunk kinds
 CHUNK = 0  # a closed window (or a late run, see FLAG_LATE) of one story
 WATERMARK = 1  # no events: the keeper's watermark moved
 CHUNK_END = 2  # the keeper has sent its last chunk
+MARKER = 3  # keeper -> grapher: a replay query passed this keeper (heap: one QUERY record)
+REPLY = 4  # keeper/grapher -> client: the events of a replay query held there (window = query id)
 
 FLAG_LATE = 1
 
@@ -69,6 +72,23 @@ CHUNK_HEADER = np.dtype(
     ]
 )
 assert CHUNK_HEADER.itemsize == 56
+
+# an online replay request: which client asks, for which story and time range
+QUERY_RECORD = np.dtype([("qid", "<u8"), ("client", "<i4"), ("story", "<u4"), ("start", "<i8"), ("end", "<i8")])
+
+
+def encode_query(qid: int, client: int, story: int, start: int, end: int) -> np.ndarray:
+    q = np.zeros(1, QUERY_RECORD)
+    q[0] = (qid, client, story, start, end)
+    return q.view(np.uint8)
+
+
+def decode_query(heap: np.ndarray) -> tuple[int, int, int, int, int]:
+    if heap.nbytes != QUERY_RECORD.itemsize:
+        raise CodecError(f"a query holds {QUERY_RECORD.itemsize} bytes, got {heap.nbytes}")
+    q = heap.view(QUERY_RECORD)[0]
+    return int(q["qid"]), int(q["client"]), int(q["story"]), int(q["start"]), int(q["end"])
+
 
 # one event as stored: in chunks and in the HDF5 events table
 EVENT = np.dtype([("time", "<i8"), ("client", "<u8"), ("seq", "<u8"), ("offset", "<u8"), ("length", "<u4")])

@@ -15,13 +15,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 from mpi4py import MPI
 
 from . import codec
+from .codec import EVENT
 from .merge import merge_runs
-from .protocol import TAG_CHUNK, Context
+from .protocol import TAG_CHUNK, TAG_REPLY, Context
 from .service import Service
+from .store.reader import index_rows, read_rows
 from .store.writer import Run, SegmentWriter
 from .windows import FOREVER, NEVER, window_end
 
@@ -47,6 +50,8 @@ class Grapher(Service):
         self.names: dict[int, tuple[str, str]] = {}
         self.n_chunks = 0
         self.n_late_runs = 0
+        self.n_queries = 0
+        self.markers: dict[tuple[int, int], set[int]] = {}  # (client, query id) -> keepers whose marker came
         self.pending_max = 0
 
     def _receive(self) -> bool:
@@ -76,6 +81,41 @@ class Grapher(Service):
         elif c.kind == codec.CHUNK_END:
             self.wm[c.keeper] = FOREVER
             self.ended.add(c.keeper)
+        elif c.kind == codec.MARKER:
+            q = codec.decode_query(c.heap)
+            key = (q[1], q[0])  # (client, query id): query ids are per client
+            seen = self.markers.setdefault(key, set())
+            seen.add(c.keeper)
+            if len(seen) == len(self.keepers):  # every keeper's earlier chunks are here now
+                del self.markers[key]
+                self._answer(*q)
+
+    # -- online replay ----------------------------------------------------
+    def _answer(self, qid: int, client: int, sid: int, t0: int, t1: int) -> None:
+        """Reply with this grapher's events of the story in [t0, t1): pending windows and its files."""
+        self.n_queries += 1
+        runs: list[tuple[np.ndarray, np.ndarray]] = []
+        for (story, w), pieces in self.pending.items():
+            if story != sid or window_end(w, self.window_ns) <= t0 or w * self.window_ns >= t1:
+                continue
+            for ev, heap in pieces:
+                keep = (ev["time"] >= t0) & (ev["time"] < t1)
+                if keep.any():
+                    runs.append((ev[keep], heap))
+        names = self.names.get(sid)
+        if names is not None:
+            key = f"{names[0]}/{names[1]}"
+            for path in self.writer.closed_paths:
+                with h5py.File(path, "r") as f:
+                    if key in f:
+                        runs += read_rows(index_rows(f, key, t0, t1), t0, t1)
+            f_open = self.writer.file
+            if f_open is not None and key in f_open:
+                runs += read_rows(index_rows(f_open, key, t0, t1), t0, t1)
+        events, heap = merge_runs(runs) if runs else (np.empty(0, EVENT), np.empty(0, np.uint8))
+        self.isend(
+            codec.encode_chunk(codec.REPLY, self.ctx.rank, 0, sid, qid, events=events, heap=heap), client, TAG_REPLY
+        )
 
     def _commit(self) -> bool:
         low = min(self.wm.values())
@@ -99,6 +139,7 @@ class Grapher(Service):
         progressed = self._receive()
         self.pending_max = max(self.pending_max, len(self.pending))
         progressed |= self._commit()
+        self.reap_sends()
         if not progressed:
             self.writer.roll_if_old()
         if len(self.ended) == len(self.keepers) and not self.pending:
@@ -108,6 +149,9 @@ class Grapher(Service):
     def close(self) -> None:
         self.writer.close()
 
+    def serve(self) -> bool:
+        return self._receive()  # markers of replays by clients still running
+
     def stats(self) -> dict[str, Any]:
         s = super().stats()
         w = self.writer
@@ -116,6 +160,7 @@ class Grapher(Service):
             bytes=w.bytes_written,
             windows=w.windows_written,
             late_runs=self.n_late_runs,
+            queries=self.n_queries,
             chunks=self.n_chunks,
             pending_windows_max=self.pending_max,
             write_s=round(w.write_seconds, 3),

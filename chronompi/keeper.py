@@ -27,9 +27,9 @@ from mpi4py import MPI
 
 from . import codec
 from .codec import EVENT, Batch
-from .merge import concat_runs, gather, total_order
+from .merge import concat_runs, gather, merge_runs, total_order
 from .progress import Sequencer
-from .protocol import FORCE_END, TAG_BATCH, TAG_CHUNK, TAG_CTRL, Context
+from .protocol import FORCE_END, TAG_BATCH, TAG_CHUNK, TAG_CTRL, TAG_REPLY, Context
 from .service import Service, wait_all
 from .windows import FOREVER, NEVER, stripe, window_end
 
@@ -61,8 +61,6 @@ class Keeper(Service):
         self.open: dict[tuple[int, int], list[Piece]] = defaultdict(list)
         self.closed_below = NEVER  # first window not closed yet (for every story): wm // window_ns
         self.late: dict[tuple[int, int], list[Piece]] = defaultdict(list)
-        self.sends: list[Any] = []
-        self.send_bufs: list[np.ndarray] = []
         self.told = NEVER  # last watermark told to the graphers
         self.forced = False
         # stats
@@ -72,6 +70,7 @@ class Keeper(Service):
         self.n_late = 0
         self.n_dropped = 0
         self.n_chunks = 0
+        self.n_queries = 0
         self.held_max = 0
         self.open_max = 0
 
@@ -97,6 +96,9 @@ class Keeper(Service):
 
     # -- batches ----------------------------------------------------------
     def _apply(self, src: int, b: Batch) -> None:
+        if b.kind == codec.QUERY:
+            self._answer(src, b)
+            return
         self.n_batches += 1
         self.heard[src] = time.monotonic_ns()
         for sid, chron, story in b.decls:
@@ -165,8 +167,32 @@ class Keeper(Service):
         return wm
 
     def _send_chunk(self, dest: int, buf: np.ndarray) -> None:
-        self.sends.append(self.comm.Isend([buf, MPI.BYTE], dest, TAG_CHUNK))
-        self.send_bufs.append(buf)
+        self.isend(buf, dest, TAG_CHUNK)
+
+    # -- online replay ----------------------------------------------------
+    def _answer(self, src: int, b: Batch) -> None:
+        """A replay query passed this keeper: answer with what is in memory, then mark the chunk stream.
+
+        Everything this keeper shipped before the query travels to the graphers ahead
+        of the marker (same tag), so the graphers' answers cover it; what is still here
+        is in this reply. Nothing recorded before the query falls between the two.
+        """
+        qid, client, sid, t0, t1 = codec.decode_query(b.heap)
+        self.n_queries += 1
+        runs = []
+        for (story, w), pieces in list(self.open.items()) + list(self.late.items()):
+            if story != sid or window_end(w, self.window_ns) <= t0 or w * self.window_ns >= t1:
+                continue
+            for ev, heap in pieces:
+                keep = (ev["time"] >= t0) & (ev["time"] < t1)
+                if keep.any():
+                    runs.append((ev[keep], heap))
+        events, heap = merge_runs(runs) if runs else (np.empty(0, EVENT), np.empty(0, np.uint8))
+        reply = codec.encode_chunk(codec.REPLY, self.ctx.rank, 0, sid, qid, events=events, heap=heap)
+        self.isend(reply, src, TAG_REPLY)
+        marker = codec.encode_chunk(codec.MARKER, self.ctx.rank, 0, sid, qid, heap=b.heap.copy())
+        for g in self.graphers:
+            self._send_chunk(g, marker)
 
     def _ship(self, key: tuple[int, int], pieces: list[Piece], wm: int, late: bool) -> None:
         story, window = key
@@ -214,15 +240,6 @@ class Keeper(Service):
         self.open_max = max(self.open_max, len(self.open))
         return progressed
 
-    def _reap_sends(self) -> None:
-        if not self.sends:
-            return
-        done = MPI.Request.Testsome(self.sends)
-        if done:
-            for i in sorted(done, reverse=True):
-                del self.sends[i]
-                del self.send_bufs[i]
-
     # -- control ----------------------------------------------------------
     def _control(self) -> bool:
         if not self.comm.Iprobe(self.ctx.roles.visor, TAG_CTRL):
@@ -238,7 +255,7 @@ class Keeper(Service):
         progressed = self._receive()
         progressed |= self._control()
         progressed |= self._close_windows()
-        self._reap_sends()
+        self.reap_sends()
         if (self.forced or self.ended == self.clients) and not self.open and not self.late:
             self._finish()
         return progressed
@@ -248,12 +265,17 @@ class Keeper(Service):
             self._send_chunk(g, codec.encode_chunk(codec.CHUNK_END, self.ctx.rank, FOREVER))
         wait_all(self.sends, self.backoff)
         self.send_bufs.clear()
-        # no client will send again (END was each one's last batch): withdraw the ring's receives
+        self.finished = True
+
+    def serve(self) -> bool:
+        return self._receive()  # only replay queries of clients still running arrive now
+
+    def shutdown(self) -> None:
+        # released: no client will send again, withdraw the ring's receives
         for r in self.reqs:
             if r != MPI.REQUEST_NULL:
                 r.Cancel()
         MPI.Request.Waitall(self.reqs)
-        self.finished = True
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()
@@ -264,6 +286,7 @@ class Keeper(Service):
             late=self.n_late,
             dropped=self.n_dropped,
             chunks=self.n_chunks,
+            queries=self.n_queries,
             reorder_held_max=self.held_max,
             open_windows_max=self.open_max,
             ring_slots=len(self.reqs),

@@ -11,6 +11,7 @@ science code. Tags:
 | CLOCK | client <-> visor | one int64 (ping: empty) |
 | REQ / REP | client <-> visor | small pickled registry requests and replies |
 | CTRL | any -> visor, visor -> any | small pickled lifecycle messages: done, failed, force-end, release |
+| REPLY | keeper/grapher -> client | the events an online replay found there (a chunk buffer) |
 
 Watermarks and END share the chunk tag so that MPI's non-overtaking rule
 delivers them after every chunk the keeper sent before them.
@@ -33,6 +34,7 @@ TAG_CLOCK = 0x4303
 TAG_REQ = 0x4304
 TAG_REP = 0x4305
 TAG_CTRL = 0x4306
+TAG_REPLY = 0x4307
 
 # CTRL message kinds (first element of the tuple)
 DONE = "done"  # (DONE, role, rank, stats): a rank finished its part of the shutdown

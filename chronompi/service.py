@@ -57,6 +57,21 @@ class Service:
         self.finished = False
         self.started = time.perf_counter()
         self.summary: dict[str, Any] | None = None
+        self.sends: list[Any] = []  # outstanding Isends ...
+        self.send_bufs: list[Any] = []  # ... and their buffers, kept alive until complete
+
+    def isend(self, buf: Any, dest: int, tag: int) -> None:
+        self.sends.append(self.comm.Isend([buf, MPI.BYTE], dest, tag))
+        self.send_bufs.append(buf)
+
+    def reap_sends(self) -> None:
+        if not self.sends:
+            return
+        done = MPI.Request.Testsome(self.sends)
+        if done:
+            for i in sorted(done, reverse=True):
+                del self.sends[i]
+                del self.send_bufs[i]
 
     def step(self) -> bool:
         raise NotImplementedError
@@ -65,23 +80,39 @@ class Service:
         return {"host": self.ctx.host, "slept_s": round(self.backoff.slept, 3)}
 
     def run(self) -> None:
-        """Serve until this role's shutdown is done, report to the visor, wait for release."""
+        """Serve until this role's shutdown is done, report to the visor, then keep answering
+        online replays (other clients may still be running) until the visor's release."""
         while not self.finished:
             self.backoff.step(self.step())
         self.close()
         self.report_done()
-        self.wait_release()
+        while not self.released():
+            self.backoff.step(self.serve())
+            self.reap_sends()
+        wait_all(self.sends, self.backoff)
+        self.send_bufs.clear()
+        self.shutdown()
 
     def close(self) -> None:
-        pass
+        """This role's part of the shutdown is over (all its data is passed on or written)."""
+
+    def serve(self) -> bool:
+        """One pass of what a finished role still does before release: answer replay queries."""
+        return False
+
+    def shutdown(self) -> None:
+        """Released by the visor: withdraw outstanding receives, free resources."""
+
+    def released(self) -> bool:
+        visor = self.ctx.roles.visor
+        while self.comm.Iprobe(visor, TAG_CTRL):
+            msg = self.comm.recv(source=visor, tag=TAG_CTRL)
+            if msg[0] == RELEASE:
+                self.summary = msg[1]
+                return True  # FORCE_END after the end is moot: ignore it
+        return False
 
     def report_done(self) -> None:
         stats = self.stats()
         stats["wall_s"] = round(time.perf_counter() - self.started, 3)
         self.comm.send((DONE, self.role, self.ctx.rank, stats), dest=self.ctx.roles.visor, tag=TAG_CTRL)
-
-    def wait_release(self) -> None:
-        msg = recv_ctrl(self.comm, self.ctx.roles.visor, self.backoff)
-        if msg[0] != RELEASE:
-            raise RuntimeError(f"{self.role} rank {self.ctx.rank} expected release, got {msg[0]!r}")
-        self.summary = msg[1]

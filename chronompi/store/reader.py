@@ -85,11 +85,52 @@ class _Row:
     t_max: int
 
 
+def index_rows(f: h5py.File, key: str, t0: int | None, t1: int | None) -> list[_Row]:
+    """The windows-index rows of ``key`` in one file that may hold events of [t0, t1)."""
+    g = f[key]
+    wi = g["windows"]
+    if f.swmr_mode and f.mode == "r":
+        wi.refresh()  # the index first: the rows it lists were flushed before it
+        g["events"].refresh()
+        g["payload"].refresh()
+    index = wi[...] if wi.shape[0] else np.empty(0, WINDOW)
+    sel = np.ones(len(index), bool)
+    if t0 is not None:
+        sel &= index["t_max"] >= t0
+    if t1 is not None:
+        sel &= index["t_min"] < t1
+    return [_Row(f, key, int(w["first_row"]), int(w["n_rows"]), int(w["t_min"]), int(w["t_max"])) for w in index[sel]]
+
+
+def read_rows(rows: list[_Row], t0: int | None, t1: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The events of [t0, t1) in the given rows: one sorted run (events, heap) per row."""
+    runs: list[tuple[np.ndarray, np.ndarray]] = []
+    for r in rows:
+        g = r.file[r.group]
+        ev = g["events"][r.first : r.first + r.n]
+        if (t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1):
+            keep = np.ones(len(ev), bool)
+            if t0 is not None:
+                keep &= ev["time"] >= t0
+            if t1 is not None:
+                keep &= ev["time"] < t1
+            ev = ev[keep]  # a run is sorted: what is kept is one contiguous slice
+        if not len(ev):
+            continue
+        b0 = int(ev["offset"][0])
+        b1 = int(ev["offset"][-1]) + int(ev["length"][-1])
+        heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
+        ev["offset"] -= b0
+        runs.append((ev, heap))
+    return runs
+
+
 class Store:
     """A store directory opened for reading; iterating it gives chronicle names."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], exclude_run: int | None = None) -> None:
         self.path = check_store(path)
+        self._exclude = f"r{exclude_run:016x}-" if exclude_run is not None else None
         self._files: dict[Path, h5py.File] = {}
         self._warned: set[Path] = set()
 
@@ -130,6 +171,8 @@ class Store:
                 if stage.is_dir() and stage != seg:
                     parts.extend(sorted(stage.glob("*.h5.part")))
         live = [p for p in dict.fromkeys(parts) if p.name[: -len(".part")] not in names]
+        if self._exclude is not None:  # an online replay gets its own run's data from the services
+            return [p for p in closed + live if not p.name.startswith(self._exclude)]
         return closed + live
 
     def _open(self, p: Path) -> h5py.File | None:
@@ -210,19 +253,7 @@ class Store:
             if key not in f:
                 continue
             seen_story = True
-            wi = f[key]["windows"]
-            if f.swmr_mode:
-                wi.refresh()  # the index first: the rows it lists were flushed before it
-                f[key]["events"].refresh()
-                f[key]["payload"].refresh()
-            index = wi[...] if wi.shape[0] else np.empty(0, WINDOW)
-            sel = np.ones(len(index), bool)
-            if t0 is not None:
-                sel &= index["t_max"] >= t0
-            if t1 is not None:
-                sel &= index["t_min"] < t1
-            for w in index[sel]:
-                rows.append(_Row(f, key, int(w["first_row"]), int(w["n_rows"]), int(w["t_min"]), int(w["t_max"])))
+            rows.extend(index_rows(f, key, t0, t1))
         if not seen_chronicle:
             raise UnknownChronicle(chronicle)
         if not seen_story:
@@ -231,24 +262,7 @@ class Store:
 
     @staticmethod
     def _read(rows: list[_Row], t0: int | None, t1: int | None) -> tuple[np.ndarray, np.ndarray]:
-        runs: list[tuple[np.ndarray, np.ndarray]] = []
-        for r in rows:
-            g = r.file[r.group]
-            ev = g["events"][r.first : r.first + r.n]
-            if (t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1):
-                keep = np.ones(len(ev), bool)
-                if t0 is not None:
-                    keep &= ev["time"] >= t0
-                if t1 is not None:
-                    keep &= ev["time"] < t1
-                ev = ev[keep]  # a run is sorted: what is kept is one contiguous slice
-            if not len(ev):
-                continue
-            b0 = int(ev["offset"][0])
-            b1 = int(ev["offset"][-1]) + int(ev["length"][-1])
-            heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
-            ev["offset"] -= b0
-            runs.append((ev, heap))
+        runs = read_rows(rows, t0, t1)
         if not runs:
             return np.empty(0, EVENT), np.empty(0, np.uint8)
         return merge_runs(runs)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import faulthandler
 import json
-import os
 import sys
 
-faulthandler.dump_traceback_later(float(os.environ.get("CHRONOMPI_TEST_HANG_S", "60")), exit=True)
+import _hang  # noqa: E402
+
+_hang.arm(60)
 
 from mpi4py import MPI  # noqa: E402
 

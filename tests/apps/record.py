@@ -8,7 +8,6 @@ client lock this long mid-run on client 0, making its later-sent events late), s
 
 from __future__ import annotations
 
-import faulthandler
 import hashlib
 import json
 import sys
@@ -16,9 +15,10 @@ import threading
 import time
 from pathlib import Path
 
+import _hang  # noqa: E402
 import numpy as np
 
-faulthandler.dump_traceback_later(float(__import__("os").environ.get("CHRONOMPI_TEST_HANG_S", "100")), exit=True)
+_hang.arm(100)
 
 import chronompi  # noqa: E402
 
