@@ -1,0 +1,447 @@
+"""Turn perf results (JSON lines) into ``summary.md`` and PNG plots.
+
+``python perf/plot.py [RESULTS.jsonl ...] [--outdir DIR]``: with no file, the newest
+``perf/results/*.jsonl``. Writes ``DIR/summary.md`` (default ``perf/results``) and, when matplotlib is
+installed (``pip install 'chronompi[plot]'``), ``DIR/ingest.png``, ``DIR/client_cost.png``,
+``DIR/durable.png`` and ``DIR/scaling.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+PERF = Path(__file__).resolve().parent
+RESULTS = PERF / "results"
+
+# (name, what, how to get chronompi's value, how to get the reference, needed ratio)
+TARGETS = [
+    ("log_many vs raw storage", "end to end, log_many, 64 B: events/s >= 0.5 x raw storage baseline", 0.5),
+    ("log vs Python logging", "end to end, log, 64 B: events/s >= 3 x Python logging baseline", 3.0),
+    ("log vs per-event RPC", "end to end, log, 64 B: events/s >= 20 x per-event RPC baseline", 20.0),
+]
+
+
+def load(paths: list[Path]) -> list[dict[str, Any]]:
+    rows = []
+    for p in paths:
+        for line in p.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+    return rows
+
+
+def newest() -> list[Path]:
+    files = sorted(RESULTS.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise SystemExit(f"no results in {RESULTS}; run python perf/run.py first")
+    return files[-1:]
+
+
+def fmt(x: Any, nd: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if abs(x) >= 1000:
+            return f"{x:,.0f}"
+        return f"{x:.{nd}g}"
+    return str(x)
+
+
+def size(p: int) -> str:
+    return f"{p // 1024} KiB" if p >= 1024 else f"{p} B"
+
+
+def table(head: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    out += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def targets(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Evaluate the issue's targets on the rows of one results file."""
+    chron = {(r["payload"], r["mode"]): r for r in rows if r.get("kind") == "chronompi"}
+    out: list[list[Any]] = []
+    lm, lg = chron.get((64, "log_many")), chron.get((64, "log"))
+    for name, what, need in TARGETS:
+        src = lm if "log_many" in name else lg
+        key = "storage" if "storage" in name else "logging" if "logging" in name else "rpc"
+        got = (src or {}).get("vs", {}).get(key)
+        out.append(
+            [
+                name,
+                what,
+                f"{got:.2f}x" if got else "–",
+                f">= {need}x",
+                _met(got is not None and got >= need, got is None),
+            ]
+        )
+    call = next((r for r in rows if r.get("kind") == "log_call" and r.get("payload") == 64), None)
+    med = call.get("log_ns_p50") if call else None
+    out.append(
+        [
+            "story.log cost",
+            "median ns per story.log call (64 B)",
+            f"{med:.0f} ns" if med else "–",
+            "< 1000 ns",
+            _met(med is not None and med < 1000, med is None),
+        ]
+    )
+    dur = next((r for r in rows if r.get("bench") == "durable" and r.get("kind") == "durable"), None)
+    p99 = dur.get("durable_ms_p99") if dur else None
+    out.append(
+        [
+            "time to durable",
+            "p99 at half the peak rate, default config",
+            f"{p99:.0f} ms" if p99 is not None and not math.isnan(p99) else "–",
+            "< 1000 ms",
+            _met(p99 is not None and p99 < 1000, p99 is None or math.isnan(p99)),
+        ]
+    )
+    return out
+
+
+def _met(ok: bool, missing: bool) -> str:
+    return "not measured" if missing else ("**met**" if ok else "**missed**")
+
+
+def markdown(rows: list[dict[str, Any]], sources: list[Path]) -> str:
+    machine = next((r["machine"] for r in rows if "machine" in r), {})
+    parts = ["# chronompi perf summary", "", f"Results: {', '.join(p.name for p in sources)}", ""]
+    if machine:
+        parts += ["## Machine", "", table(["key", "value"], [[k, str(v)] for k, v in machine.items()]), ""]
+    parts += ["## Targets", "", table(["target", "definition", "measured", "needed", "status"], targets(rows)), ""]
+    chron = [r for r in rows if r.get("kind") == "chronompi"]
+    base = [r for r in rows if r.get("kind") == "baseline"]
+    if chron:
+        parts += ["## Ingest, end to end (clients -> closed HDF5 windows)", ""]
+        parts += [
+            table(
+                [
+                    "payload",
+                    "mode",
+                    "events",
+                    "s",
+                    "events/s",
+                    "MB/s",
+                    "client events/s",
+                    "CPU s / M events",
+                    "durable p50 ms",
+                    "durable p99 ms",
+                    "x transport",
+                    "x storage",
+                    "x logging",
+                    "x rpc",
+                ],
+                [
+                    [
+                        size(r["payload"]),
+                        r["mode"],
+                        r["events"],
+                        r["seconds"],
+                        r["events_per_s"],
+                        r["mb_per_s"],
+                        r.get("client_events_per_s"),
+                        r.get("cpu_s_per_million"),
+                        r.get("durable_ms_p50"),
+                        r.get("durable_ms_p99"),
+                        *[r.get("vs", {}).get(k) for k in ("transport", "storage", "logging", "rpc")],
+                    ]
+                    for r in sorted(chron, key=lambda r: (r["payload"], r["mode"]))
+                ],
+            ),
+            "",
+        ]
+        parts += ["Durable columns here are at saturation (unpaced runs: they include queueing).", ""]
+    if base:
+        parts += ["## Baselines (same job as the chronompi rows)", ""]
+        parts += [
+            table(
+                ["payload", "baseline", "events", "s", "events/s", "MB/s", "CPU s / M events"],
+                [
+                    [
+                        size(r["payload"]),
+                        r["baseline"],
+                        r["events"],
+                        r["seconds"],
+                        r["events_per_s"],
+                        r["mb_per_s"],
+                        r.get("cpu_s_per_million"),
+                    ]
+                    for r in sorted(base, key=lambda r: (r["payload"], r["baseline"]))
+                ],
+            ),
+            "",
+        ]
+    calls = [r for r in rows if r.get("kind") == "log_call"]
+    if calls:
+        parts += ["## Client cost of story.log (ns per call, timer overhead subtracted)", ""]
+        parts += [
+            table(
+                ["payload", "clients", "calls", "p50", "p99", "p99.9", "max", "timer", "block mean"],
+                [
+                    [
+                        size(r["payload"]),
+                        r["clients"],
+                        r["calls"],
+                        r["log_ns_p50"],
+                        r["log_ns_p99"],
+                        r["log_ns_p999"],
+                        r["log_ns_max"],
+                        r["timer_ns"],
+                        r["block_ns_per_call"],
+                    ]
+                    for r in calls
+                ],
+            ),
+            "",
+        ]
+    sci = [r for r in rows if r.get("kind") == "science_loop"]
+    if sci:
+        parts += ["## What a science loop loses (one story.log per step)", ""]
+        parts += [
+            table(
+                [
+                    "payload",
+                    "step (target us)",
+                    "CPU ns/step",
+                    "CPU ns/step + log",
+                    "CPU lost ns/step",
+                    "CPU lost %",
+                    "wall lost ns/step",
+                    "wall lost %",
+                ],
+                [
+                    [
+                        size(r["payload"]),
+                        r["step_us"],
+                        r.get("cpu_step_ns"),
+                        r.get("cpu_step_with_log_ns"),
+                        r.get("cpu_lost_ns_per_step"),
+                        r.get("cpu_lost_pct"),
+                        r["lost_ns_per_step"],
+                        r["lost_pct"],
+                    ]
+                    for r in sci
+                ],
+            ),
+            "",
+        ]
+    dur = [r for r in rows if r.get("kind") in ("durable", "peak") and r.get("bench") in ("durable", "scaling")]
+    if dur:
+        parts += ["## Time to durable (log return -> window run committed in HDF5)", ""]
+        parts += [
+            table(
+                [
+                    "bench",
+                    "run",
+                    "clients",
+                    "K",
+                    "G",
+                    "target events/s",
+                    "achieved events/s",
+                    "samples",
+                    "p50 ms",
+                    "p99 ms",
+                    "max ms",
+                    "method",
+                ],
+                [
+                    [
+                        r["bench"],
+                        r["kind"],
+                        r["clients"],
+                        r["keepers"],
+                        r["graphers"],
+                        r.get("target_rate"),
+                        r.get("client_events_per_s"),
+                        r.get("samples"),
+                        r.get("durable_ms_p50"),
+                        r.get("durable_ms_p99"),
+                        r.get("durable_ms_max"),
+                        str(r.get("durable_method")),
+                    ]
+                    for r in dur
+                ],
+            ),
+            "",
+        ]
+    sc = [r for r in rows if r.get("bench") == "scaling" and r.get("kind") in ("weak", "strong")]
+    if sc:
+        parts += ["## Scaling (rows of one machine only; oversubscribed when ranks > cores)", ""]
+        parts += [
+            table(
+                [
+                    "kind",
+                    "clients",
+                    "keepers",
+                    "graphers",
+                    "ranks",
+                    "events",
+                    "s",
+                    "events/s",
+                    "CPU s / M events",
+                    "durable p50 ms",
+                    "durable p99 ms",
+                ],
+                [
+                    [
+                        r["kind"],
+                        r["clients"],
+                        r["keepers"],
+                        r["graphers"],
+                        r["machine"]["ranks"],
+                        r["events"],
+                        r["seconds"],
+                        r["events_per_s"],
+                        r.get("cpu_s_per_million"),
+                        r.get("durable_ms_p50"),
+                        r.get("durable_ms_p99"),
+                    ]
+                    for r in sorted(sc, key=lambda r: (r["kind"], r["clients"] + r["keepers"] + r["graphers"]))
+                ],
+            ),
+            "",
+        ]
+    suite = next((r for r in rows if r.get("kind") == "suite"), None)
+    if suite:
+        bad = [j for j in suite["jobs"] if j["returncode"] != 0 or j["timed_out"]]
+        parts += [
+            f"Suite wall time {suite['wall_s']} s, {len(suite['jobs'])} jobs"
+            + (f", **{len(bad)} failed**: {', '.join(j['bench'] for j in bad)}" if bad else "")
+            + ".",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def plots(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no PNG plots (pip install 'chronompi[plot]')")
+        return []
+    made = []
+    chron = [r for r in rows if r.get("kind") == "chronompi"]
+    base = [r for r in rows if r.get("kind") == "baseline"]
+    if chron:
+        payloads = sorted({r["payload"] for r in chron})
+        series: dict[str, list[float]] = {}
+        for r in chron:
+            series.setdefault(f"chronompi {r['mode']}", [math.nan] * len(payloads))[payloads.index(r["payload"])] = r[
+                "events_per_s"
+            ]
+        for r in base:
+            if r["payload"] in payloads:
+                series.setdefault(f"baseline {r['baseline']}", [math.nan] * len(payloads))[
+                    payloads.index(r["payload"])
+                ] = r["events_per_s"]
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        w = 0.8 / max(1, len(series))
+        for i, (name, vals) in enumerate(series.items()):
+            ax.bar([x + i * w for x in range(len(payloads))], vals, w, label=name)
+        ax.set_xticks([x + 0.4 - w / 2 for x in range(len(payloads))], [size(p) for p in payloads])
+        ax.set_yscale("log")
+        ax.set_ylabel("events/s (end to end)")
+        ax.set_xlabel("payload")
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(_title("Ingest throughput", rows))
+        made.append(_save(fig, outdir / "ingest.png"))
+    calls = [r for r in rows if r.get("kind") == "log_call"]
+    if calls:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        labels = [size(r["payload"]) for r in calls]
+        for i, (k, lab) in enumerate((("log_ns_p50", "p50"), ("log_ns_p99", "p99"), ("block_ns_per_call", "mean"))):
+            ax.bar([x + i * 0.27 for x in range(len(calls))], [r[k] for r in calls], 0.27, label=lab)
+        ax.set_xticks([x + 0.27 for x in range(len(calls))], labels)
+        ax.axhline(1000, color="k", ls="--", lw=0.8, label="1 us target")
+        ax.set_ylabel("ns per story.log call")
+        ax.legend()
+        ax.set_title(_title("story.log cost", rows))
+        made.append(_save(fig, outdir / "client_cost.png"))
+    dur = [r for r in rows if r.get("kind") == "durable" and r.get("durable_ms_p50") is not None]
+    if dur:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        names = [f"{r['bench']}\n{r['clients']}c {r['keepers']}k {r['graphers']}g" for r in dur]
+        for i, k in enumerate(("durable_ms_p50", "durable_ms_p99", "durable_ms_max")):
+            ax.bar([x + i * 0.27 for x in range(len(dur))], [r[k] for r in dur], 0.27, label=k.split("_")[-1])
+        ax.set_xticks([x + 0.27 for x in range(len(dur))], names, fontsize=7)
+        ax.axhline(1000, color="k", ls="--", lw=0.8, label="1 s target (p99)")
+        ax.set_ylabel("ms from log() to committed window")
+        ax.legend()
+        ax.set_title(_title("Time to durable, paced runs", rows))
+        made.append(_save(fig, outdir / "durable.png"))
+    sc = [r for r in rows if r.get("bench") == "scaling" and r.get("kind") in ("weak", "strong")]
+    if sc:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        for kind in ("weak", "strong"):
+            for kg in sorted({(r["keepers"], r["graphers"]) for r in sc}):
+                pts = sorted(
+                    (r["clients"], r["events_per_s"], r.get("durable_ms_p99"))
+                    for r in sc
+                    if r["kind"] == kind and (r["keepers"], r["graphers"]) == kg
+                )
+                if not pts:
+                    continue
+                lab = f"{kind} {kg[0]}k {kg[1]}g"
+                a1.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=lab)
+                a2.plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=lab)
+        a1.set_xlabel("clients")
+        a1.set_ylabel("events/s end to end")
+        a2.set_xlabel("clients")
+        a2.set_ylabel("time to durable p99 (ms, at saturation)")
+        a1.legend(fontsize=7)
+        a1.set_title(_title("Scaling", rows), fontsize=9)
+        made.append(_save(fig, outdir / "scaling.png"))
+    return made
+
+
+def _title(what: str, rows: list[dict[str, Any]]) -> str:
+    m = next((r["machine"] for r in rows if "machine" in r), {})
+    return f"{what} — {m.get('hostname', '?')}, {m.get('cores', '?')} cores, {m.get('date', '')[:10]}"
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", nargs="*", type=Path, help="JSON-lines files (default: the newest in perf/results)")
+    ap.add_argument("--outdir", type=Path, default=RESULTS)
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args(argv)
+    sources = list(args.results) or newest()
+    rows = load(sources)
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    md = args.outdir / "summary.md"
+    made = [] if args.no_plots else plots(rows, args.outdir)
+    text = markdown(rows, sources)
+    if made:
+        text += "\nPlots: " + ", ".join(f"![{p.stem}]({p.name})" for p in made) + "\n"
+    md.write_text(text)
+    print(text)
+    return md
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Run the perf suite: ``python perf/run.py [hydra overrides]`` (config: ``perf/conf/perf.yaml``).
+
+Launches one ``mpirun`` job per benchmark (and one per layout of the scaling sweep), each with a
+wall-clock limit, and collects their results as JSON lines in ``perf/results/<date>-<host>.jsonl``.
+Then writes ``perf/results/summary.md`` (and PNG plots when matplotlib is installed) with ``perf/plot.py``.
+
+Examples::
+
+    python perf/run.py                                   # quick suite (< 3 min on 2 cores)
+    python perf/run.py quick=false                       # full suite
+    python perf/run.py benches=[ingest] profiles.quick.payloads=[64]
+    python perf/run.py layout.clients=30 layout.keepers=2 layout.graphers=2 quick=false
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+PERF = Path(__file__).resolve().parent
+ROOT = PERF.parent
+BENCHES = ("ingest", "client_cost", "durable", "scaling", "baselines")
+
+
+def compose(overrides: list[str]) -> dict[str, Any]:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(PERF / "conf"), version_base=None):
+        cfg = hydra_compose(config_name="perf", overrides=overrides)
+    return dict(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+
+
+def jobs(cfg: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """(bench, ranks, params) of every mpirun job of the suite."""
+    prof = dict(cfg["profiles"]["quick" if cfg["quick"] else "full"])
+    lay = cfg["layout"]
+    params: dict[str, Any] = {
+        **prof,
+        "layout": {"keepers": lay["keepers"], "graphers": lay["graphers"]},
+        "chronompi": cfg["chronompi"],
+        "scratch": cfg["scratch"],
+        "baselines": cfg["baselines"],
+        "hang_s": max(10.0, float(cfg["timeout_s"]) - 10.0),
+        "profile": "quick" if cfg["quick"] else "full",
+    }
+    n_main = 1 + lay["keepers"] + lay["graphers"] + lay["clients"]
+    out = []
+    for bench in cfg["benches"]:
+        if bench not in BENCHES:
+            raise SystemExit(f"unknown bench {bench!r}; known: {', '.join(BENCHES)}")
+        if bench == "scaling":
+            for clients, keepers, graphers in prof["scaling"]["configs"]:
+                p = {**params, "layout": {"keepers": keepers, "graphers": graphers}}
+                out.append((bench, 1 + keepers + graphers + clients, p))
+        else:
+            out.append((bench, n_main, params))
+    return out
+
+
+def launch(bench: str, n: int, params: dict[str, Any], out: Path, cfg: dict[str, Any], log: Path) -> dict[str, Any]:
+    """Run one benchmark job under mpirun; kill its process group past ``timeout_s``."""
+    from chronompi.launch import mpi_env, mpirun_argv
+
+    pfile = out.parent / ".params" / f"{out.stem}-{bench}-{n}-{time.time_ns()}.json"
+    pfile.parent.mkdir(parents=True, exist_ok=True)
+    pfile.write_text(json.dumps(params))
+    env = mpi_env()
+    env["PYTHONUNBUFFERED"] = "1"
+    argv = mpirun_argv(
+        n, [sys.executable, str(PERF / f"bench_{bench}.py"), "@" + str(pfile), str(out)], list(cfg["mpirun_args"]), env
+    )
+    t0 = time.perf_counter()
+    print(f"== {bench}: {' '.join(argv[:3])} ... ({n} ranks, limit {cfg['timeout_s']} s)", flush=True)
+    with log.open("a") as lf:
+        lf.write(f"\n== {bench} {n} ranks: {' '.join(argv)}\n")
+        lf.flush()
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        tail: list[str] = []
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lf.write(line)
+                tail.append(line)
+                del tail[:-40]
+                if line.startswith("{"):
+                    print("  " + line[:200].rstrip(), flush=True)
+
+        th = threading.Thread(target=pump, daemon=True)
+        th.start()
+        timed_out = False
+        try:
+            proc.wait(timeout=float(cfg["timeout_s"]))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill(proc)
+        th.join(timeout=10)
+    pfile.unlink(missing_ok=True)
+    wall = time.perf_counter() - t0
+    status = {
+        "bench": bench,
+        "ranks": n,
+        "returncode": proc.returncode,
+        "timed_out": timed_out,
+        "wall_s": round(wall, 2),
+    }
+    if proc.returncode != 0 or timed_out:
+        print(f"!! {bench} failed (rc={proc.returncode}, timed out={timed_out}); see {log}", flush=True)
+        print("".join(tail[-15:]), flush=True)
+        status["tail"] = "".join(tail[-15:])
+    return status
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """Terminate the job we started (its own process group), then kill it if it lingers."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def main(argv: list[str] | None = None) -> int:
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    cfg = compose(overrides)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(cfg["out"]) if cfg["out"] else PERF / "results" / f"{stamp}-{socket.gethostname()}.jsonl"
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = out.with_suffix(".log")
+    t0 = time.perf_counter()
+    statuses = []
+    for bench, n, params in jobs(cfg):
+        statuses.append(launch(bench, n, params, out, cfg, log))
+    wall = time.perf_counter() - t0
+    suite = {
+        "bench": "suite",
+        "kind": "suite",
+        "overrides": overrides,
+        "config": cfg,
+        "jobs": statuses,
+        "wall_s": round(wall, 2),
+        "host": socket.gethostname(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with out.open("a") as f:
+        f.write(json.dumps(suite) + "\n")
+    print(f"== suite done in {wall:.1f} s: {out}", flush=True)
+    if cfg["summary"]:
+        sys.path.insert(0, str(PERF))
+        import plot
+
+        md = plot.main([str(out), "--outdir", str(out.parent)])
+        print(f"== summary: {md}", flush=True)
+    return 0 if all(s["returncode"] == 0 and not s["timed_out"] for s in statuses) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
