@@ -47,15 +47,41 @@ def is_sorted(events: np.ndarray) -> bool:
     return bool(np.all(lt | (eq_t & (lt_c | (eq_c & lt_s)))))
 
 
+LOOP_MIN_BYTES = 512  # contiguous pieces at least this long on average are copied slice by slice
+
+
 def gather(heap: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenate ``heap[offsets[i] : offsets[i] + lengths[i]]`` for every i, vectorised."""
+    """Concatenate ``heap[offsets[i] : offsets[i] + lengths[i]]`` for every i.
+
+    Three ways, fastest first: equal-size payloads on a row grid are copied as
+    rows; otherwise neighbouring payloads that are also neighbours in ``heap``
+    are coalesced, and when the pieces are long they are copied slice by slice;
+    else a byte index is built (vectorised, but 8 bytes of index per byte).
+    """
+    n = len(lengths)
     lengths = lengths.astype(np.int64, copy=False)
+    offsets = offsets.astype(np.int64, copy=False)
     total = int(lengths.sum())
     if total == 0:
         return np.empty(0, np.uint8)
-    starts = np.cumsum(lengths) - lengths  # where each payload lands in the output
+    width = int(lengths[0])
+    if width and heap.nbytes % width == 0 and np.all(lengths == width) and not np.any(offsets % width):
+        return heap.reshape(-1, width)[offsets // width].reshape(-1)
+    # pieces: maximal runs of payloads that follow each other in the heap too
+    breaks = np.flatnonzero(offsets[1:] != offsets[:-1] + lengths[:-1]) + 1
+    starts = np.concatenate(([0], breaks))
+    if total >= LOOP_MIN_BYTES * len(starts):
+        src0 = offsets[starts]
+        size = np.add.reduceat(lengths, starts)
+        out = np.empty(total, np.uint8)
+        pos = 0
+        for a, m in zip(src0.tolist(), size.tolist()):
+            out[pos : pos + m] = heap[a : a + m]
+            pos += m
+        return out
+    dest = np.cumsum(lengths) - lengths  # where each payload lands in the output
     # index of every output byte in the input: offset of its event + its position inside
-    idx = np.repeat(offsets.astype(np.int64) - starts, lengths) + np.arange(total, dtype=np.int64)
+    idx = np.repeat(offsets - dest, lengths) + np.arange(total, dtype=np.int64)
     return heap[idx]
 
 
