@@ -58,7 +58,6 @@ def gather(heap: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.nda
     are coalesced, and when the pieces are long they are copied slice by slice;
     else a byte index is built (vectorised, but 8 bytes of index per byte).
     """
-    n = len(lengths)
     lengths = lengths.astype(np.int64, copy=False)
     offsets = offsets.astype(np.int64, copy=False)
     total = int(lengths.sum())
