@@ -29,6 +29,8 @@ from .store.writer import staging_dir
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_S = 10.0  # the run record is rewritten this often while the run lives
+
 
 @dataclass
 class StoryEntry:
@@ -154,6 +156,7 @@ class Visor(Service):
         self.t_start = time.time()
         self.record = self._run_record()
         write_run(self.root, self.record)
+        self.beat = time.monotonic()
 
     def _clock(self) -> bool:
         got = False
@@ -217,7 +220,15 @@ class Visor(Service):
         for k in self.ctx.roles.keepers:
             self.comm.send((FORCE_END,), dest=k, tag=TAG_CTRL)
 
+    def _heartbeat(self) -> None:
+        """Rewrite the run record now and then: fsck tells a live run from a crashed one by its age."""
+        now = time.monotonic()
+        if now - self.beat >= HEARTBEAT_S:
+            self.beat = now
+            write_run(self.root, {**self.record, "alive": time.time_ns()})
+
     def step(self) -> bool:
+        self._heartbeat()
         progressed = self._clock()
         progressed |= self._requests()
         progressed |= self._control()

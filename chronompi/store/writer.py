@@ -31,6 +31,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .._faults import fault_point
 from ..codec import EVENT
 from ..config import StorageConfig
 from .format import SCHEMA_VERSION, SEGMENTS, WINDOW
@@ -68,6 +69,7 @@ def move_into_store(src: Path, dst: Path) -> None:
             shutil.copyfileobj(fin, fout, 8 << 20)
             fout.flush()
             os.fsync(fout.fileno())
+        fault_point("move")  # copied, not yet renamed: the store must not show it
         os.replace(tmp, dst)
         src.unlink()
     dirfd = os.open(dst.parent, os.O_RDONLY)
@@ -101,6 +103,8 @@ class SegmentWriter:
 
     # -- segments ---------------------------------------------------------
     def _open(self) -> h5py.File:
+        if self.n_segment:
+            fault_point("roll")  # the previous segment is in the store, the next not yet open
         self.name = f"r{self.run_id:016x}-g{self.grapher:04d}-{self.n_segment:04d}.h5"
         self.stage.mkdir(parents=True, exist_ok=True)
         self.part = self.stage / (self.name + ".part")
@@ -195,6 +199,7 @@ class SegmentWriter:
             pl_ds[byte0:] = np.concatenate([r.heap for r in runs]) if len(runs) > 1 else runs[0].heap
         ev_ds.flush()  # the data is on its way before the index that points at it
         pl_ds.flush()
+        fault_point("commit")  # rows written, index not yet: a reader must not see these rows
         index["committed"] = time.time_ns()
         w0 = wi_ds.shape[0]
         wi_ds.resize((w0 + len(runs),))

@@ -1,0 +1,71 @@
+"""Test app for kill -9 tests: clients log at a steady pace until killed, keeping a reference log.
+
+Each client appends (time, seq, story) of every event it logged to REFDIR/ref-<client id>.bin,
+in blocks written with one os.write each, so a kill leaves whole records (a torn tail record
+is ignored by the reader). Payloads are a function of (rank, story, seq): see payload().
+Usage: crashy.py STORE REFDIR SPEC_JSON (spec: cfg, rate per client, seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import _hang  # noqa: E402
+import numpy as np
+
+import chronompi
+
+_hang.arm(100)
+
+REF = np.dtype([("time", "<i8"), ("seq", "<u8"), ("story", "<u4"), ("pad", "<u4")])
+
+
+def payload(rank: int, story: int, seq: int) -> bytes:
+    """The payload of event ``seq`` of story ``s<story>`` logged by session rank ``rank``."""
+    return f"{rank}:{story}:{seq}:".encode().ljust(40 + seq % 60, b"x")
+
+
+def main() -> None:
+    store, refdir, spec = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    (refdir / f"pid-{os.getpid()}").touch()  # the test kills every rank by pid (PRRTE starts ranks in their own group)
+    cfg = spec["cfg"]
+    cfg.setdefault("storage", {})["root"] = store
+    with chronompi.session(cfg=cfg) as client:
+        if client is None:
+            return
+        comm = client.comm
+        me = comm.Get_rank()
+        if me == 0:
+            client.create_chronicle("c")
+        comm.Barrier()
+        stories = [client.acquire_story("c", f"s{j}") for j in range(2)]
+        fd = os.open(refdir / f"ref-{client.id:016x}.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        buf = np.zeros(100, REF)
+        k = 0
+        seqs = [0, 0]
+        t0 = time.perf_counter()
+        period = 1.0 / spec["rate"]
+        i = 0
+        while time.perf_counter() - t0 < spec["seconds"]:
+            j = i % 2
+            t = stories[j].log(payload(client.rank, j, seqs[j]))
+            buf[k] = (t, seqs[j], j, 0)
+            seqs[j] += 1
+            k += 1
+            i += 1
+            if k == len(buf):
+                os.write(fd, buf.tobytes())
+                k = 0
+            ahead = i * period - (time.perf_counter() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        os.write(fd, buf[:k].tobytes())
+        os.close(fd)
+
+
+if __name__ == "__main__":
+    main()
