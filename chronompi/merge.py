@@ -99,10 +99,25 @@ def concat_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarr
     return events, (np.concatenate(heaps) if heaps else np.empty(0, np.uint8))
 
 
+def _in_layout(events: np.ndarray, heap: np.ndarray) -> bool:
+    """True when the payloads already lie in ``heap`` back to back in event order."""
+    if not len(events):
+        return heap.nbytes == 0
+    ends = np.cumsum(events["length"], dtype=np.uint64)
+    return bool(
+        events["offset"][0] == 0 and np.array_equal(events["offset"][1:], ends[:-1]) and ends[-1] == heap.nbytes
+    )
+
+
 def merge_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Merge runs into one sorted run whose heap holds the payloads in event order."""
     events, heap = concat_runs(runs)
-    order = total_order(events)
+    if is_sorted(events):  # already in order (e.g. runs of consecutive windows)
+        if _in_layout(events, heap):
+            return events, heap
+        order = np.arange(len(events))
+    else:
+        order = total_order(events)
     out = events[order]
     new_heap = gather(heap, out["offset"], out["length"])
     out["offset"] = np.cumsum(out["length"], dtype=np.uint64) - out["length"]

@@ -102,10 +102,28 @@ def index_rows(f: h5py.File, key: str, t0: int | None, t1: int | None) -> list[_
     return [_Row(f, key, int(w["first_row"]), int(w["n_rows"]), int(w["t_min"]), int(w["t_max"])) for w in index[sel]]
 
 
+def _coalesce(rows: list[_Row]) -> list[_Row]:
+    """Merge rows that are neighbours in the same dataset into one read (h5py calls cost ~0.1 ms each).
+
+    The result is no longer one sorted run per row, which is fine: callers merge
+    everything they read into total order anyway.
+    """
+    out: list[_Row] = []
+    for r in sorted(rows, key=lambda r: (id(r.file), r.group, r.first)):
+        last = out[-1] if out else None
+        if last is not None and last.file is r.file and last.group == r.group and last.first + last.n == r.first:
+            out[-1] = _Row(
+                r.file, r.group, last.first, last.n + r.n, min(last.t_min, r.t_min), max(last.t_max, r.t_max)
+            )
+        else:
+            out.append(r)
+    return out
+
+
 def read_rows(rows: list[_Row], t0: int | None, t1: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The events of [t0, t1) in the given rows: one sorted run (events, heap) per row."""
+    """The events of [t0, t1) in the given rows as (events, heap) pieces to merge."""
     runs: list[tuple[np.ndarray, np.ndarray]] = []
-    for r in rows:
+    for r in _coalesce(rows):
         g = r.file[r.group]
         ev = g["events"][r.first : r.first + r.n]
         if (t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1):
@@ -114,11 +132,11 @@ def read_rows(rows: list[_Row], t0: int | None, t1: int | None) -> list[tuple[np
                 keep &= ev["time"] >= t0
             if t1 is not None:
                 keep &= ev["time"] < t1
-            ev = ev[keep]  # a run is sorted: what is kept is one contiguous slice
+            ev = ev[keep]
         if not len(ev):
             continue
-        b0 = int(ev["offset"][0])
-        b1 = int(ev["offset"][-1]) + int(ev["length"][-1])
+        b0 = int(ev["offset"].min())
+        b1 = int((ev["offset"] + ev["length"]).max())
         heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
         ev["offset"] -= b0
         runs.append((ev, heap))
@@ -293,6 +311,13 @@ class Store:
         Batches are cut between index rows at times no run straddles, so the
         concatenation of the batches is in total order.
         """
+        for events, heap in self.iter_replay_raw(chronicle, story, start, end, batch_events):
+            yield to_replay(events, heap)
+
+    def iter_replay_raw(
+        self, chronicle: str, story: str, start: Any = None, end: Any = None, batch_events: int = 1 << 20
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`iter_replay` as (EVENT rows, payload heap) batches: no Python object per event."""
         if batch_events < 1:
             raise ValueError(f"batch_events={batch_events} must be >= 1")
         t0, t1 = to_ns(start, "start"), to_ns(end, "end")
@@ -302,13 +327,13 @@ class Store:
         reach = None  # latest t_max of the group: the next group must start after it
         for r in rows:
             if group and count >= batch_events and reach is not None and r.t_min > reach:
-                yield to_replay(*self._read(group, t0, t1))
+                yield self._read(group, t0, t1)
                 group, count = [], 0
             group.append(r)
             count += r.n
             reach = r.t_max if reach is None else max(reach, r.t_max)
         if group:
-            yield to_replay(*self._read(group, t0, t1))
+            yield self._read(group, t0, t1)
 
     def replay_frame(self, chronicle: str, story: str, start: Any = None, end: Any = None) -> Any:
         """:meth:`replay` as a pandas DataFrame (needs pandas); ``time`` as UTC datetimes."""
