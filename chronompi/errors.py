@@ -48,9 +48,10 @@ class PayloadTooLarge(ChronoError, ValueError):
 class UnknownChronicle(ChronoError, KeyError):
     """The chronicle does not exist in the registry."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, hint: str | None = None) -> None:
         self.name = name
-        super().__init__(f"no chronicle named {name!r}; create it first with create_chronicle({name!r})")
+        advice = hint if hint is not None else f"create it first with create_chronicle({name!r})"
+        super().__init__(f"no chronicle named {name!r}; {advice}")
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
@@ -96,3 +97,7 @@ class RemoteError(ChronoError, RuntimeError):
         self.host = host
         self.what = what
         super().__init__(f"rank {rank} on {host} failed: {what}")
+
+
+class DamagedSegment(UserWarning):
+    """A warning: a segment file could not be read and was skipped (``chronompi fsck`` repairs or moves it)."""

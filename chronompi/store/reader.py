@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,12 +24,15 @@ import h5py
 import numpy as np
 
 from ..codec import EVENT
-from ..errors import StoreError, UnknownChronicle, UnknownStory
+from ..errors import DamagedSegment, StoreError, UnknownChronicle, UnknownStory
 from ..merge import merge_runs
 from ..names import check_name
 from .format import SEGMENTS, WINDOW, check_store, read_runs
 
 log = logging.getLogger(__name__)
+
+_FRACTION = re.compile(r"(\d\d:\d\d:\d\d)[.,](\d+)")
+
 
 REPLAY = np.dtype([("time", "<i8"), ("client", "<u8"), ("seq", "<u8"), ("payload", object)])
 
@@ -45,8 +49,16 @@ def to_ns(t: Any, what: str = "time") -> int | None:
             return int(s)
         except ValueError:
             pass
+        extra_ns = 0
+        m = _FRACTION.search(s)
+        if m is not None and len(m.group(2)) > 6:  # datetime keeps microseconds: add the rest by hand
+            frac = m.group(2)
+            extra_ns = int(frac[6:9].ljust(3, "0"))
+            s = s[: m.start(2)] + frac[:6] + s[m.end(2) :]
         try:
-            t = _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+            base = to_ns(_dt.datetime.fromisoformat(s.replace("Z", "+00:00")), what)
+            assert base is not None
+            return base + extra_ns
         except ValueError:
             raise ValueError(
                 f"{what} {s!r} is neither nanoseconds since the epoch nor an ISO-8601 time "
@@ -215,7 +227,7 @@ class Store:
         except (OSError, ValueError) as exc:
             if p not in self._warned:
                 self._warned.add(p)
-                warnings.warn(f"skipping unreadable segment {p}: {exc}", stacklevel=3)
+                warnings.warn(f"skipping unreadable segment {p}: {exc}", DamagedSegment, stacklevel=3)
             return None
         self._files[p] = f
         return f
@@ -227,6 +239,9 @@ class Store:
                 yield f
 
     # -- catalogue --------------------------------------------------------
+    def _unknown(self, chronicle: str) -> UnknownChronicle:
+        return UnknownChronicle(chronicle, hint="the store has: " + (", ".join(self.chronicles()) or "no chronicles"))
+
     def chronicles(self) -> list[str]:
         names: set[str] = set()
         for f in self._files_iter():
@@ -242,7 +257,7 @@ class Store:
                 found = True
                 names.update(f[chronicle].keys())
         if not found:
-            raise UnknownChronicle(chronicle)
+            raise self._unknown(chronicle)
         return sorted(names)
 
     def __iter__(self) -> Iterator[str]:
@@ -273,7 +288,7 @@ class Store:
             seen_story = True
             rows.extend(index_rows(f, key, t0, t1))
         if not seen_chronicle:
-            raise UnknownChronicle(chronicle)
+            raise self._unknown(chronicle)
         if not seen_story:
             raise UnknownStory(chronicle, story)
         return rows
