@@ -29,6 +29,7 @@ from .errors import (
     UnknownChronicle,
     UnknownStory,
 )
+from .logging_handler import LogHandler
 from .session import session
 from .store import Store, open_store
 
@@ -40,6 +41,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "InvalidName",
+    "LogHandler",
     "PayloadTooLarge",
     "RemoteError",
     "SessionClosed",

@@ -9,7 +9,7 @@ recording
 store tools (STORE is a store directory, e.g. ./chronompi-store)
   ls STORE                               chronicles, stories, event counts, time spans; runs
   replay STORE CHRONICLE STORY           events of a story in total order
-         [--start T] [--end T] [--limit N] [--format text|jsonl|csv]
+         [--start T] [--end T] [--limit N] [--format text|jsonl|csv|log]
   stats STORE                            per story: events, bytes, span, rate, segments, late runs; per run
   export STORE [--format jsonl|csv|parquet] [--output FILE] [--chronicle C] [--story S]
   fsck STORE [--dry-run]                 check the store and repair what a crash left behind

@@ -28,7 +28,7 @@ import numpy as np
 
 from .store.reader import to_ns
 
-FORMATS_REPLAY = ("text", "jsonl", "csv")
+FORMATS_REPLAY = ("text", "jsonl", "csv", "log")
 FORMATS_EXPORT = ("jsonl", "csv", "parquet")
 CSV_COLUMNS = ("chronicle", "story", "time", "time_iso", "client", "seq", "payload_encoding", "payload")
 
@@ -100,6 +100,22 @@ class TextWriter:
             self.out.write(
                 "".join(f"{iso_ns(t)}\t{c:016x}\t{s}\t{payload_text(p)}\n" for t, c, s, p in zip(t, c, s, p))
             )
+
+    def close(self) -> None:
+        self.out.flush()
+
+
+class LogWriter:
+    """A story written by :class:`chronompi.LogHandler`, printed back like a log file."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def write(self, chronicle: str, story: str, events: np.ndarray) -> None:
+        from .logging_handler import format_log_line
+
+        for t, _c, _s, p in _columns(events):
+            self.out.write("".join(format_log_line(iso_ns(x), y) + "\n" for x, y in zip(t, p)))
 
     def close(self) -> None:
         self.out.flush()
@@ -205,6 +221,8 @@ def text_writer(fmt: str, out: IO[str]) -> EventWriter:
         return JsonlWriter(out)
     if fmt == "csv":
         return CsvWriter(out)
+    if fmt == "log":
+        return LogWriter(out)
     raise ValueError(f"unknown format {fmt!r}")
 
 

@@ -24,6 +24,7 @@ def test_public_api_is_pinned() -> None:
             "Config",
             "ConfigError",
             "InvalidName",
+            "LogHandler",
             "PayloadTooLarge",
             "RemoteError",
             "SessionClosed",
