@@ -130,9 +130,7 @@ class Grapher(Service):
                 self.late_flag.discard(key)
                 self.n_late_runs += 1
             by_story[key[0]].append(Run(key[1], events, heap, late))
-        for story, runs in by_story.items():
-            chronicle, name = self.names[story]
-            self.writer.append(chronicle, name, runs)
+        self.writer.append_all([(*self.names[story], runs) for story, runs in by_story.items()])
         return True
 
     def step(self) -> bool:

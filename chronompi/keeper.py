@@ -50,6 +50,7 @@ class Keeper(Service):
         slot_bytes = codec.batch_capacity(cfg.client.batch_bytes, cfg.client.max_event_bytes)
         self.ring = np.empty((cfg.keeper.ring_slots, slot_bytes), np.uint8)
         self.reqs: list[Any] = [MPI.REQUEST_NULL] * cfg.keeper.ring_slots
+        self.statuses = [MPI.Status() for _ in self.reqs]
         for i in range(cfg.keeper.ring_slots):
             self._post(i)
         self.clients = set(ctx.roles.clients_of(ctx.rank))
@@ -79,7 +80,7 @@ class Keeper(Service):
         self.reqs[i] = self.comm.Irecv([self.ring[i], MPI.BYTE], MPI.ANY_SOURCE, TAG_BATCH)
 
     def _receive(self) -> bool:
-        statuses = [MPI.Status() for _ in self.reqs]
+        statuses = self.statuses
         done = MPI.Request.Testsome(self.reqs, statuses)
         if not done:
             return False

@@ -167,48 +167,62 @@ class SegmentWriter:
 
     # -- appends ----------------------------------------------------------
     def append(self, chronicle: str, story: str, runs: Sequence[Run]) -> None:
-        """Append the runs of one story: data first, flushed, then their index rows."""
-        if not runs:
+        """Append the runs of one story (see :meth:`append_all`)."""
+        self.append_all([(chronicle, story, runs)])
+
+    def append_all(self, items: Sequence[tuple[str, str, Sequence[Run]]]) -> None:
+        """Append runs of several stories: all data, one flush, then all their index rows, one flush.
+
+        Two file flushes per commit whatever the number of stories (SWMR flushes are
+        the grapher's main cost on small windows).
+        """
+        items = [(c, s, runs) for c, s, runs in items if runs]
+        if not items:
             return
         t0 = time.perf_counter()
-        if (chronicle, story) not in self.stories:
-            self.stories.append((chronicle, story))
+        new = [(c, s) for c, s, _ in items if (c, s) not in self.stories]
+        if new:
+            self.stories.extend(dict.fromkeys(new))
             self._close_segment()  # SWMR cannot add datasets: the next segment has them all
         f = self.file if self.file is not None else self._open()
-        g = f[chronicle][story]
-        ev_ds, pl_ds, wi_ds = g["events"], g["payload"], g["windows"]
-        n_rows = sum(len(r.events) for r in runs)
-        n_bytes = sum(r.heap.nbytes for r in runs)
-        row0 = ev_ds.shape[0]
-        byte0 = pl_ds.shape[0]
-        events = np.empty(n_rows, EVENT)
-        index = np.empty(len(runs), WINDOW)
-        row, off = 0, byte0
-        for i, r in enumerate(runs):
-            n = len(r.events)
-            part = events[row : row + n]
-            part[...] = r.events
-            part["offset"] += off
-            index[i] = (r.window, row0 + row, n, r.events["time"][0], r.events["time"][-1], r.late, 0)
-            row += n
-            off += r.heap.nbytes
-        ev_ds.resize((row0 + n_rows,))
-        ev_ds[row0:] = events
-        if n_bytes:
-            pl_ds.resize((byte0 + n_bytes,))
-            pl_ds[byte0:] = np.concatenate([r.heap for r in runs]) if len(runs) > 1 else runs[0].heap
-        ev_ds.flush()  # the data is on its way before the index that points at it
-        pl_ds.flush()
+        pending = []
+        for chronicle, story, runs in items:
+            g = f[chronicle][story]
+            ev_ds, pl_ds = g["events"], g["payload"]
+            n_rows = sum(len(r.events) for r in runs)
+            n_bytes = sum(r.heap.nbytes for r in runs)
+            row0 = ev_ds.shape[0]
+            byte0 = pl_ds.shape[0]
+            events = np.empty(n_rows, EVENT)
+            index = np.empty(len(runs), WINDOW)
+            row, off = 0, byte0
+            for i, r in enumerate(runs):
+                n = len(r.events)
+                part = events[row : row + n]
+                part[...] = r.events
+                part["offset"] += off
+                index[i] = (r.window, row0 + row, n, r.events["time"][0], r.events["time"][-1], r.late, 0)
+                row += n
+                off += r.heap.nbytes
+            ev_ds.resize((row0 + n_rows,))
+            ev_ds[row0:] = events
+            if n_bytes:
+                pl_ds.resize((byte0 + n_bytes,))
+                pl_ds[byte0:] = np.concatenate([r.heap for r in runs]) if len(runs) > 1 else runs[0].heap
+            pending.append((g["windows"], index))
+            self.events_written += n_rows
+            self.bytes_written += n_bytes
+            self.windows_written += len(runs)
+            self.bytes_in_segment += n_bytes + n_rows * EVENT.itemsize
+        f.flush()  # the data is on its way before the index that points at it
         fault_point("commit")  # rows written, index not yet: a reader must not see these rows
-        index["committed"] = time.time_ns()
-        w0 = wi_ds.shape[0]
-        wi_ds.resize((w0 + len(runs),))
-        wi_ds[w0:] = index
-        wi_ds.flush()
-        self.events_written += n_rows
-        self.bytes_written += n_bytes
-        self.windows_written += len(runs)
-        self.bytes_in_segment += n_bytes + n_rows * EVENT.itemsize
+        now = time.time_ns()
+        for wi_ds, index in pending:
+            index["committed"] = now
+            w0 = wi_ds.shape[0]
+            wi_ds.resize((w0 + len(index),))
+            wi_ds[w0:] = index
+        f.flush()
         self.write_seconds += time.perf_counter() - t0
         if self.bytes_in_segment >= self.cfg.segment_bytes:
             self._close_segment()
