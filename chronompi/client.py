@@ -26,7 +26,7 @@ from .errors import PayloadTooLarge, SessionClosed, StoryNotAcquired
 from .names import check_name
 from .progress import Backoff
 from .protocol import DONE, FAILED, RELEASE, TAG_BATCH, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REPLY, TAG_REQ, Context
-from .service import make_backoff, recv_ctrl
+from .service import Outbox, make_backoff, recv_ctrl
 from .windows import FOREVER, NEVER
 
 log = logging.getLogger(__name__)
@@ -229,8 +229,7 @@ class Client:
         self._drop = cfg.policy == "drop"
         self._batch = _OpenBatch()
         self._batch_no = 0
-        self._inflight: list[Any] = []
-        self._inflight_bufs: list[np.ndarray] = []
+        self._inflight = Outbox(self._comm)  # batches sent to our keeper, not yet taken
         self._decls: list[tuple[int, str, str]] = []
         self._stories: dict[tuple[str, str], Story] = {}
         self._seq_of: dict[int, int] = {}
@@ -360,8 +359,7 @@ class Client:
         )
         self._decls = []
         self._dropped_unreported = 0
-        self._inflight.append(self._comm.Isend([buf, MPI.BYTE], self._keeper, TAG_BATCH))
-        self._inflight_bufs.append(buf)
+        self._inflight.isend(buf, self._keeper, TAG_BATCH)
         self._batch_no += 1
         if n:
             if not self.first_time:
@@ -373,13 +371,7 @@ class Client:
             self.n_heartbeats += 1
 
     def _reap(self) -> None:
-        if not self._inflight:
-            return
-        done = MPI.Request.Testsome(self._inflight)
-        if done:
-            for i in sorted(done, reverse=True):
-                del self._inflight[i]
-                del self._inflight_bufs[i]
+        self._inflight.reap()
 
     def _wait_room(self, n: int, kind: int) -> bool:
         """Make room for one more batch in flight; False if the batch is to be dropped."""
@@ -429,8 +421,7 @@ class Client:
             qid = self._qid
             self._qid += 1
             query = codec.encode_query(qid, self.rank, story.id, lo, hi)
-            sends: list[Any] = []
-            bufs: list[np.ndarray] = []
+            sends = Outbox(self._comm)
             with self._lock:
                 if len(self._batch):
                     self._send_locked(codec.DATA)  # our own events go ahead of the query
@@ -442,16 +433,14 @@ class Client:
                         no = self._qno.get(k, 0)
                         self._qno[k] = no + 1
                     buf = codec.encode_batch(codec.QUERY, self.id, no, self._last, self.rank, [], [], [], [], query)
-                    sends.append(self._comm.Isend([buf, MPI.BYTE], k, TAG_BATCH))
-                    bufs.append(buf)
+                    sends.isend(buf, k, TAG_BATCH)
             runs: list[tuple[np.ndarray, np.ndarray]] = []
             got = 0
             status = MPI.Status()
             backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
             while got < expect or sends:
                 with self._lock:
-                    if sends and MPI.Request.Testall(sends):
-                        sends.clear()
+                    sends.reap()
                     msg = self._comm.Improbe(MPI.ANY_SOURCE, TAG_REPLY, status)
                     if msg is not None:
                         buf = np.empty(status.Get_count(MPI.BYTE), np.uint8)

@@ -137,7 +137,7 @@ class Grapher(Service):
         progressed = self._receive()
         self.pending_max = max(self.pending_max, len(self.pending))
         progressed |= self._commit()
-        self.reap_sends()
+        self.outbox.reap()
         if not progressed:
             self.writer.roll_if_old()
         if len(self.ended) == len(self.keepers) and not self.pending:

@@ -30,7 +30,7 @@ from .codec import EVENT, Batch
 from .merge import concat_runs, gather, merge_runs, total_order
 from .progress import Sequencer
 from .protocol import FORCE_END, TAG_BATCH, TAG_CHUNK, TAG_CTRL, TAG_REPLY, Context
-from .service import Service, wait_all
+from .service import Service
 from .windows import FOREVER, NEVER, stripe, window_end
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ class Keeper(Service):
         progressed = self._receive()
         progressed |= self._control()
         progressed |= self._close_windows()
-        self.reap_sends()
+        self.outbox.reap()
         if (self.forced or self.ended == self.clients) and not self.open and not self.late:
             self._finish()
         return progressed
@@ -264,8 +264,7 @@ class Keeper(Service):
     def _finish(self) -> None:
         for g in self.graphers:
             self._send_chunk(g, codec.encode_chunk(codec.CHUNK_END, self.ctx.rank, FOREVER))
-        wait_all(self.sends, self.backoff)
-        self.send_bufs.clear()
+        self.outbox.drain(self.backoff)
         self.finished = True
 
     def serve(self) -> bool:

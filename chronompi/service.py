@@ -36,6 +36,37 @@ def wait_all(requests: list[Any], backoff: Backoff) -> None:
     backoff.reset()
 
 
+class Outbox:
+    """Outstanding Isends and their buffers: a buffer stays referenced until its request completed."""
+
+    def __init__(self, comm: Any) -> None:
+        self.comm = comm
+        self.requests: list[Any] = []
+        self.buffers: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def isend(self, buf: Any, dest: int, tag: int) -> None:
+        self.requests.append(self.comm.Isend([buf, MPI.BYTE], dest, tag))
+        self.buffers.append(buf)
+
+    def reap(self) -> None:
+        """Forget the sends that completed (non-blocking)."""
+        if not self.requests:
+            return
+        done = MPI.Request.Testsome(self.requests)
+        if done:
+            for i in sorted(done, reverse=True):
+                del self.requests[i]
+                del self.buffers[i]
+
+    def drain(self, backoff: Backoff) -> None:
+        """Complete every send, polling under the backoff."""
+        wait_all(self.requests, backoff)
+        self.buffers.clear()
+
+
 def recv_ctrl(comm: Any, source: int, backoff: Backoff) -> Any:
     """Receive one pickled control message from ``source`` without spinning."""
     status = MPI.Status()
@@ -57,21 +88,10 @@ class Service:
         self.finished = False
         self.started = time.perf_counter()
         self.summary: dict[str, Any] | None = None
-        self.sends: list[Any] = []  # outstanding Isends ...
-        self.send_bufs: list[Any] = []  # ... and their buffers, kept alive until complete
+        self.outbox = Outbox(self.comm)
 
     def isend(self, buf: Any, dest: int, tag: int) -> None:
-        self.sends.append(self.comm.Isend([buf, MPI.BYTE], dest, tag))
-        self.send_bufs.append(buf)
-
-    def reap_sends(self) -> None:
-        if not self.sends:
-            return
-        done = MPI.Request.Testsome(self.sends)
-        if done:
-            for i in sorted(done, reverse=True):
-                del self.sends[i]
-                del self.send_bufs[i]
+        self.outbox.isend(buf, dest, tag)
 
     def step(self) -> bool:
         raise NotImplementedError
@@ -88,9 +108,8 @@ class Service:
         self.report_done()
         while not self.released():
             self.backoff.step(self.serve())
-            self.reap_sends()
-        wait_all(self.sends, self.backoff)
-        self.send_bufs.clear()
+            self.outbox.reap()
+        self.outbox.drain(self.backoff)
         self.shutdown()
 
     def close(self) -> None:
