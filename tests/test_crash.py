@@ -209,3 +209,32 @@ def test_kill_9(moment: str, staging: str, fault: str | None, tmp_path: Path) ->
 def check_after_fsck(store: Path) -> set:
     events = stored_events(store)
     return {(s, cid, seq) for s, rows in events.items() for _, cid, seq, _ in rows}
+
+
+def test_offline_read_while_a_job_writes(tmp_path: Path) -> None:
+    """open_store() on a store a job is writing: every read is consistent and reads only grow."""
+    store, refdir = tmp_path / "store", tmp_path / "ref"
+    refdir.mkdir()
+    proc = launch(store, refdir, str(tmp_path / "stage"), None, tmp_path)
+    seen: list[set] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(seen) < 6:
+            assert time.monotonic() < deadline, "the job never wrote anything readable"
+            assert proc.poll() is None
+            if (store / "runs").is_dir() and list((store / "runs").glob("*.json")):
+                run_id = int(read_runs(store)[0]["run"], 16)
+                rank_of = {client_id(run_id, r): r for r in range(N)}
+                keys = set()
+                for story, rows in stored_events(store).items():
+                    assert rows == sorted(rows)
+                    for _t, cid, seq, data in rows:
+                        assert data == payload(rank_of[cid], int(story[1:]), seq)
+                        keys.add((story, cid, seq))
+                if keys:
+                    assert not seen or seen[-1] <= keys, "a later read lost events an earlier read had"
+                    seen.append(keys)
+            time.sleep(0.25)
+    finally:
+        kill_job(proc)
+    assert len(seen[-1]) > len(seen[0])

@@ -1,0 +1,124 @@
+"""The offline player without MPI: segments written by the real writer, read back by open_store()."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import chronompi
+from chronompi.codec import EVENT
+from chronompi.config import StorageConfig
+from chronompi.store.format import init_store, write_run
+from chronompi.store.writer import Run, SegmentWriter
+
+W = 1_000_000  # 1 ms windows
+T0 = 1_800_000_000 * 10**9
+
+
+def make_run(window: int, clients: list[int], per: int, seq0: dict[int, int], late: bool = False) -> Run:
+    rows = []
+    for c in clients:
+        for i in range(per):
+            rows.append((window * W + 1 + i * 997 + c, c, seq0.get(c, 0) + i))
+        seq0[c] = seq0.get(c, 0) + per
+    rows.sort()
+    ev = np.zeros(len(rows), EVENT)
+    ev["time"], ev["client"], ev["seq"] = zip(*rows)
+    payloads = [f"{t}:{c}:{s}".encode() * (1 + s % 3) for t, c, s in rows]
+    ev["length"] = [len(p) for p in payloads]
+    ev["offset"] = np.cumsum(ev["length"]) - ev["length"]
+    return Run(window, ev, np.frombuffer(b"".join(payloads), np.uint8), late)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    init_store(root)
+    cfg = StorageConfig(root=str(root), staging="none", segment_bytes=4000)
+    seqs: dict[int, int] = {}
+    w0 = T0 // W
+    # two graphers, windows striped between them, one late run, segments rolling at 4000 bytes
+    g = [SegmentWriter(root, 0xA1, i, cfg) for i in range(2)]
+    for k in range(20):
+        g[k % 2].append("c", "s", [make_run(w0 + k, [1, 2, 3], 10, seqs)])
+    g[0].append("c", "s", [make_run(w0 + 3, [9], 5, seqs, late=True)])
+    for w in g:
+        w.close()
+    write_run(root, {"run": f"{0xA1:016x}", "status": "complete", "start": T0, "end": T0 + 20 * W})
+    return root
+
+
+def all_rows(st: chronompi.Store) -> list[tuple[int, int, int, bytes]]:
+    ev = st.replay("c", "s")
+    return list(zip(ev["time"].tolist(), ev["client"].tolist(), ev["seq"].tolist(), ev["payload"].tolist()))
+
+
+def test_full_replay_merges_graphers_segments_and_late_runs(store: Path) -> None:
+    with chronompi.open_store(store) as st:
+        rows = all_rows(st)
+        assert len(rows) == 20 * 30 + 5 == st.count("c", "s")
+        assert rows == sorted(rows) and len({r[:3] for r in rows}) == len(rows)
+        assert all(p == f"{t}:{c}:{s}".encode() * (1 + s % 3) for t, c, s, p in rows)
+        assert len(list((store / "segments").glob("*.h5"))) > 2  # rolled by size
+        assert st.span("c", "s") == (rows[0][0], rows[-1][0])
+        assert [r["run"] for r in st.runs()] == [f"{0xA1:016x}"]
+
+
+def test_ranges_in_ns_datetime_and_iso(store: Path) -> None:
+    with chronompi.open_store(store) as st:
+        rows = all_rows(st)
+        a, b = rows[100][0], rows[400][0]
+        want = [r for r in rows if a <= r[0] < b]
+        ev = st.replay("c", "s", a, b)
+        assert list(zip(ev["time"].tolist(), ev["client"].tolist(), ev["seq"].tolist(), ev["payload"].tolist())) == want
+        da = dt.datetime.fromtimestamp(a // 10**9, dt.UTC) + dt.timedelta(microseconds=(a % 10**9) // 1000)
+        # a datetime has microseconds: the range starts at the microsecond, ISO keeps the nanoseconds
+        assert st.replay("c", "s", da, b)["time"][0] == min(r[0] for r in rows if r[0] >= a - a % 1000)
+        iso = da.strftime("%Y-%m-%dT%H:%M:%S.") + f"{a % 10**9:09d}Z"
+        assert st.replay("c", "s", iso, b)["time"].tolist() == [r[0] for r in want]
+        with pytest.raises(ValueError, match="after end"):
+            st.replay("c", "s", b, a)
+        with pytest.raises(ValueError, match="ISO-8601"):
+            st.replay("c", "s", "yesterday")
+        with pytest.raises(chronompi.UnknownStory):
+            st.replay("c", "nope")
+        with pytest.raises(chronompi.UnknownChronicle, match="the store has: c"):
+            st.replay("nope", "s")
+
+
+@pytest.mark.parametrize("batch", [1, 7, 31, 10_000])
+def test_iter_replay_batches_concatenate_to_the_replay(store: Path, batch: int) -> None:
+    with chronompi.open_store(store) as st:
+        full = st.replay("c", "s")
+        parts = list(st.iter_replay("c", "s", batch_events=batch))
+        assert np.array_equal(np.concatenate([p["time"] for p in parts]), full["time"])
+        assert [x for p in parts for x in p["payload"].tolist()] == full["payload"].tolist()
+        if batch == 1:
+            assert len(parts) > 10
+
+
+def test_replay_frame(store: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    with chronompi.open_store(store) as st:
+        df = st.replay_frame("c", "s")
+        ev = st.replay("c", "s")
+    assert len(df) == len(ev) and list(df.columns) == ["time", "client", "seq", "payload"]
+    assert df["time"].iloc[0] == pd.Timestamp(int(ev["time"][0]), unit="ns", tz="UTC")
+
+
+def test_reading_an_open_segment_while_it_is_written(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    init_store(root)
+    write_run(root, {"run": f"{0xB2:016x}", "status": "running", "start": T0})
+    w = SegmentWriter(root, 0xB2, 0, StorageConfig(root=str(root), staging="none"))
+    seqs: dict[int, int] = {}
+    counts = []
+    for k in range(5):
+        w.append("c", "s", [make_run(T0 // W + k, [1], 4, seqs)])
+        with chronompi.open_store(root) as st:  # the .part, in SWMR mode, while the writer holds it
+            counts.append(len(st.replay("c", "s")))
+    w.close()
+    assert counts == [4, 8, 12, 16, 20]
