@@ -210,6 +210,32 @@ class Chunk:
     heap: np.ndarray  # uint8
 
 
+def chunk_buffer(
+    kind: int,
+    keeper: int,
+    watermark: int,
+    story: int,
+    window: int,
+    names: tuple[str, str],
+    n_events: int,
+    heap_bytes: int,
+    flags: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A chunk buffer with its header written: (buffer, events section, heap section) to fill in place."""
+    nm = f"{names[0]}\t{names[1]}".encode() if names[0] else b""
+    n0 = CHUNK_HEADER.itemsize
+    e0 = n0 + _pad8(len(nm))
+    h0 = e0 + n_events * EVENT.itemsize
+    buf = np.empty(h0 + heap_bytes, np.uint8)
+    hdr = buf[:n0].view(CHUNK_HEADER)[0]
+    hdr["magic"], hdr["kind"], hdr["flags"], hdr["story"] = CHUNK_MAGIC, kind, flags, story
+    hdr["keeper"], hdr["window"], hdr["watermark"] = keeper, window, watermark
+    hdr["n_events"], hdr["heap_bytes"], hdr["names_bytes"], hdr["pad"] = n_events, heap_bytes, len(nm), 0
+    buf[n0 : n0 + len(nm)] = np.frombuffer(nm, np.uint8)
+    buf[n0 + len(nm) : e0] = 0
+    return buf, buf[e0:h0].view(EVENT), buf[h0:]
+
+
 def encode_chunk(
     kind: int,
     keeper: int,
@@ -224,19 +250,9 @@ def encode_chunk(
     """Pack one chunk (or a watermark / end notice when ``events`` is None)."""
     ev = events if events is not None else np.empty(0, EVENT)
     hp = heap if heap is not None else np.empty(0, np.uint8)
-    nm = f"{names[0]}\t{names[1]}".encode() if names[0] else b""
-    n0 = CHUNK_HEADER.itemsize
-    e0 = n0 + _pad8(len(nm))
-    h0 = e0 + ev.nbytes
-    buf = np.empty(h0 + hp.nbytes, np.uint8)
-    hdr = buf[:n0].view(CHUNK_HEADER)[0]
-    hdr["magic"], hdr["kind"], hdr["flags"], hdr["story"] = CHUNK_MAGIC, kind, flags, story
-    hdr["keeper"], hdr["window"], hdr["watermark"] = keeper, window, watermark
-    hdr["n_events"], hdr["heap_bytes"], hdr["names_bytes"], hdr["pad"] = len(ev), hp.nbytes, len(nm), 0
-    buf[n0 : n0 + len(nm)] = np.frombuffer(nm, np.uint8)
-    buf[n0 + len(nm) : e0] = 0
-    buf[e0:h0] = ev.view(np.uint8).reshape(-1)
-    buf[h0:] = hp
+    buf, ev_out, heap_out = chunk_buffer(kind, keeper, watermark, story, window, names, len(ev), hp.nbytes, flags)
+    ev_out[...] = ev
+    heap_out[...] = hp
     return buf
 
 

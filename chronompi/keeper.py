@@ -27,7 +27,7 @@ from mpi4py import MPI
 
 from . import codec
 from .codec import EVENT, Batch
-from .merge import concat_runs, gather, merge_runs, total_order
+from .merge import concat_events, gather, is_sorted, merge_runs, total_order
 from .progress import Sequencer
 from .protocol import FORCE_END, TAG_BATCH, TAG_CHUNK, TAG_CTRL, TAG_REPLY, Context
 from .service import Service
@@ -197,20 +197,23 @@ class Keeper(Service):
 
     def _ship(self, key: tuple[int, int], pieces: list[Piece], wm: int, late: bool) -> None:
         story, window = key
-        events, heap = concat_runs(pieces)
-        events = events[total_order(events)]
-        dest = self.graphers[stripe(story, window, len(self.graphers))]
-        buf = codec.encode_chunk(
-            codec.CHUNK,
-            self.ctx.rank,
-            wm,
-            story,
-            window,
-            self.names[story],
-            events,
-            heap,
-            codec.FLAG_LATE if late else 0,
+        n = sum(len(e) for e, _ in pieces)
+        heap_bytes = sum(h.nbytes for _, h in pieces)
+        flags = codec.FLAG_LATE if late else 0
+        buf, ev_out, heap_out = codec.chunk_buffer(
+            codec.CHUNK, self.ctx.rank, wm, story, window, self.names[story], n, heap_bytes, flags
         )
+        # the heaps go in piece order, copied once; the events are sorted straight into the buffer
+        np.concatenate([h for _, h in pieces], out=heap_out)
+        if len(pieces) == 1:
+            ev_out[...] = pieces[0][0]
+        else:
+            events = concat_events([e for e, _ in pieces], [h.nbytes for _, h in pieces])
+            if is_sorted(events):
+                ev_out[...] = events
+            else:
+                np.take(events, total_order(events), out=ev_out)
+        dest = self.graphers[stripe(story, window, len(self.graphers))]
         self._send_chunk(dest, buf)
         self.n_chunks += 1
 

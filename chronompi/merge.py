@@ -84,18 +84,24 @@ def gather(heap: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.nda
     return heap[idx]
 
 
+def concat_events(events: Sequence[np.ndarray], heap_sizes: Sequence[int]) -> np.ndarray:
+    """Concatenate event arrays whose heaps will be concatenated in the same order: offsets rebased."""
+    out = np.concatenate(events) if events else np.empty(0, EVENT)
+    base = pos = 0
+    for e, size in zip(events, heap_sizes):
+        if base:
+            out["offset"][pos : pos + len(e)] += base
+        pos += len(e)
+        base += size
+    return out
+
+
 def concat_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate (events, heap) runs into one, rebasing offsets; order is kept."""
     if len(runs) == 1:
         return runs[0]
-    events = np.concatenate([e for e, _ in runs]) if runs else np.empty(0, EVENT)
     heaps = [h for _, h in runs]
-    base = 0
-    pos = 0
-    for e, h in runs:
-        events["offset"][pos : pos + len(e)] += base
-        pos += len(e)
-        base += h.nbytes
+    events = concat_events([e for e, _ in runs], [h.nbytes for h in heaps])
     return events, (np.concatenate(heaps) if heaps else np.empty(0, np.uint8))
 
 
