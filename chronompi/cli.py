@@ -11,6 +11,7 @@ store tools (STORE is a store directory, e.g. ./chronompi-store)
   replay STORE CHRONICLE STORY           events of a story in total order
          [--start T] [--end T] [--limit N] [--format text|jsonl|csv|log]
   stats STORE                            per story: events, bytes, span, rate, segments, late runs; per run
+  export parsl STORE DB                      rebuild Parsl's monitoring database (SQLite) from the store
   export STORE [--format jsonl|csv|parquet] [--output FILE] [--chronicle C] [--story S]
   fsck STORE [--dry-run]                 check the store and repair what a crash left behind
 
@@ -354,6 +355,10 @@ def cmd_replay(argv: Sequence[str]) -> int:
 
 
 def cmd_export(argv: Sequence[str]) -> int:
+    if argv and argv[0] == "parsl":  # chronompi export parsl STORE monitoring.db: Parsl's monitoring database
+        from .parsl.export import main_export_parsl
+
+        return main_export_parsl(list(argv[1:]))
     from .export import FORMATS_EXPORT, ParquetWriter, have_pyarrow, stream, temp_beside, text_writer
 
     p = _parser(

@@ -1,0 +1,133 @@
+"""``ChronompiHub``: a Parsl ``MonitoringHub`` that records every monitoring message into a chronicle.
+
+Every monitoring message of a Parsl workflow -- the DataFlowKernel's own
+WORKFLOW_INFO and TASK_INFO, BLOCK_INFO from executors, NODE_INFO from the
+HTEX interchange, WORKER_TASK_INFO and RESOURCE_INFO from workers, whichever
+radio carried them -- ends up in the hub's ``resource_msgs`` queue. That
+queue is handed to executors and radio receivers, possibly in other
+processes, so it stays a multiprocessing queue; instead of Parsl's database
+manager process, a consumer thread of the driver process takes the messages
+off it and logs them with the (thread-safe) chronompi client. ``close()``
+drains the queue completely, flushes the client and releases the stories.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from parsl.monitoring.monitoring import MonitoringHub
+from parsl.multiprocessing import SpawnQueue
+
+from .sink import DEFAULT_CHRONICLE, ChronicleSink, ParslMonitoringError, register_client
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+log = logging.getLogger(__name__)
+
+_STOP = "chronompi.parsl.hub-stop"
+
+
+class ChronompiHub(MonitoringHub):
+    """Parsl monitoring into chronompi: pass it as ``Config(monitoring=ChronompiHub(client))``.
+
+    ``client`` is the chronompi :class:`~chronompi.Client` of the rank that runs
+    the Parsl driver; messages go to chronicle ``chronicle`` (created if
+    missing), one story per message type (``TASK_INFO``, ``WORKFLOW_INFO``,
+    ``RESOURCE_INFO``, ``NODE_INFO``, ``BLOCK_INFO``, ``WORKER_TASK_INFO``).
+    The other arguments mean what they mean for Parsl's ``MonitoringHub``.
+    Parsl's own SQLite database is not written (rebuild it with
+    ``chronompi export parsl``). ``register=True`` makes ``client`` this
+    process's recorder for :class:`~chronompi.parsl.ChronompiRadio`.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        chronicle: str = DEFAULT_CHRONICLE,
+        workflow_name: str | None = None,
+        workflow_version: str | None = None,
+        monitoring_debug: bool = False,
+        resource_monitoring_enabled: bool = True,
+        resource_monitoring_interval: float = 30,
+        register: bool = True,
+    ) -> None:
+        # MonitoringHub.__init__ is not called: it insists on sqlalchemy (for a database we do not write)
+        self.client = client
+        self.chronicle = chronicle
+        self.register = register
+        self.hub_address = None
+        self.hub_port = None
+        self.hub_port_range = None
+        self.logging_endpoint = None
+        self.workflow_name = workflow_name
+        self.workflow_version = workflow_version
+        self.monitoring_debug = monitoring_debug
+        self.resource_monitoring_enabled = resource_monitoring_enabled
+        self.resource_monitoring_interval = resource_monitoring_interval
+        self.monitoring_hub_active = False
+        self.sink: ChronicleSink | None = None
+        self.counts: dict[str, int] = {}
+        self.errors = 0
+        self.first_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, dfk_run_dir: str, config_run_dir: str | os.PathLike[str], log_config: Any) -> None:
+        if self.monitoring_hub_active:
+            raise ParslMonitoringError("this ChronompiHub is already started; use one hub per Parsl config")
+        os.makedirs(dfk_run_dir, exist_ok=True)
+        self.sink = ChronicleSink(self.client, self.chronicle)
+        if self.register:
+            register_client(self.client)
+        self.resource_msgs = SpawnQueue()
+        self.monitoring_hub_active = True
+        self._thread = threading.Thread(target=self._consume, name="chronompi-parsl-hub", daemon=True)
+        self._thread.start()
+        log.info("chronompi Parsl hub recording into chronicle %r", self.chronicle)
+
+    def _consume(self) -> None:
+        sink = self.sink
+        assert sink is not None
+        get = self.resource_msgs.get
+        while True:
+            try:
+                msg = get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if msg == _STOP:
+                return
+            try:
+                sink.record(msg)
+            except BaseException as exc:  # noqa: BLE001 - keep draining: one bad message must not stop the rest
+                self.errors += 1
+                if self.first_error is None:
+                    self.first_error = exc
+                    log.exception("chronompi Parsl hub: could not record a message")
+
+    def close(self) -> None:
+        """Record everything still queued, flush the client, release the stories."""
+        if not self.monitoring_hub_active:
+            return
+        self.monitoring_hub_active = False
+        t0 = time.monotonic()
+        self.resource_msgs.put(_STOP)  # type: ignore[arg-type]  # after every message already in the pipe: producers are shut down by now
+        assert self._thread is not None
+        self._thread.join()
+        self.resource_msgs.close()
+        self.resource_msgs.join_thread()
+        assert self.sink is not None
+        self.counts = dict(self.sink.counts)
+        self.client.flush()
+        self.sink.release()
+        if self.register:
+            register_client(None)
+        log.info("chronompi Parsl hub closed in %.3f s: %s, %d errors", time.monotonic() - t0, self.counts, self.errors)
+        if self.first_error is not None:
+            raise ParslMonitoringError(
+                f"{self.errors} monitoring message(s) could not be recorded; first: {self.first_error!r}"
+            ) from self.first_error

@@ -1,0 +1,194 @@
+"""A real Slurm on this machine runs jobscripts/chronompi.sbatch; the store the job leaves is checked.
+
+The session fixture brings up a one-node Slurm with .ci/slurm-up.sh (slurm-wlm and munge from Debian's
+packages; needs root). Where that is impossible the tests skip with the reason, unless
+CHRONOMPI_REQUIRE_SLURM=1 makes that a failure. Every sbatch is bounded by a timeout; a job still
+queued or running when the test ends is cancelled by its (unique) name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import chronompi
+
+pytestmark = [pytest.mark.mpi, pytest.mark.slurm, pytest.mark.timeout(720)]
+
+ROOT = Path(__file__).resolve().parent.parent
+SLURM_UP = ROOT / ".ci" / "slurm-up.sh"
+SBATCH = ROOT / "jobscripts" / "chronompi.sbatch"
+RANKS = 8  # per_node layout on one node: visor, keeper, grapher and 5 clients
+EVENTS = 2000  # per client
+UP_TIMEOUT = 300
+JOB_TIMEOUT = 300
+
+
+def _unavailable(why: str) -> None:
+    if os.environ.get("CHRONOMPI_REQUIRE_SLURM") == "1":
+        pytest.fail(f"Slurm is required (CHRONOMPI_REQUIRE_SLURM=1) but {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """A one-node Slurm, up and idle (or skip with the reason)."""
+    if not sys.platform.startswith("linux"):
+        _unavailable("the local Slurm needs Linux")
+    try:
+        r = subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True, timeout=UP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _unavailable(f".ci/slurm-up.sh did not finish in {UP_TIMEOUT} s")
+    if r.returncode != 0:
+        lines = (r.stderr or r.stdout).strip().splitlines()
+        _unavailable(f".ci/slurm-up.sh failed: {lines[-1] if lines else f'exit status {r.returncode}'}")
+    for tool in ("sbatch", "scancel", "squeue", "srun"):
+        if shutil.which(tool) is None:
+            _unavailable(f"{tool} is not on PATH after .ci/slurm-up.sh")
+
+
+@pytest.fixture
+def job_name() -> Iterator[str]:
+    """A unique job name; whatever job carries it is cancelled when the test ends (a hang leaves nothing queued)."""
+    name = f"chronompi-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=30)
+    left = subprocess.run(["squeue", "-h", f"--name={name}", "-o", "%i %T"], capture_output=True, text=True, timeout=30)
+    assert not left.stdout.strip(), f"job {name} is still queued after scancel: {left.stdout}"
+
+
+def job_env(**extra: str) -> dict[str, str]:
+    """This environment minus Slurm's own variables (SBATCH_* would override options), plus this venv."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "SRUN_"))}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    if (Path(sys.prefix) / "bin" / "activate").is_file():
+        env["CHRONOMPI_VENV"] = sys.prefix
+    env.update(extra)
+    return env
+
+
+def sbatch(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[int, str, Path]:
+    """``sbatch --wait`` the job script with RANKS ranks on one node; returns (exit status, job id, output file)."""
+    argv = [
+        "sbatch",
+        "--wait",
+        "--parsable",
+        f"--job-name={name}",
+        "--nodes=1",
+        f"--ntasks={RANKS}",
+        "--overcommit",  # 8 ranks on 2 CPUs
+        "--time=5",  # minutes: Slurm ends the job itself if everything else fails
+        f"--chdir={tmp_path}",
+        f"--output={tmp_path}/job-%j.out",
+        str(SBATCH),
+    ]
+    try:
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["scancel", f"--name={name}"], capture_output=True, timeout=30)
+        outs = "\n".join(p.read_text(errors="replace")[-4000:] for p in tmp_path.glob("job-*.out"))
+        pytest.fail(f"sbatch --wait did not return in {JOB_TIMEOUT} s; job {name} cancelled. Its output:\n{outs}")
+    job_id = r.stdout.strip().split(";")[0]
+    assert job_id.isdigit(), f"sbatch --parsable printed no job id: stdout {r.stdout!r} stderr {r.stderr!r}"
+    out = tmp_path / f"job-{job_id}.out"
+    assert out.is_file(), f"job {job_id} wrote no output file {out}: sbatch stderr {r.stderr!r}"
+    return r.returncode, job_id, out
+
+
+def check_store(store: Path, clients: int) -> int:
+    """Every event of the run is in the store, each story in total order, seq dense from 0 per client."""
+    runs = sorted((store / "runs").glob("*.json"))
+    assert len(runs) == 1, f"expected one run record in {store}/runs, found {[p.name for p in runs]}"
+    m = json.loads(runs[0].read_text())
+    assert m["status"] == "complete", m["status"]
+    assert not m["failures"], m["failures"]
+    assert m["events_logged"] == m["events_stored"] == clients * EVENTS, (m["events_logged"], m["events_stored"])
+    total = 0
+    with chronompi.open_store(store) as st:
+        stories = [(c, s) for c in st.chronicles() for s in st.stories(c)]
+        assert stories, "the store holds no story"
+        for c, s in stories:
+            ev = st.replay(c, s)
+            n = len(ev)
+            total += n
+            keys = np.lexsort((ev["seq"], ev["client"], ev["time"]))
+            assert np.array_equal(keys, np.arange(n)), f"{c}/{s}: replay is not in total order (time, client, seq)"
+            clients_here = np.unique(ev["client"])
+            for cid in clients_here:
+                seq = ev["seq"][ev["client"] == cid]
+                assert np.array_equal(seq, np.arange(len(seq))), f"{c}/{s} client {cid:#x}: seq not dense from 0"
+            assert all(len(p) == 64 for p in ev["payload"]), f"{c}/{s}: a payload is not 64 B"
+            assert len(clients_here) == clients, f"{c}/{s}: {len(clients_here)} clients wrote, expected {clients}"
+    assert total == m["events_stored"], f"replay returned {total} events, the run record says {m['events_stored']}"
+    return total
+
+
+def manifest(store: Path) -> dict:
+    return json.loads(next((store / "runs").glob("*.json")).read_text())
+
+
+def run_workload(tmp_path: Path, job_name: str, **env: str) -> tuple[Path, str, str]:
+    store = tmp_path / "store"
+    local = tmp_path / "node-local"  # stands in for the node-local $SLURM_TMPDIR that sites set
+    local.mkdir()
+    rc, job_id, out = sbatch(
+        tmp_path,
+        job_name,
+        job_env(
+            STORE=str(store),
+            SLURM_TMPDIR=str(local),
+            WORKLOAD=f"workload.events={EVENTS} client.batch_ms=10 keeper.window_ms=20",
+            **env,
+        ),
+    )
+    text = out.read_text(errors="replace")
+    assert rc == 0, f"job {job_id} exited {rc}:\n{text[-6000:]}"
+    assert str(store) in text, f"the job output does not name the store {store}:\n{text[-3000:]}"
+    assert "verify: OK" in text, f"chronompi run --verify did not pass:\n{text[-3000:]}"
+    m = manifest(store)
+    assert m["config"]["layout"]["per_node"] is True, m["config"]["layout"]
+    clients = len(m["roles"]["client"])
+    assert clients == RANKS - 3, f"per_node on one node should leave {RANKS - 3} clients, got {clients}"
+    assert check_store(store, clients) == clients * EVENTS
+    # the staging tier was the node-local directory, and nothing is left in it
+    stagings = {g["staging"] for g in m["graphers"]}
+    assert all(Path(s).parent == local for s in stagings), f"staging {stagings} is not under $SLURM_TMPDIR {local}"
+    assert not list(local.rglob("*.h5.part")), "open segments were left in the staging directory"
+    # the run log sits in a directory named after the job
+    log = tmp_path / "chronompi-runs" / job_id / "run.log"
+    assert log.is_file() and "verify: OK" in log.read_text(errors="replace"), f"no run log at {log}"
+    return store, job_id, text
+
+
+def test_sbatch_workload_mpirun(slurm: None, tmp_path: Path, job_name: str) -> None:
+    """The default launcher: the pip Open MPI's mpirun (--bind-to none) inside the allocation."""
+    _, _, text = run_workload(tmp_path, job_name)
+    assert "chronompi mpirun -n 8" in text and "--bind-to none" in text
+
+
+def test_sbatch_workload_srun_pmix(slurm: None, tmp_path: Path, job_name: str) -> None:
+    """LAUNCHER=srun: Slurm starts the ranks itself (srun --mpi=pmix), as with a site MPI."""
+    mpi = subprocess.run(["srun", "--mpi=list"], capture_output=True, text=True, timeout=30)
+    if "pmix" not in mpi.stdout + mpi.stderr:
+        pytest.skip(f"this Slurm has no pmix plugin (srun --mpi=list: {(mpi.stdout + mpi.stderr).split()})")
+    _, _, text = run_workload(tmp_path, job_name, LAUNCHER="srun")
+    assert "srun --mpi=pmix -n 8" in text
+
+
+def test_sbatch_failure_is_the_exit_status(slurm: None, tmp_path: Path, job_name: str) -> None:
+    """A run that fails (here: a bad layout) makes the job, and so sbatch --wait, exit non-zero."""
+    rc, job_id, out = sbatch(
+        tmp_path, job_name, job_env(STORE=str(tmp_path / "store"), WORKLOAD="layout.keepers=0", VERIFY="0")
+    )
+    text = out.read_text(errors="replace")
+    assert rc != 0, f"job {job_id} with layout.keepers=0 exited 0:\n{text[-3000:]}"
+    assert "keepers=0" in text, f"the job output does not say what was wrong:\n{text[-3000:]}"
