@@ -10,7 +10,9 @@ in-band shutdown is over, and client ranks get a :class:`Client`.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import shlex
 import sys
 import traceback
 from collections.abc import Iterator
@@ -47,11 +49,33 @@ def _remember(summary: dict[str, Any] | None) -> None:
     _last.update(summary or {})
 
 
+def with_env_overrides(cfg: Any) -> Any:
+    """``cfg`` with ``$CHRONOMPI_OVERRIDES`` applied: Hydra-style ``key=value`` pairs, e.g.
+    ``storage.root=/scratch/run1 layout.per_node=true``, so job scripts can configure
+    applications they do not change. Rank 0 reads it (the config is broadcast)."""
+    text = os.environ.get("CHRONOMPI_OVERRIDES", "").strip()
+    if not text:
+        return cfg
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import Config
+
+    try:
+        extra = OmegaConf.from_dotlist(shlex.split(text))
+        base = OmegaConf.structured(cfg if isinstance(cfg, Config) else Config())
+        if cfg is not None and not isinstance(cfg, Config):
+            base = OmegaConf.merge(base, cfg)
+        return OmegaConf.merge(base, extra)
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(f"bad CHRONOMPI_OVERRIDES={text!r}: {exc}") from None
+
+
 def _startup(comm: Any, cfg: Any) -> Context:
     rank = comm.Get_rank()
     if rank == 0:
         try:
-            resolved0 = as_config(cfg)
+            resolved0 = as_config(with_env_overrides(cfg))
             init_store(resolved0.storage.root)  # once, here, so every rank sees the same outcome
             packet: tuple[Config | None, int, tuple[str, str] | None] = (resolved0, secrets.randbits(63), None)
         except ChronoError as exc:

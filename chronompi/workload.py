@@ -9,6 +9,7 @@ seq), so :func:`verify` can check the store byte for byte afterwards.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -107,7 +108,8 @@ def run_workload(client: Client, w: WorkloadConfig) -> Result:
     ]
     for th in threads:
         th.start()
-    show = w.progress and comm.Get_rank() == 0
+    batch_job = any(k in os.environ for k in ("SLURM_JOB_ID", "PBS_JOBID")) or os.environ.get("TERM") == "dumb"
+    show = w.progress and comm.Get_rank() == 0 and not batch_job  # no bar redrawn into a job's output file
     if show:
         watcher = threading.Thread(target=_progress, args=(w, counter, comm.Get_size()), daemon=True)
         watcher.start()

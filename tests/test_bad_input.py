@@ -107,3 +107,16 @@ def test_client_failure_with_others_stuck_aborts_after_grace(store: Path) -> Non
     with chronompi.open_store(store) as st:  # everything logged before the failure was written
         for rank in range(3):
             assert st.replay("c", f"s{rank}")["payload"].tolist() == [b"%d-%d" % (rank, i) for i in range(100)]
+
+
+def test_env_overrides_reach_every_rank(tmp_path: Path) -> None:
+    """$CHRONOMPI_OVERRIDES configures an unmodified application; a bad one is a ConfigError on every rank."""
+    store = tmp_path / "from-env"
+    r = mpirun(
+        5, "config_error.py", "{}", timeout=60, env={"CHRONOMPI_OVERRIDES": f"storage.root={store} layout.graphers=2"}
+    )
+    assert r.stdout.count(" OK") == 5, r.stdout + r.stderr
+    assert manifest(store)["config"]["layout"]["graphers"] == 2
+    r = mpirun(4, "config_error.py", "{}", timeout=60, check=False, env={"CHRONOMPI_OVERRIDES": "layout.kepers=2"})
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RANK ")]
+    assert len(lines) == 4 and all("ConfigError" in ln and "CHRONOMPI_OVERRIDES" in ln for ln in lines), r.stdout
