@@ -13,6 +13,7 @@ import time
 
 
 def arm(default_s: float = 100.0) -> None:
+    """Arm the guard in an app process (never call it at import time of a module tests import)."""
     limit = float(os.environ.get("CHRONOMPI_TEST_HANG_S", default_s))
     faulthandler.dump_traceback_later(limit, exit=False)
 
