@@ -21,7 +21,7 @@ from mpi4py import MPI
 
 from . import codec
 from .codec import EVENT
-from .merge import merge_runs
+from .merge import merge_runs, pieces_in_range
 from .protocol import TAG_CHUNK, TAG_REPLY, Context
 from .service import Service
 from .store.reader import index_rows, read_rows
@@ -94,14 +94,7 @@ class Grapher(Service):
     def _answer(self, qid: int, client: int, sid: int, t0: int, t1: int) -> None:
         """Reply with this grapher's events of the story in [t0, t1): pending windows and its files."""
         self.n_queries += 1
-        runs: list[tuple[np.ndarray, np.ndarray]] = []
-        for (story, w), pieces in self.pending.items():
-            if story != sid or window_end(w, self.window_ns) <= t0 or w * self.window_ns >= t1:
-                continue
-            for ev, heap in pieces:
-                keep = (ev["time"] >= t0) & (ev["time"] < t1)
-                if keep.any():
-                    runs.append((ev[keep], heap))
+        runs = pieces_in_range(self.pending.items(), sid, t0, t1, self.window_ns)
         names = self.names.get(sid)
         if names is not None:
             key = f"{names[0]}/{names[1]}"

@@ -27,7 +27,7 @@ from mpi4py import MPI
 
 from . import codec
 from .codec import EVENT, Batch
-from .merge import concat_events, gather, is_sorted, merge_runs, total_order
+from .merge import concat_events, gather, is_sorted, merge_runs, pieces_in_range, total_order
 from .progress import Sequencer
 from .protocol import FORCE_END, TAG_BATCH, TAG_CHUNK, TAG_CTRL, TAG_REPLY, Context
 from .service import Service
@@ -180,14 +180,7 @@ class Keeper(Service):
         """
         qid, client, sid, t0, t1 = codec.decode_query(b.heap)
         self.n_queries += 1
-        runs = []
-        for (story, w), pieces in list(self.open.items()) + list(self.late.items()):
-            if story != sid or window_end(w, self.window_ns) <= t0 or w * self.window_ns >= t1:
-                continue
-            for ev, heap in pieces:
-                keep = (ev["time"] >= t0) & (ev["time"] < t1)
-                if keep.any():
-                    runs.append((ev[keep], heap))
+        runs = pieces_in_range(list(self.open.items()) + list(self.late.items()), sid, t0, t1, self.window_ns)
         events, heap = merge_runs(runs) if runs else (np.empty(0, EVENT), np.empty(0, np.uint8))
         reply = codec.encode_chunk(codec.REPLY, self.ctx.rank, 0, sid, qid, events=events, heap=heap)
         self.isend(reply, src, TAG_REPLY)

@@ -8,7 +8,7 @@ order, so any row range of the result reads its payloads contiguously.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -128,3 +128,25 @@ def merge_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     new_heap = gather(heap, out["offset"], out["length"])
     out["offset"] = np.cumsum(out["length"], dtype=np.uint64) - out["length"]
     return out, new_heap
+
+
+def pieces_in_range(
+    held: Iterable[tuple[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]]],
+    story: int,
+    t0: int,
+    t1: int,
+    window_ns: int,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """From ``((story, window), pieces)`` items held in memory, the pieces' events of ``story`` in [t0, t1).
+
+    Each returned piece keeps its heap (offsets still point into it): ready for :func:`merge_runs`.
+    """
+    runs: list[tuple[np.ndarray, np.ndarray]] = []
+    for (s, w), pieces in held:
+        if s != story or (w + 1) * window_ns <= t0 or w * window_ns >= t1:
+            continue
+        for ev, heap in pieces:
+            keep = (ev["time"] >= t0) & (ev["time"] < t1)
+            if keep.any():
+                runs.append((ev[keep], heap))
+    return runs
