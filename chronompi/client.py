@@ -221,6 +221,7 @@ class Client:
         self._lock = threading.RLock()
         self._req_lock = threading.Lock()
         self._replay_lock = threading.Lock()
+        self._acquire_lock = threading.Lock()
         self._qid = 0
         self._qno: dict[int, int] = {}  # per other keeper: numbers of our queries to it
         self._limit = cfg.batch_bytes
@@ -521,19 +522,20 @@ class Client:
         """Acquire (creating it if missing) a story of an existing chronicle."""
         check_name(chronicle, "chronicle")
         check_name(story, "story")
-        held = self._stories.get((chronicle, story))
-        if held is not None and held._state == ACTIVE:
-            return held
-        sid = int(self._request("acquire", chronicle, story))
-        with self._lock:
-            st = Story(self, chronicle, story, sid, self._seq_of.get(sid, 0))
-            self._stories[(chronicle, story)] = st
-            if sid not in self._seq_of:
-                self._decls.append((sid, chronicle, story))  # rides on our next batch
-                self._seq_of[sid] = 0
-                if sum(len(c) + len(s) + 24 for _, c, s in self._decls) > codec.DECL_BUDGET:
-                    self._send_locked(codec.DATA)  # keep a batch's declarations within the slot margin
-        return st
+        with self._acquire_lock:  # two threads acquiring one story get one Story (one seq counter)
+            held = self._stories.get((chronicle, story))
+            if held is not None and held._state == ACTIVE:
+                return held
+            sid = int(self._request("acquire", chronicle, story))
+            with self._lock:
+                st = Story(self, chronicle, story, sid, self._seq_of.get(sid, 0))
+                self._stories[(chronicle, story)] = st
+                if sid not in self._seq_of:
+                    self._decls.append((sid, chronicle, story))  # rides on our next batch
+                    self._seq_of[sid] = 0
+                    if sum(len(c) + len(s) + 24 for _, c, s in self._decls) > codec.DECL_BUDGET:
+                        self._send_locked(codec.DATA)  # keep a batch's declarations within the slot margin
+            return st
 
     def release_story(self, chronicle: str, story: str) -> None:
         st = self._stories.get((chronicle, story))
@@ -543,10 +545,13 @@ class Client:
 
     def _release(self, st: Story) -> None:
         self._check_open()
-        with self._lock:
-            st._state = RELEASED
-            self._seq_of[st.id] = st._seq
-        self._request("release", st.chronicle, st.name)
+        with self._acquire_lock:  # the visor sees acquire and release in the order they happened here
+            with self._lock:
+                if st._state != ACTIVE:
+                    return
+                st._state = RELEASED
+                self._seq_of[st.id] = st._seq
+            self._request("release", st.chronicle, st.name)
 
     # -- shutdown ----------------------------------------------------------
     def _close(self, failure: BaseException | None = None) -> None:

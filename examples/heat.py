@@ -16,7 +16,11 @@ Stories written (chronicle ``heat``):
 | ``field`` | every rank, every ``--every`` steps | step, rank, min, max, mean of its block |
 
 With ``--compare`` the solver runs twice in the same job, logging off then on,
-and grid rank 0 prints both wall times and the slowdown.
+and grid rank 0 prints both wall times and the slowdown. Measured on 2 shared cores
+(5 solver + 3 service ranks, n=1024, 300 steps): 8-10 % at the default config, 4 % with
+``CHRONOMPI_OVERRIDES="keeper.window_ms=500 client.batch_ms=200"`` (the ``low_overhead``
+experiment preset): a bulk-synchronous code feels every wake-up of a service rank that
+shares its cores.
 """
 
 from __future__ import annotations
