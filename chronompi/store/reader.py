@@ -137,14 +137,23 @@ def read_rows(rows: list[_Row], t0: int | None, t1: int | None) -> list[tuple[np
     runs: list[tuple[np.ndarray, np.ndarray]] = []
     for r in _coalesce(rows):
         g = r.file[r.group]
-        ev = g["events"][r.first : r.first + r.n]
+        ds = g["events"]
         if (t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1):
-            keep = np.ones(len(ev), bool)
+            # a row that straddles the range: read its times first (8 bytes an event), then only
+            # the events and payload bytes between the first and the last one kept
+            times = ds.fields("time")[r.first : r.first + r.n]
+            keep = np.ones(len(times), bool)
             if t0 is not None:
-                keep &= ev["time"] >= t0
+                keep &= times >= t0
             if t1 is not None:
-                keep &= ev["time"] < t1
-            ev = ev[keep]
+                keep &= times < t1
+            idx = np.flatnonzero(keep)
+            if not len(idx):
+                continue
+            lo, hi = int(idx[0]), int(idx[-1]) + 1
+            ev = ds[r.first + lo : r.first + hi][keep[lo:hi]]
+        else:
+            ev = ds[r.first : r.first + r.n]
         if not len(ev):
             continue
         b0 = int(ev["offset"].min())
