@@ -122,3 +122,17 @@ def test_reading_an_open_segment_while_it_is_written(tmp_path: Path) -> None:
             counts.append(len(st.replay("c", "s")))
     w.close()
     assert counts == [4, 8, 12, 16, 20]
+
+
+def test_iter_replay_cuts_a_huge_window_into_bounded_batches(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    init_store(root)
+    w = SegmentWriter(root, 0xC3, 0, StorageConfig(root=str(root), staging="none"))
+    seqs: dict[int, int] = {}
+    w.append("c", "s", [make_run(T0 // W, [1, 2, 3, 4], 250, seqs)])  # one window of 1,000 events
+    w.close()
+    with chronompi.open_store(root) as st:
+        full = st.replay("c", "s")
+        parts = list(st.iter_replay("c", "s", batch_events=100))
+    assert len(parts) >= 9 and max(len(p) for p in parts) <= 200
+    assert [x for p in parts for x in p["payload"].tolist()] == full["payload"].tolist()

@@ -351,13 +351,32 @@ class Store:
         reach = None  # latest t_max of the group: the next group must start after it
         for r in rows:
             if group and count >= batch_events and reach is not None and r.t_min > reach:
-                yield self._read(group, t0, t1)
+                yield from self._batches(group, t0, t1, batch_events)
                 group, count = [], 0
             group.append(r)
             count += r.n
             reach = r.t_max if reach is None else max(reach, r.t_max)
         if group:
+            yield from self._batches(group, t0, t1, batch_events)
+
+    def _batches(
+        self, group: list[_Row], t0: int | None, t1: int | None, batch_events: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One group of overlapping rows as batches of about ``batch_events``: a group much larger
+        is cut at event times (read from the time column alone), so ties stay in one batch."""
+        if sum(r.n for r in group) <= 2 * batch_events:
             yield self._read(group, t0, t1)
+            return
+        times = np.concatenate([r.file[r.group]["events"].fields("time")[r.first : r.first + r.n] for r in group])
+        if t0 is not None:
+            times = times[times >= t0]
+        if t1 is not None:
+            times = times[times < t1]
+        times.sort()
+        cuts = np.unique(times[batch_events::batch_events]).tolist()
+        edges: list[int | None] = [t0, *cuts, t1]
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            yield self._read(group, lo, hi)
 
     def replay_frame(self, chronicle: str, story: str, start: Any = None, end: Any = None) -> Any:
         """:meth:`replay` as a pandas DataFrame (needs pandas); ``time`` as UTC datetimes."""
