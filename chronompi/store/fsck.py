@@ -194,8 +194,13 @@ def fsck(path: str | os.PathLike[str], repair: bool = True, live_s: float = 60.0
             try:
                 src = h5py.File(part, "r")
             except OSError as exc:
-                rep.problems.append(f"partial segment {part} is unreadable ({exc}); nothing to recover")
-                pending_runs.add(run)
+                if repair:
+                    (root / DAMAGED).mkdir(exist_ok=True)
+                    os.replace(part, root / DAMAGED / part.name)
+                    rep.repaired.append(f"moved unreadable partial segment {part.name} to {DAMAGED}/ ({exc})")
+                else:
+                    rep.problems.append(f"partial segment {part} is unreadable ({exc}); nothing to recover")
+                    pending_runs.add(run)
                 continue
         with src:
             if repair:
