@@ -219,12 +219,15 @@ def main() -> int:
     params = json.loads(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1] else {}
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else None
     tasks = int(params.get("tasks", 5000))
-    work = Path(params.get("dir") or tempfile.mkdtemp(prefix="bench-parsl-"))
-    work.mkdir(parents=True, exist_ok=True)
-    msgs = make_stream(tasks)
+    from mpi4py import MPI
 
     import chronompi  # lazily (see the module docstring)
     from chronompi.parsl import ChronompiHub, export_parsl
+
+    # one directory for the whole job: the session's store is where rank 0 says it is
+    work = Path(MPI.COMM_WORLD.bcast(params.get("dir") or tempfile.mkdtemp(prefix="bench-parsl-"), root=0))
+    work.mkdir(parents=True, exist_ok=True)
+    msgs = make_stream(tasks)
 
     store = work / "store"
     results: list[dict[str, Any]] = []
