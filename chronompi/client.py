@@ -218,7 +218,7 @@ class Client:
         self._comm = ctx.comm
         self._visor = ctx.roles.visor
         self._keeper = ctx.roles.keeper_of[ctx.rank]
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # never taken twice by one thread: plain Lock is cheaper
         self._req_lock = threading.Lock()
         self._replay_lock = threading.Lock()
         self._acquire_lock = threading.Lock()
