@@ -236,6 +236,9 @@ class Client:
         self._seq_of: dict[int, int] = {}
         self._offset = 0
         self._error = 0
+        self._syncs = 0
+        self._offset_range = (2**63 - 1, -(2**63))
+        self._synced_at = 0.0
         self._last = 0
         self._closed = False
         self._backoff = make_backoff(ctx)
@@ -262,31 +265,49 @@ class Client:
         self._ticker = threading.Thread(target=self._tick_loop, name=f"chronompi-ticker-{self.rank}", daemon=True)
         self._ticker.start()
 
-    def _sync_clock(self) -> None:
-        """Cristian's algorithm against the visor: keep the ping-pong with the smallest round trip."""
+    def _sync_clock(self, spin: bool = True) -> None:
+        """Cristian's algorithm against the visor: keep the ping-pong with the smallest round trip.
+
+        At start-up it spins between tests (sleeping would inflate the round trip); the
+        periodic re-estimation from the ticker thread yields the GIL instead, so the
+        science code's threads keep running. The new offset applies to later stamps;
+        stamps stay strictly increasing whatever it is (they never go below the last one).
+        """
         best_rtt, best_off = None, 0
         ping = np.empty(0, np.int64)
         reply = np.empty(1, np.int64)
         for _ in range(self.ctx.cfg.client.clock_pings):
-            t0 = time.time_ns()
-            self._comm.Send([ping, MPI.INT64_T], self._visor, TAG_CLOCK)
-            req = self._comm.Irecv([reply, MPI.INT64_T], self._visor, TAG_CLOCK)
-            while not req.Test():
-                pass  # a short, deliberate spin: sleeping here would inflate the round trip
-            t1 = time.time_ns()
+            with self._lock:
+                t0 = time.time_ns()
+                self._comm.Send([ping, MPI.INT64_T], self._visor, TAG_CLOCK)
+                req = self._comm.Irecv([reply, MPI.INT64_T], self._visor, TAG_CLOCK)
+            while True:
+                with self._lock:
+                    if req.Test():
+                        t1 = time.time_ns()
+                        break
+                if not spin:
+                    time.sleep(0)
             rtt = t1 - t0
             if best_rtt is None or rtt < best_rtt:
                 best_rtt, best_off = rtt, int(reply[0]) - (t0 + t1) // 2
-        self._offset = best_off
-        self._error = (best_rtt or 0) // 2
+        with self._lock:
+            self._offset = best_off
+            self._error = (best_rtt or 0) // 2
+            self._syncs += 1
+            self._offset_range = (min(self._offset_range[0], best_off), max(self._offset_range[1], best_off))
+            self._synced_at = time.monotonic()
         log.info("client %d: clock offset %d ns +- %d ns", self.rank, self._offset, self._error)
 
     # -- ticker: aged batches and heartbeats ---------------------------------
     def _tick_loop(self) -> None:
         period = self.ctx.cfg.client.batch_ms / 1000.0
+        resync = self.ctx.cfg.client.clock_resync_s
         try:
             while not self._stop.wait(period):
                 self._tick()
+                if resync > 0 and time.monotonic() - self._synced_at >= resync:
+                    self._sync_clock(spin=False)
         except BaseException:
             log.exception("client %d: ticker thread failed; aborting the job", self.rank)
             self._comm.Abort(1)
@@ -595,6 +616,9 @@ class Client:
             "wait_s": round(self.wait_s, 3),
             "offset_ns": self._offset,
             "error_ns": self._error,
+            "clock_syncs": self._syncs,
+            "offset_min_ns": self._offset_range[0],
+            "offset_max_ns": self._offset_range[1],
             "first_time": self.first_time,
             "last_time": self._last,
             "stories": {f"{c}/{s}": st._seq for (c, s), st in self._stories.items()},

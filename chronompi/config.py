@@ -37,6 +37,7 @@ class ClientConfig:
     max_event_bytes: int = 256 * 1024  # largest accepted payload
     policy: str = "block"  # block | drop: what a client does when max_inflight are pending
     clock_pings: int = 8  # ping-pongs to the visor for the clock offset
+    clock_resync_s: float = 60.0  # re-estimate the offset this often (0: only at start-up)
 
 
 @dataclass
@@ -145,6 +146,8 @@ def check_values(cfg: Config) -> None:
             f"graphers={cfg.layout.graphers}"
         )
     _positive("client", cfg.client, "batch_bytes", "batch_ms", "max_inflight", "clock_pings")
+    if cfg.client.clock_resync_s < 0:
+        raise ConfigError(f"client.clock_resync_s={cfg.client.clock_resync_s} must be >= 0 (0: never)")
     if cfg.client.max_event_bytes < 0:
         raise ConfigError(f"client.max_event_bytes={cfg.client.max_event_bytes} must be >= 0")
     if cfg.client.policy not in ("block", "drop"):

@@ -289,7 +289,16 @@ class Visor(Service):
             "first_time": first,
             "last_time": last,
             "failures": [{"rank": r, "host": h, "error": t} for r, h, t in self.failures],
-            "clock": {str(c["rank"]): {"offset_ns": c["offset_ns"], "error_ns": c["error_ns"]} for c in clients},
+            "clock": {
+                str(c["rank"]): {
+                    "offset_ns": c["offset_ns"],
+                    "error_ns": c["error_ns"],
+                    "syncs": c.get("clock_syncs", 1),
+                    "offset_min_ns": c.get("offset_min_ns"),
+                    "offset_max_ns": c.get("offset_max_ns"),
+                }
+                for c in clients
+            },
             "roles": roles,
             "registry": self.registry.to_json(),
         }

@@ -36,3 +36,14 @@ def test_online_replay_includes_earlier_runs(store: Path) -> None:
     mpirun(5, "online.py", str(store), json.dumps(spec("A", 1, 1, window_ms=20)))
     r = mpirun(5, "online.py", str(store), json.dumps(spec("B", 1, 1, window_ms=20, prev="A")))
     assert r.stdout.count(" OK ") == 4, r.stdout
+
+
+def test_clock_is_re_estimated_while_recording(store: Path) -> None:
+    """With clock_resync_s small the clients re-measure their offset mid-run; order and replays stay exact."""
+    s = spec("A", 1, 1)
+    s["cfg"]["client"]["clock_resync_s"] = 0.1
+    r = mpirun(5, "online.py", str(store), json.dumps(s))
+    assert r.stdout.count(" OK ") == 4, r.stdout
+    clock = manifest(store)["clock"]
+    assert len(clock) == 2 and all(c["syncs"] >= 3 for c in clock.values()), clock
+    assert all(c["offset_min_ns"] <= c["offset_ns"] <= c["offset_max_ns"] for c in clock.values())
