@@ -13,7 +13,7 @@ events = store.replay("run", "diagnostics")
 from __future__ import annotations
 
 from ._version import __version__
-from .client import Client, Story
+from .client import Client
 from .config import Config
 from .errors import (
     ChronicleExists,
@@ -32,6 +32,7 @@ from .errors import (
 from .logging_handler import LogHandler
 from .session import session
 from .store import Store, open_store
+from .story import Story
 
 __all__ = [
     "ChronicleExists",

@@ -15,195 +15,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 from mpi4py import MPI
 
 from . import codec, errors
-from .errors import PayloadTooLarge, SessionClosed, StoryNotAcquired
+from .errors import SessionClosed, StoryNotAcquired
 from .names import check_name
 from .progress import Backoff
 from .protocol import DONE, FAILED, RELEASE, TAG_BATCH, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REPLY, TAG_REQ, Context
 from .service import Outbox, make_backoff, recv_ctrl
+from .story import ACTIVE, CLOSED, RECORD_OVERHEAD, RELEASED, Story, _OpenBatch, _time_ns
 from .windows import FOREVER, NEVER
 
 log = logging.getLogger(__name__)
-
-RECORD_OVERHEAD = codec.BATCH_RECORD.itemsize
-_time_ns = time.time_ns
-
-ACTIVE, RELEASED, CLOSED = 0, 1, 2
-
-
-class Story:
-    """A story acquired by this client: ``log`` events into it. A context manager that releases itself."""
-
-    def __init__(self, client: Client, chronicle: str, name: str, story_id: int, seq: int) -> None:
-        self.client = client
-        self.chronicle = chronicle
-        self.name = name
-        self.id = story_id
-        self._seq = seq
-        self._state = ACTIVE
-        self._lock = client._lock
-        self._max = client._max_event
-        self._limit = client._limit
-        b = client._batch
-        self._at, self._aq, self._as, self._ap = b.t.append, b.q.append, b.s.append, b.p.append
-
-    def __repr__(self) -> str:
-        state = ("active", "released", "closed")[self._state]
-        return f"<Story {self.chronicle}/{self.name} id={self.id} {state}>"
-
-    def _refuse(self) -> None:
-        if self._state == CLOSED:
-            raise SessionClosed(
-                f"story {self.chronicle}/{self.name}: its session has ended; nothing more can be logged"
-            )
-        raise StoryNotAcquired(f"story {self.chronicle}/{self.name} was released; acquire it again to log into it")
-
-    def log(self, payload: bytes | str | bytearray | memoryview) -> int:
-        """Record one event; returns its timestamp (ns since the epoch, clock-corrected)."""
-        if type(payload) is not bytes:
-            payload = _as_bytes(payload)
-        n = len(payload)
-        if n > self._max:
-            raise PayloadTooLarge(n, self._max)
-        c = self.client
-        with self._lock:
-            if self._state:
-                self._refuse()
-            t = _time_ns() + c._offset
-            if t <= c._last:
-                t = c._last + 1
-            c._last = t
-            self._at(t)
-            self._aq(self._seq)
-            self._as(self.id)
-            self._ap(payload)
-            self._seq += 1
-            c._batch.nbytes += n + RECORD_OVERHEAD
-            if c._batch.nbytes >= self._limit:
-                c._send_locked(codec.DATA)
-        return t
-
-    def log_many(self, payloads: Iterable[bytes | str] | np.ndarray) -> np.ndarray:
-        """Record many events at once; returns their timestamps (int64 array).
-
-        ``payloads`` is a sequence of bytes/str, or a 2-D uint8 array whose rows
-        are payloads of equal size. Nothing is recorded if any payload is too large.
-        """
-        if isinstance(payloads, np.ndarray):
-            if payloads.ndim != 2 or payloads.dtype != np.uint8:
-                raise ValueError(
-                    f"log_many takes a 2-D uint8 array (one payload a row), got {payloads.ndim}-D {payloads.dtype}"
-                )
-            n, width = payloads.shape
-            lengths = np.full(n, width, np.uint32)
-            heap = np.ascontiguousarray(payloads).reshape(-1)
-        else:
-            items = [p if type(p) is bytes else _as_bytes(p) for p in payloads]
-            n = len(items)
-            lengths = np.fromiter(map(len, items), np.uint32, n)
-            heap = np.frombuffer(b"".join(items), np.uint8)
-        if n and int(lengths.max()) > self._max:
-            i = int(np.argmax(lengths))
-            raise PayloadTooLarge(int(lengths[i]), self._max)
-        c = self.client
-        with self._lock:
-            if self._state:
-                self._refuse()
-            t0 = max(_time_ns() + c._offset, c._last + 1)
-            times = np.arange(t0, t0 + n, dtype=np.int64)
-            if n:
-                c._last = int(times[-1])
-            seqs = np.arange(self._seq, self._seq + n, dtype=np.uint64)
-            self._seq += n
-            c._append_many(self.id, times, seqs, lengths, heap)
-        return times
-
-    def flush(self) -> None:
-        """Send the client's open batch now (events of every story of this client)."""
-        self.client.flush()
-
-    def replay(self, start: Any = None, end: Any = None) -> np.ndarray:
-        """Events of ``[start, end)`` recorded so far by every client of the job (and earlier runs).
-
-        Reads every tier while the job runs: keeper memory, grapher memory, the
-        segments written so far, and the store. This client's own events are all
-        included (it flushes first, and the query follows its data to its keeper);
-        another client's events are included once they reached a keeper. Same
-        result type as :meth:`chronompi.Store.replay`. Collective over nothing:
-        any client may call it at any time.
-        """
-        if self._state == CLOSED:
-            self._refuse()
-        return self.client._replay(self, start, end)
-
-    def release(self) -> None:
-        """Stop logging into this story (others may go on); safe to call twice."""
-        if self._state == ACTIVE:
-            self.client._release(self)
-
-    def __enter__(self) -> Story:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._state == ACTIVE and not self.client._closed:
-            self.release()
-
-
-def _as_bytes(payload: Any) -> bytes:
-    if isinstance(payload, str):
-        return payload.encode()
-    if isinstance(payload, (bytearray, memoryview, np.ndarray)):
-        return bytes(memoryview(payload).cast("B"))  # type: ignore[arg-type]
-    raise TypeError(f"an event payload must be bytes or str, not {type(payload).__name__}")
-
-
-class _OpenBatch:
-    """Events logged but not yet sent: lists for ``log``, array segments for ``log_many``."""
-
-    def __init__(self) -> None:
-        self.t: list[int] = []
-        self.q: list[int] = []
-        self.s: list[int] = []
-        self.p: list[bytes] = []
-        self.segments: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        self.nbytes = 0
-
-    def __len__(self) -> int:
-        return len(self.t) + sum(len(seg[0]) for seg in self.segments)
-
-    def lists_to_segment(self) -> None:
-        """Move the list-held events into a segment (keeps time order when arrays follow)."""
-        if not self.t:
-            return
-        n = len(self.t)
-        seg = (
-            np.array(self.t, np.int64),
-            np.array(self.q, np.uint64),
-            np.array(self.s, np.uint32),
-            np.fromiter(map(len, self.p), np.uint32, n),
-            np.frombuffer(b"".join(self.p), np.uint8),
-        )
-        self.segments.append(seg)
-        # clear in place: Story objects hold the bound append methods of these lists
-        del self.t[:], self.q[:], self.s[:], self.p[:]
-
-    def take(self) -> tuple[np.ndarray, ...]:
-        self.lists_to_segment()
-        segs = self.segments
-        self.segments = []
-        self.nbytes = 0
-        if len(segs) == 1:
-            return segs[0]
-        if not segs:
-            e = np.empty(0, np.int64)
-            return e, e.astype(np.uint64), e.astype(np.uint32), e.astype(np.uint32), e.astype(np.uint8)
-        return tuple(np.concatenate([s[i] for s in segs]) for i in range(5))
 
 
 class Client:

@@ -33,7 +33,7 @@ import json
 import logging
 from typing import Any
 
-from .client import Story
+from .story import Story
 
 
 def record_to_payload(record: logging.LogRecord, formatter: logging.Formatter | None = None) -> bytes:

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .client import Client, Story
+from .client import Client
 from .config import WorkloadConfig
+from .story import Story
 
 POOL = 1024
 
