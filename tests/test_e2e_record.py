@@ -9,6 +9,8 @@ import pytest
 from conftest import manifest, mpirun
 from storecheck import check_reader, check_store
 
+import chronompi
+
 pytestmark = pytest.mark.mpi
 
 FAST = {"client": {"batch_ms": 10}, "keeper": {"window_ms": 20}}
@@ -93,3 +95,18 @@ def test_two_runs_share_a_store(store: Path, tmp_path: Path) -> None:
     assert len(list(merged.glob("expected-*.npy"))) == 2  # 1 client x 2 runs: ids never collide
     assert check_store(store, merged) == 1000
     assert check_reader(store) == 1000
+
+
+def test_sessions_on_sub_communicators_and_one_after_another(tmp_path: Path) -> None:
+    """Two sessions at once on two halves of the world, then one over the world: three stores, each exact."""
+    r = mpirun(8, "sessions.py", str(tmp_path))
+    assert r.stdout.count(" DONE") == 8
+    for color in (0, 1):
+        with chronompi.open_store(tmp_path / f"half{color}") as st:
+            got = sorted(st.replay("c", "s")["payload"].tolist())
+        # 4 ranks per half: visor, keeper, grapher, and one client (the half's highest world rank)
+        client_rank = 6 + color
+        assert got == sorted(b"half%d-rank%d-%d" % (color, client_rank, i) for i in range(500))
+    with chronompi.open_store(tmp_path / "whole") as st:
+        ev = st.replay("c", "s")
+    assert len(ev) == 5 * 300 and len(set(ev["client"].tolist())) == 5
