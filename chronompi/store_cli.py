@@ -360,14 +360,13 @@ def scan(st: Any) -> tuple[dict[tuple[str, str], _StoryStats], dict[str, _RunSta
     import h5py
     import numpy as np
 
+    from .store.format import open_segment
+
     stories: dict[tuple[str, str], _StoryStats] = {}
     runs: dict[str, _RunStats] = {}
     for path in st.segments():
         try:
-            if path.suffix == ".part":
-                f = h5py.File(path, "r", libver="latest", swmr=True)
-            else:
-                f = h5py.File(path, "r")
+            f = open_segment(path)
         except (OSError, ValueError) as exc:
             warnings.warn(f"{_SKIPPING}{path}: {exc}", DamagedSegment, stacklevel=2)
             continue

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,6 +89,19 @@ def check_store(root: str | os.PathLike[str]) -> Path:
             f"({SCHEMA_VERSION}); upgrade chronompi"
         )
     return path
+
+
+def open_segment(path: str | os.PathLike[str]) -> Any:
+    """Open a segment read-only: a ``.part`` (open, or left by a crash) in SWMR mode, a closed one plainly.
+
+    SWMR read mode is what makes an open or killed writer's file readable; raises OSError
+    (or ValueError) when the file is not a readable HDF5 file.
+    """
+    import h5py
+
+    if str(path).endswith(".part"):
+        return h5py.File(path, "r", libver="latest", swmr=True)
+    return h5py.File(path, "r")
 
 
 def write_run(root: str | os.PathLike[str], record: dict[str, object]) -> Path:

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from ..codec import EVENT
-from .format import SEGMENTS, WINDOW, check_store, read_runs, write_run
+from .format import SEGMENTS, WINDOW, check_store, open_segment, read_runs, write_run
 
 DAMAGED = "damaged"
 
@@ -149,6 +149,13 @@ def rewrite(src: h5py.File, dst_path: Path, trust_index: bool = True) -> int:
     return total
 
 
+def _quarantine(root: Path, path: Path) -> str:
+    """Move a file no reader can use out of the way, into ``STORE/damaged/``; returns what was done."""
+    (root / DAMAGED).mkdir(exist_ok=True)
+    os.replace(path, root / DAMAGED / path.name)
+    return f"{path.name} to {DAMAGED}/"
+
+
 def _part_files(root: Path) -> list[Path]:
     parts = sorted((root / SEGMENTS).glob("*.h5.part"))
     for run in read_runs(root):
@@ -189,19 +196,14 @@ def fsck(path: str | os.PathLike[str], repair: bool = True, live_s: float = 60.0
                 rep.problems.append(f"{part.name} duplicates closed segment {final.name}")
             continue
         try:
-            src = h5py.File(part, "r", libver="latest", swmr=True)
-        except OSError:
-            try:
-                src = h5py.File(part, "r")
-            except OSError as exc:
-                if repair:
-                    (root / DAMAGED).mkdir(exist_ok=True)
-                    os.replace(part, root / DAMAGED / part.name)
-                    rep.repaired.append(f"moved unreadable partial segment {part.name} to {DAMAGED}/ ({exc})")
-                else:
-                    rep.problems.append(f"partial segment {part} is unreadable ({exc}); nothing to recover")
-                    pending_runs.add(run)
-                continue
+            src = open_segment(part)
+        except (OSError, ValueError) as exc:
+            if repair:
+                rep.repaired.append(f"moved unreadable partial segment {_quarantine(root, part)} ({exc})")
+            else:
+                rep.problems.append(f"partial segment {part} is unreadable ({exc}); nothing to recover")
+                pending_runs.add(run)
+            continue
         with src:
             if repair:
                 n = rewrite(src, final, trust_index=True)
@@ -214,12 +216,10 @@ def fsck(path: str | os.PathLike[str], repair: bool = True, live_s: float = 60.0
     for p in sorted(seg.glob("*.h5")):
         rep.segments += 1
         try:
-            f = h5py.File(p, "r")
-        except OSError as exc:
+            f = open_segment(p)
+        except (OSError, ValueError) as exc:
             if repair:
-                (root / DAMAGED).mkdir(exist_ok=True)
-                os.replace(p, root / DAMAGED / p.name)
-                rep.repaired.append(f"moved unreadable segment {p.name} to {DAMAGED}/ ({exc})")
+                rep.repaired.append(f"moved unreadable segment {_quarantine(root, p)} ({exc})")
             else:
                 rep.problems.append(f"segment {p.name} is unreadable: {exc}")
             continue

@@ -27,7 +27,7 @@ from ..codec import EVENT
 from ..errors import DamagedSegment, StoreError, UnknownChronicle, UnknownStory
 from ..merge import merge_runs
 from ..names import check_name
-from .format import SEGMENTS, WINDOW, check_store, read_runs
+from .format import SEGMENTS, WINDOW, check_store, open_segment, read_runs
 
 log = logging.getLogger(__name__)
 
@@ -226,13 +226,10 @@ class Store:
             else:
                 return f
         try:
-            if p.suffix == ".part":
-                f = h5py.File(p, "r", libver="latest", swmr=True)
-                if p not in self._warned:
-                    self._warned.add(p)
-                    log.info("reading open or crashed segment %s (committed windows only)", p)
-            else:
-                f = h5py.File(p, "r")
+            f = open_segment(p)
+            if p.suffix == ".part" and p not in self._warned:
+                self._warned.add(p)
+                log.info("reading open or crashed segment %s (committed windows only)", p)
         except (OSError, ValueError) as exc:
             if p not in self._warned:
                 self._warned.add(p)
