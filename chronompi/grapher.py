@@ -26,7 +26,7 @@ from .protocol import TAG_CHUNK, TAG_REPLY, Context
 from .service import Service
 from .store.reader import index_rows, read_rows
 from .store.writer import Run, SegmentWriter
-from .windows import FOREVER, NEVER, window_end
+from .windows import FOREVER, NEVER, is_closed
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Grapher(Service):
 
     def _commit(self) -> bool:
         low = min(self.wm.values())
-        ready = [k for k in self.pending if window_end(k[1], self.window_ns) <= low]
+        ready = [k for k in self.pending if is_closed(k[1], low, self.window_ns)]
         if not ready:
             return False
         by_story: dict[int, list[Run]] = defaultdict(list)

@@ -31,7 +31,7 @@ from .merge import concat_events, gather, is_sorted, merge_runs, pieces_in_range
 from .progress import Sequencer
 from .protocol import FORCE_END, TAG_BATCH, TAG_CHUNK, TAG_CTRL, TAG_REPLY, Context
 from .service import Service
-from .windows import FOREVER, NEVER, stripe, window_end
+from .windows import FOREVER, NEVER, is_closed, stripe, window_of
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Keeper(Service):
         self.sequencer: Sequencer[tuple[int, int]] = Sequencer()
         self.names: dict[int, tuple[str, str]] = {}
         self.open: dict[tuple[int, int], list[Piece]] = defaultdict(list)
-        self.closed_below = NEVER  # first window not closed yet (for every story): wm // window_ns
+        self.closed_below = NEVER  # first window not closed yet (for every story): window_of(watermark)
         self.late: dict[tuple[int, int], list[Piece]] = defaultdict(list)
         self.told = NEVER  # last watermark told to the graphers
         self.forced = False
@@ -218,18 +218,15 @@ class Keeper(Service):
                 self._ship(key, pieces, self.told, late=True)
             self.late.clear()
             progressed = True
-        if wm != NEVER:
-            # window w is closed once the watermark reached its end, i.e. w < wm // window_ns;
-            # whatever comes for a closed window later is late
-            self.closed_below = max(self.closed_below, wm // self.window_ns if wm != FOREVER else FOREVER)
-        ready = [k for k in self.open if window_end(k[1], self.window_ns) <= wm]
+        # window w is closed once the watermark reached its end, i.e. w < window_of(wm);
+        # whatever comes for a closed window later is late
+        self.closed_below = max(self.closed_below, window_of(wm, self.window_ns))
+        ready = [k for k in self.open if is_closed(k[1], wm, self.window_ns)]
         for key in sorted(ready, key=lambda k: k[1]):
             self._ship(key, self.open.pop(key), wm, late=False)
         if ready:
             progressed = True
-        told_window = self.told // self.window_ns if self.told not in (NEVER, FOREVER) else self.told
-        wm_window = wm // self.window_ns if wm not in (NEVER, FOREVER) else wm
-        if wm_window != told_window and wm > self.told:
+        if window_of(wm, self.window_ns) != window_of(self.told, self.window_ns) and wm > self.told:
             self.told = wm
             for g in self.graphers:
                 self._send_chunk(g, codec.encode_chunk(codec.WATERMARK, self.ctx.rank, wm))

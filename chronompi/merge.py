@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .codec import EVENT
+from .windows import window_end, window_start
 
 
 def total_order(events: np.ndarray) -> np.ndarray:
@@ -143,7 +144,7 @@ def pieces_in_range(
     """
     runs: list[tuple[np.ndarray, np.ndarray]] = []
     for (s, w), pieces in held:
-        if s != story or (w + 1) * window_ns <= t0 or w * window_ns >= t1:
+        if s != story or window_end(w, window_ns) <= t0 or window_start(w, window_ns) >= t1:
             continue
         for ev, heap in pieces:
             keep = (ev["time"] >= t0) & (ev["time"] < t1)

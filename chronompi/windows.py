@@ -14,6 +14,9 @@ FOREVER = np.iinfo(np.int64).max  # a watermark after all time (the source has e
 
 
 def window_of(t: int, window_ns: int) -> int:
+    """The window holding time ``t``; the watermark sentinels NEVER and FOREVER map to themselves."""
+    if t == NEVER or t == FOREVER:
+        return t
     return t // window_ns
 
 
