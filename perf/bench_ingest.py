@@ -27,6 +27,15 @@ def per_client_events(params: dict[str, Any], payload: int, events: int | None =
     return max(1, min(n, int(params.get("max_bytes", 1 << 24)) // max(payload, 1)))
 
 
+def _pace(done: int, rate: float, t0: float, deadline: float) -> bool:
+    """Sleep to hold ``rate`` events/s (0: as fast as possible); True once the deadline has passed."""
+    if rate > 0:
+        ahead = done / rate - (time.perf_counter() - t0)
+        if ahead > 0:
+            time.sleep(ahead)
+    return time.perf_counter() > deadline
+
+
 def _log_loop(
     story: Any, payload: int, mode: str, n: int, params: dict[str, Any], rate: float, sample_every: int, seconds: float
 ) -> tuple[int, list[tuple[int, int]]]:
@@ -55,11 +64,7 @@ def _log_loop(
                 for i in range(done, done + m):
                     log(pool[i & 63])
             done += m
-            if rate > 0:
-                ahead = done / rate - (time.perf_counter() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
-            if time.perf_counter() > deadline:
+            if _pace(done, rate, t0, deadline):
                 break
     else:
         rows = rng.integers(0, 256, (many, payload), dtype=np.uint8)
@@ -72,11 +77,7 @@ def _log_loop(
                 samples.append((int(ts[-1]), now()))
             step += 1
             done += m
-            if rate > 0:
-                ahead = done / rate - (time.perf_counter() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
-            if time.perf_counter() > deadline:
+            if _pace(done, rate, t0, deadline):
                 break
     return done, samples
 
