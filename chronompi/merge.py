@@ -35,17 +35,20 @@ def total_order(events: np.ndarray) -> np.ndarray:
     return order
 
 
-def is_sorted(events: np.ndarray) -> bool:
-    """True when ``events`` is in total order (time, client, seq), strictly (no duplicates)."""
-    if len(events) < 2:
-        return True
+def ordered_steps(events: np.ndarray) -> np.ndarray:
+    """For each pair of neighbours, whether the second strictly follows the first in (time, client, seq)."""
     t, c, s = events["time"], events["client"], events["seq"]
     lt = t[:-1] < t[1:]
     eq_t = t[:-1] == t[1:]
     lt_c = c[:-1] < c[1:]
     eq_c = c[:-1] == c[1:]
     lt_s = s[:-1] < s[1:]
-    return bool(np.all(lt | (eq_t & (lt_c | (eq_c & lt_s)))))
+    return np.asarray(lt | (eq_t & (lt_c | (eq_c & lt_s))))
+
+
+def is_sorted(events: np.ndarray) -> bool:
+    """True when ``events`` is in total order (time, client, seq), strictly (no duplicates)."""
+    return len(events) < 2 or bool(np.all(ordered_steps(events)))
 
 
 LOOP_MIN_BYTES = 512  # contiguous pieces at least this long on average are copied slice by slice

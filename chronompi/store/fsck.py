@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from ..codec import EVENT
+from ..merge import ordered_steps
 from .format import SEGMENTS, WINDOW, check_store, open_segment, read_runs, write_run
 
 DAMAGED = "damaged"
@@ -86,9 +87,7 @@ def _sorted_runs(events: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs of rows in strict (time, client, seq) order: (first row, length)."""
     if not len(events):
         return []
-    t, c, s = events["time"], events["client"], events["seq"]
-    ok = (t[1:] > t[:-1]) | ((t[1:] == t[:-1]) & ((c[1:] > c[:-1]) | ((c[1:] == c[:-1]) & (s[1:] > s[:-1]))))
-    cuts = np.concatenate(([0], np.flatnonzero(~ok) + 1, [len(events)]))
+    cuts = np.concatenate(([0], np.flatnonzero(~ordered_steps(events)) + 1, [len(events)]))
     return [(int(a), int(b - a)) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
