@@ -55,6 +55,11 @@ class StorageConfig:
     segment_age_s: float = 600.0  # ... or when it is this old
     events_chunk_rows: int = 16384  # HDF5 chunk of the events table
     payload_chunk_bytes: int = 1 << 20  # HDF5 chunk of the payload heap
+    # when a grapher fsyncs its files: never (flushed to the OS only: survives kill -9, not a power
+    # loss) | sync (before it confirms a client's sync(), and every segment before it enters the
+    # store) | always (also after every commit)
+    fsync: str = "sync"
+    retry_s: float = 30.0  # how long a grapher retries a failed write (disk full, I/O error) before giving up
 
 
 @dataclass
@@ -153,7 +158,11 @@ def check_values(cfg: Config) -> None:
     if cfg.client.policy not in ("block", "drop"):
         raise ConfigError(f"client.policy={cfg.client.policy!r} must be 'block' or 'drop'")
     _positive("keeper", cfg.keeper, "ring_slots", "window_ms", "acceptance_ms")
-    _positive("storage", cfg.storage, "segment_bytes", "segment_age_s", "events_chunk_rows", "payload_chunk_bytes")
+    _positive(
+        "storage", cfg.storage, "segment_bytes", "segment_age_s", "events_chunk_rows", "payload_chunk_bytes", "retry_s"
+    )
+    if cfg.storage.fsync not in ("never", "sync", "always"):
+        raise ConfigError(f"storage.fsync={cfg.storage.fsync!r} must be 'never', 'sync' or 'always'")
     if cfg.service.progress not in ("backoff", "busy"):
         raise ConfigError(f"service.progress={cfg.service.progress!r} must be 'backoff' or 'busy'")
     if not cfg.storage.root:

@@ -100,6 +100,9 @@ class SegmentWriter:
         self.windows_written = 0
         self.write_seconds = 0.0
         self.move_seconds = 0.0
+        self.dirty = False  # written since the last fsync
+        self.fsyncs = 0
+        self.fsync_seconds = 0.0
 
     # -- segments ---------------------------------------------------------
     def _open(self) -> h5py.File:
@@ -131,9 +134,20 @@ class SegmentWriter:
         )
         g.create_dataset("windows", shape=(0,), maxshape=(None,), dtype=WINDOW, chunks=(256,))
 
+    def fsync(self) -> None:
+        """Make what the open segment holds durable on its disk (``storage.fsync`` decides when)."""
+        if self.file is None or not self.dirty or self.cfg.fsync == "never":
+            return
+        t0 = time.perf_counter()
+        os.fsync(self.file.id.get_vfd_handle())
+        self.dirty = False
+        self.fsyncs += 1
+        self.fsync_seconds += time.perf_counter() - t0
+
     def _close_segment(self) -> None:
         if self.file is None or self.part is None:
             return
+        self.fsync()  # a segment enters the store durable (the copy path fsyncs its copy too)
         self.file.close()
         self.file = None
         t0 = time.perf_counter()
@@ -215,6 +229,9 @@ class SegmentWriter:
             self.windows_written += len(runs)
             self.bytes_in_segment += n_bytes + n_rows * EVENT.itemsize
         f.flush()  # the data is on its way before the index that points at it
+        if self.cfg.fsync == "always":  # ... and on the disk, so a power loss cannot keep the index alone
+            self.dirty = True
+            self.fsync()
         fault_point("commit")  # rows written, index not yet: a reader must not see these rows
         now = time.time_ns()
         for wi_ds, index in pending:
@@ -223,6 +240,9 @@ class SegmentWriter:
             wi_ds.resize((w0 + len(index),))
             wi_ds[w0:] = index
         f.flush()
+        self.dirty = True
+        if self.cfg.fsync == "always":
+            self.fsync()
         self.write_seconds += time.perf_counter() - t0
         if self.bytes_in_segment >= self.cfg.segment_bytes:
             self._close_segment()
