@@ -45,7 +45,7 @@ def compose(overrides: Sequence[str] = (), config_dir: str | None = None) -> Any
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from .config import as_config, register_configs
+    from .config import FROM_CLI, as_config, check_workload, register_configs
 
     register_configs()
     cdir = config_dir or os.environ.get("CHRONOMPI_CONF")
@@ -56,11 +56,33 @@ def compose(overrides: Sequence[str] = (), config_dir: str | None = None) -> Any
     try:
         with initialize_config_dir(config_dir=str(Path(cdir).resolve()), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
-        from .errors import ConfigError
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise _override_error(exc, overrides) from None
+    out = as_config(cfg, source=FROM_CLI)
+    check_workload(out)
+    return out
 
-        raise ConfigError(f"bad configuration override in {list(overrides)}: {exc}") from None
-    return as_config(cfg)
+
+def _override_error(exc: BaseException, overrides: Sequence[str]) -> ChronoError:
+    """Hydra's error about a command-line override, in one line and our words."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    from .config import FROM_CLI, explain
+    from .errors import ConfigError
+
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
+        group, _, name = exc.missing_cfg_file.partition("/")
+        options = [o for o in exc.options or () if not o.endswith("_schema")]
+        return ConfigError(f"{FROM_CLI}: {group}={name}: no such {group}; the choices are {', '.join(options)}")
+    if isinstance(exc, ValueError) and "group override" in str(exc):  # e.g. storage=3
+        return ConfigError(
+            f"{FROM_CLI}: {' '.join(overrides)}: a config group (layout=, storage=, ...) takes the name of one of "
+            "its choices; set a single key as group.key=VALUE"
+        )
+    err = explain(exc, FROM_CLI)
+    if isinstance(exc, OverrideParseException):
+        return ConfigError(f"{err}; write key=value, e.g. workload.events=1000")
+    return err
 
 
 def cmd_run(argv: Sequence[str]) -> int:

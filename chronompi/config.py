@@ -7,7 +7,10 @@ Every field has a working default, so an installed package runs with no
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,81 +104,272 @@ class Config:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
 
 
-def as_config(cfg: Any = None) -> Config:
-    """Turn ``None``, a :class:`Config`, a mapping or an OmegaConf node into a validated Config."""
+# -- building and checking a Config ----------------------------------------------------------------------------------
+# Every value is checked where it enters (cfg, $CHRONOMPI_OVERRIDES, the command line of ``chronompi run``), so an
+# error names its real source; ``sources`` remembers where each key was set, so the range checks can say it too.
+
+FROM_CFG = "in cfg"
+FROM_CLI = "in the overrides on the command line"
+ENV_OVERRIDES = "CHRONOMPI_OVERRIDES"
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG", "NOTSET")
+
+
+def as_config(cfg: Any = None, *, source: str = FROM_CFG) -> Config:
+    """Turn ``None``, a :class:`Config`, a mapping or an OmegaConf node into a validated Config.
+
+    ``source`` says where a mapping came from, for the error messages (``"in cfg"``).
+    """
+    return build(cfg, source=source)
+
+
+def build(
+    cfg: Any = None, overrides: Sequence[str] = (), *, source: str = FROM_CFG, env: str = ENV_OVERRIDES
+) -> Config:
+    """``cfg`` (as for :func:`as_config`) with the ``key=value`` ``overrides`` of the environment variable ``env``
+    applied over it, then range-checked. A :class:`Config` given as ``cfg`` is not modified."""
+    sources: dict[str, str] = {}
     if cfg is None:
         out = Config()
     elif isinstance(cfg, Config):
-        out = cfg
+        out = copy.deepcopy(cfg) if overrides else cfg
     else:
-        from omegaconf import OmegaConf
-        from omegaconf.errors import OmegaConfBaseException
-
-        try:
-            data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-            _check_keys(Config, data, "")
-            merged = OmegaConf.merge(OmegaConf.structured(Config), data)
-            out = OmegaConf.to_object(merged)  # type: ignore[assignment]
-        except OmegaConfBaseException as exc:
-            raise ConfigError(f"invalid configuration: {exc}") from None
-    check_values(out)
+        out = Config()
+        _apply(out, _plain(cfg, source), "", source, sources)
+    for item in overrides:
+        _override(out, item, f"in {env} entry {item!r}", sources)
+    check_values(out, sources)
     return out
 
 
-def _check_keys(schema: type, data: Any, where: str) -> None:
-    """Refuse keys the schema does not have (a typo must not be silently ignored)."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"config section {where.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    for key, value in data.items():
-        if key not in fields:
-            raise ConfigError(f"unknown config key {where + str(key)!r}; known keys here: {', '.join(sorted(fields))}")
-        sub = fields[key].type
-        sub_type = globals().get(sub) if isinstance(sub, str) else sub
-        if isinstance(sub_type, type) and dataclasses.is_dataclass(sub_type):
-            _check_keys(sub_type, value, f"{where}{key}.")
+def _plain(cfg: Any, where: str) -> Any:
+    """A mapping or OmegaConf node as plain dicts (interpolations resolved)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not OmegaConf.is_config(cfg):
+        return cfg
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise explain(exc, where) from None
 
 
-def _positive(section: str, obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not value > 0:
-            raise ConfigError(f"{section}.{name}={value!r} must be > 0")
+def _fields(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema)
 
 
-def check_values(cfg: Config) -> None:
-    """Range checks that need no knowledge of the communicator."""
-    if cfg.layout.keepers < 1 or cfg.layout.graphers < 1:
+def _unknown(key: str, schema: type, where: str) -> ConfigError:
+    known = ", ".join(sorted(_fields(schema)))
+    return ConfigError(f"{where}: unknown config key {key!r}; known keys here: {known}")
+
+
+def _apply(obj: Any, data: Any, prefix: str, where: str, sources: dict[str, str]) -> None:
+    """Set the values of the mapping ``data`` on the dataclass ``obj`` (a typo must not be silently ignored)."""
+    if not isinstance(data, Mapping):
+        section = prefix.rstrip(".") or "<root>"
+        raise ConfigError(f"{where}: config section {section!r} must be a mapping, got {data!r}")
+    types = _fields(type(obj))
+    for name, value in data.items():
+        key = prefix + str(name)
+        if name not in types:
+            raise _unknown(key, type(obj), where)
+        if dataclasses.is_dataclass(types[name]):
+            _apply(getattr(obj, name), value, key + ".", where, sources)
+        else:
+            setattr(obj, name, _convert(key, value, types[name], getattr(obj, name), where))
+            sources[key] = where
+
+
+def _override(out: Config, item: str, where: str, sources: dict[str, str]) -> None:
+    """Apply one ``section.key=value`` override (the value is text, converted to the key's type)."""
+    key, eq, value = item.partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise ConfigError(f"{where}: not a key=value pair; write e.g. storage.root=/scratch/run1")
+    obj: Any = out
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        here = ".".join(parts[: i + 1])
+        types = _fields(type(obj))
+        if part not in types:
+            raise _unknown(here, type(obj), where)
+        last = i == len(parts) - 1
+        if dataclasses.is_dataclass(types[part]):
+            if last:
+                first = next(iter(_fields(types[part])))
+                raise ConfigError(
+                    f"{where}: {key!r} is a config section, not a value; set its keys, e.g. {key}.{first}=..."
+                )
+            obj = getattr(obj, part)
+        elif not last:
+            raise ConfigError(f"{where}: {here!r} is a value, not a config section; write {here}=VALUE")
+        else:
+            setattr(obj, part, _convert(key, value, types[part], getattr(obj, part), where))
+            sources[key] = where
+
+
+def _convert(key: str, value: Any, typ: Any, default: Any, where: str) -> Any:
+    """``value`` as ``typ`` (int, float, bool or str), from text too; anything else is a ConfigError."""
+    text = value.strip() if isinstance(value, str) else None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if text is not None and text.lower() in _TRUE + _FALSE:
+                return text.lower() in _TRUE
+        elif typ is int:
+            if number and float(value).is_integer():
+                return int(value)
+            if text is not None:
+                return int(text)
+        elif typ is float:
+            if number:
+                return float(value)
+            if text is not None:
+                return float(text)
+        elif typ is str:
+            if isinstance(value, str):
+                return value
+            if number:
+                return str(value)
+    except ValueError:
+        pass
+    raise ConfigError(f"{where}: {key}={value!r} is not {_KIND[typ]}; give one like {key}={_show(default)}")
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _section(dotted: str) -> type | None:
+    """The dataclass of the config section ``dotted`` ("" is the root), or None when there is none."""
+    schema: type = Config
+    for part in dotted.split(".") if dotted else ():
+        sub = _fields(schema).get(part)
+        if not (isinstance(sub, type) and dataclasses.is_dataclass(sub)):
+            return None
+        schema = sub
+    return schema
+
+
+def explain(exc: BaseException, where: str) -> ConfigError:
+    """An OmegaConf (or Hydra) error as a ConfigError in our words: its internals (``full_key:``, ``object_type=``)
+    never reach the user."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        key = getattr(seen, "full_key", None) if isinstance(seen, OmegaConfBaseException) else None
+        if key:
+            parent, _, name = str(key).rpartition(".")
+            schema = _section(parent)
+            if schema is None:
+                break
+            types = _fields(schema)
+            if isinstance(seen, (ConfigAttributeError, ConfigKeyError)) or name not in types:
+                return _unknown(str(key), schema, where)
+            value, default = getattr(seen, "value", None), getattr(schema(), name)
+            kind = _KIND.get(types[name], "valid")
+            return ConfigError(f"{where}: {key}={value!r} is not {kind}; give one like {key}={_show(default)}")
+        seen = seen.__cause__ or seen.__context__
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ConfigError(f"{where}: {first}")
+
+
+# -- range checks ----------------------------------------------------------------------------------------------------
+
+
+def _at_least(low: float) -> Callable[[Any], bool]:
+    return lambda v: v >= low
+
+
+def _above(low: float) -> Callable[[Any], bool]:
+    return lambda v: v > low
+
+
+def _one_of(*choices: str) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+# key -> (test, what the value must be); ``not test(v)`` also refuses NaN
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "layout.keepers": (_at_least(1), ">= 1: a layout needs at least one keeper and one grapher"),
+    "layout.graphers": (_at_least(1), ">= 1: a layout needs at least one keeper and one grapher"),
+    "client.batch_bytes": (_above(0), "> 0"),
+    "client.batch_ms": (_above(0), "> 0"),
+    "client.max_inflight": (_at_least(1), ">= 1"),
+    "client.max_event_bytes": (_at_least(0), ">= 0"),
+    "client.policy": (_one_of("block", "drop"), "'block' or 'drop'"),
+    "client.clock_pings": (_at_least(1), ">= 1"),
+    "client.clock_resync_s": (_at_least(0), ">= 0 (0: never)"),
+    "keeper.ring_slots": (_at_least(1), ">= 1"),
+    "keeper.window_ms": (_above(0), "> 0"),
+    "keeper.acceptance_ms": (_above(0), "> 0"),
+    "storage.root": (bool, "a directory (not empty)"),
+    "storage.segment_bytes": (_above(0), "> 0"),
+    "storage.segment_age_s": (_above(0), "> 0"),
+    "storage.events_chunk_rows": (_above(0), "> 0"),
+    "storage.payload_chunk_bytes": (_above(0), "> 0"),
+    "storage.fsync": (_one_of("never", "sync", "always"), "'never', 'sync' or 'always'"),
+    "storage.retry_s": (_above(0), "> 0"),
+    "service.progress": (_one_of("backoff", "busy"), "'backoff' or 'busy'"),
+    "service.backoff_min_us": (_at_least(0), ">= 0"),
+    "service.backoff_max_ms": (_at_least(0), ">= 0"),
+    "service.failure_grace_s": (_at_least(0), ">= 0"),
+    "service.log_level": (lambda v: v.upper() in _LOG_LEVELS, "a logging level: DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    "workload.chronicles": (_at_least(1), ">= 1"),
+    "workload.stories": (_at_least(1), ">= 1"),
+    "workload.events": (_at_least(0), ">= 0"),
+    "workload.rate": (_at_least(0), ">= 0 (0: as fast as possible)"),
+    "workload.mode": (_one_of("log", "log_many"), "'log' or 'log_many'"),
+    "workload.many": (_at_least(1), ">= 1"),
+    "workload.threads": (_at_least(1), ">= 1"),
+    "workload.seed": (_at_least(0), ">= 0"),
+}
+
+
+def _where(sources: Mapping[str, str], *keys: str) -> str:
+    places = list(dict.fromkeys(sources[k] for k in keys if k in sources))
+    return "; ".join(places) + ": " if places else ""
+
+
+def check_values(cfg: Config, sources: Mapping[str, str] | None = None) -> None:
+    """Range checks that need no knowledge of the communicator; ``sources`` (key -> where it was set) names
+    the origin of a bad value in the message."""
+    sources = sources or {}
+    for key, (test, allowed) in _RULES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not test(value):
+            raise ConfigError(f"{_where(sources, key)}{key}={value!r} must be {allowed}")
+    s = cfg.service
+    if s.backoff_min_us > s.backoff_max_ms * 1000:
         raise ConfigError(
-            f"layout needs at least one keeper and one grapher, got keepers={cfg.layout.keepers} "
-            f"graphers={cfg.layout.graphers}"
+            f"{_where(sources, 'service.backoff_min_us', 'service.backoff_max_ms')}service.backoff_min_us="
+            f"{s.backoff_min_us!r} must not exceed service.backoff_max_ms={s.backoff_max_ms!r} (x1000: min is in us)"
         )
-    _positive("client", cfg.client, "batch_bytes", "batch_ms", "max_inflight", "clock_pings")
-    if cfg.client.clock_resync_s < 0:
-        raise ConfigError(f"client.clock_resync_s={cfg.client.clock_resync_s} must be >= 0 (0: never)")
-    if cfg.client.max_event_bytes < 0:
-        raise ConfigError(f"client.max_event_bytes={cfg.client.max_event_bytes} must be >= 0")
-    if cfg.client.policy not in ("block", "drop"):
-        raise ConfigError(f"client.policy={cfg.client.policy!r} must be 'block' or 'drop'")
-    _positive("keeper", cfg.keeper, "ring_slots", "window_ms", "acceptance_ms")
-    _positive(
-        "storage", cfg.storage, "segment_bytes", "segment_age_s", "events_chunk_rows", "payload_chunk_bytes", "retry_s"
-    )
-    if cfg.storage.fsync not in ("never", "sync", "always"):
-        raise ConfigError(f"storage.fsync={cfg.storage.fsync!r} must be 'never', 'sync' or 'always'")
-    if cfg.service.progress not in ("backoff", "busy"):
-        raise ConfigError(f"service.progress={cfg.service.progress!r} must be 'backoff' or 'busy'")
-    if not cfg.storage.root:
-        raise ConfigError("storage.root must name a directory")
     w = cfg.workload
     if not 0 <= w.payload_min <= w.payload_avg <= w.payload_max:
+        keys = ("workload.payload_min", "workload.payload_avg", "workload.payload_max")
         raise ConfigError(
-            f"workload payload sizes must satisfy 0 <= payload_min <= payload_avg <= payload_max, got "
-            f"workload.payload_min={w.payload_min} workload.payload_avg={w.payload_avg} "
+            f"{_where(sources, *keys)}workload payload sizes must satisfy 0 <= payload_min <= payload_avg <= "
+            f"payload_max, got workload.payload_min={w.payload_min} workload.payload_avg={w.payload_avg} "
             f"workload.payload_max={w.payload_max}"
         )
-    if w.mode not in ("log", "log_many"):
-        raise ConfigError(f"workload.mode={w.mode!r} must be 'log' or 'log_many'")
+
+
+def check_workload(cfg: Config) -> None:
+    """What ``chronompi run`` needs beyond :func:`check_values`: every workload event must be loggable."""
+    if cfg.workload.payload_max > cfg.client.max_event_bytes:
+        raise ConfigError(
+            f"workload.payload_max={cfg.workload.payload_max} exceeds client.max_event_bytes="
+            f"{cfg.client.max_event_bytes}: such events would be refused; lower the one or raise the other"
+        )
 
 
 def register_configs() -> None:

@@ -50,25 +50,24 @@ def _remember(summary: dict[str, Any] | None) -> None:
 
 
 def with_env_overrides(cfg: Any) -> Any:
-    """``cfg`` with ``$CHRONOMPI_OVERRIDES`` applied: Hydra-style ``key=value`` pairs, e.g.
+    """``cfg`` with ``$CHRONOMPI_OVERRIDES`` applied: ``key=value`` pairs, e.g.
     ``storage.root=/scratch/run1 layout.per_node=true``, so job scripts can configure
-    applications they do not change. Rank 0 reads it (the config is broadcast)."""
-    text = os.environ.get("CHRONOMPI_OVERRIDES", "").strip()
+    applications they do not change. Rank 0 reads it (the config is broadcast).
+
+    ``cfg`` is checked as ``cfg`` and each pair as an entry of the variable, so an error
+    names its real source. Without the variable ``cfg`` is returned as it is."""
+    from .config import ENV_OVERRIDES, build
+
+    text = os.environ.get(ENV_OVERRIDES, "").strip()
     if not text:
         return cfg
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from .config import Config
-
     try:
-        extra = OmegaConf.from_dotlist(shlex.split(text))
-        base = OmegaConf.structured(cfg if isinstance(cfg, Config) else Config())
-        if cfg is not None and not isinstance(cfg, Config):
-            base = OmegaConf.merge(base, cfg)
-        return OmegaConf.merge(base, extra)
-    except (OmegaConfBaseException, ValueError) as exc:
-        raise ConfigError(f"bad CHRONOMPI_OVERRIDES={text!r}: {exc}") from None
+        pairs = shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"cannot split {ENV_OVERRIDES}={text!r} into key=value pairs ({exc}); quote values as in a shell"
+        ) from None
+    return build(cfg, pairs, env=ENV_OVERRIDES)
 
 
 def _startup(comm: Any, cfg: Any) -> Context:
