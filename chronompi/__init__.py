@@ -26,6 +26,7 @@ from .errors import (
     SessionClosed,
     StoreError,
     StoryNotAcquired,
+    SyncTimeout,
     UnknownChronicle,
     UnknownStory,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "StoreError",
     "Story",
     "StoryNotAcquired",
+    "SyncTimeout",
     "UnknownChronicle",
     "UnknownStory",
     "__version__",

@@ -21,10 +21,22 @@ import numpy as np
 from mpi4py import MPI
 
 from . import codec, errors
-from .errors import SessionClosed, StoryNotAcquired
+from .errors import SessionClosed, StoryNotAcquired, SyncTimeout
 from .names import check_name
 from .progress import Backoff
-from .protocol import DONE, FAILED, RELEASE, TAG_BATCH, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REPLY, TAG_REQ, Context
+from .protocol import (
+    DONE,
+    FAILED,
+    RELEASE,
+    TAG_BATCH,
+    TAG_CLOCK,
+    TAG_CTRL,
+    TAG_REP,
+    TAG_REPLY,
+    TAG_REQ,
+    TAG_SYNC,
+    Context,
+)
 from .service import Outbox, make_backoff, recv_ctrl
 from .story import ACTIVE, CLOSED, RECORD_OVERHEAD, RELEASED, Story, _OpenBatch, _time_ns
 from .windows import FOREVER, NEVER
@@ -48,6 +60,7 @@ class Client:
         self._req_lock = threading.Lock()
         self._replay_lock = threading.Lock()
         self._acquire_lock = threading.Lock()
+        self._sync_lock = threading.Lock()
         self._qid = 0
         self._qno: dict[int, int] = {}  # per other keeper: numbers of our queries to it
         self._limit = cfg.batch_bytes
@@ -82,6 +95,9 @@ class Client:
         self.n_waits = 0
         self.wait_s = 0.0
         self.first_time = 0
+        self.n_syncs = 0
+        self.sync_s = 0.0
+        self.sync_max_s = 0.0
 
     # -- start-up ----------------------------------------------------------
     def _start(self) -> None:
@@ -250,6 +266,57 @@ class Client:
                 if not self._inflight:
                     return
             backoff.sleep()
+
+    # -- durability ----------------------------------------------------------
+    def sync(self, timeout: float | None = None, until: str = "committed") -> int:
+        """Wait until every event this client logged before the call is safe; return the sync point.
+
+        ``until="committed"`` (the default): every such event is committed in the store —
+        its rows and the index rows that cover them written and flushed by its grapher
+        (and fsynced when ``storage.fsync`` is ``sync`` or ``always``) — so it survives a
+        ``kill -9`` of the whole job. ``until="received"``: only that the keeper has them
+        in memory (survives this process dying, not the job).
+
+        Returns the sync point (ns, the clock of :meth:`Story.log`): every event of this
+        client stamped at or before it is covered. Events of every story of this client
+        count, and events logged by other threads after the call starts may count or not.
+        Raises :class:`SyncTimeout` past ``timeout`` seconds (nothing is lost by that).
+        """
+        if until not in ("committed", "received"):
+            raise ValueError(f"sync(until={until!r}): give 'committed' (in the store) or 'received' (by the keeper)")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"sync(timeout={timeout!r}) must be a number of seconds > 0, or None to wait as needed")
+        t_start = time.perf_counter()
+        with self._sync_lock:  # one sync at a time per client: every answer that comes is for it or stale
+            self._check_open()
+            with self._lock:
+                self._send_locked(codec.SYNC if until == "committed" else codec.RECEIPT)
+                sync_no = self._batch_no - 1
+                point = self._last  # the batch's promise: every earlier stamp is at or below it
+            expect = len(self.ctx.roles.graphers) if until == "committed" else 1
+            got = 0
+            ack = np.empty(1, codec.SYNC_ACK)
+            status = MPI.Status()
+            backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
+            while got < expect:
+                with self._lock:
+                    self._reap()
+                    msg = self._comm.Improbe(MPI.ANY_SOURCE, TAG_SYNC, status)
+                    if msg is not None:
+                        msg.Recv([ack.view(np.uint8), MPI.BYTE])
+                if msg is None:
+                    if timeout is not None and time.perf_counter() - t_start > timeout:
+                        raise SyncTimeout(timeout, until, got, expect)
+                    backoff.sleep()
+                    continue
+                backoff.reset()
+                if int(ack[0]["sync_no"]) == sync_no:
+                    got += 1  # else: the answer to an earlier sync that timed out
+        took = time.perf_counter() - t_start
+        self.n_syncs += 1
+        self.sync_s += took
+        self.sync_max_s = max(self.sync_max_s, took)
+        return point
 
     # -- online replay -------------------------------------------------------
     def _replay(self, story: Story, start: Any, end: Any) -> np.ndarray:
@@ -439,6 +506,9 @@ class Client:
             "heartbeats": self.n_heartbeats,
             "dropped": self.n_dropped,
             "waits": self.n_waits,
+            "syncs": self.n_syncs,
+            "sync_s": round(self.sync_s, 3),
+            "sync_max_s": round(self.sync_max_s, 3),
             "wait_s": round(self.wait_s, 3),
             "offset_ns": self._offset,
             "error_ns": self._error,

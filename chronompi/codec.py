@@ -27,6 +27,8 @@ VERSION = 1
 DATA = 0  # events (zero events: a heartbeat carrying only the promise)
 END = 1  # the client has sent its last batch
 QUERY = 2  # an online replay request: the heap holds one QUERY record
+RECEIPT = 3  # events, then: the client waits until its keeper has applied this batch (sync until="received")
+SYNC = 4  # events, then: the client waits until every event it sent so far is committed (sync())
 
 # chunk kinds
 CHUNK = 0  # a closed window (or a late run, see FLAG_LATE) of one story
@@ -34,6 +36,7 @@ WATERMARK = 1  # no events: the keeper's watermark moved
 CHUNK_END = 2  # the keeper has sent its last chunk
 MARKER = 3  # keeper -> grapher: a replay query passed this keeper (heap: one QUERY record)
 REPLY = 4  # keeper/grapher -> client: the events of a replay query held there (window = query id)
+SYNC_MARK = 5  # keeper -> grapher: a client's SYNC passed this keeper and so did its chunks (heap: one SYNC record)
 
 FLAG_LATE = 1
 
@@ -88,6 +91,32 @@ def decode_query(heap: np.ndarray) -> tuple[int, int, int, int, int]:
         raise CodecError(f"a query holds {QUERY_RECORD.itemsize} bytes, got {heap.nbytes}")
     q = heap.view(QUERY_RECORD)[0]
     return int(q["qid"]), int(q["client"]), int(q["story"]), int(q["start"]), int(q["end"])
+
+
+# a client's sync point: the batch number of its SYNC batch and the promise it carried
+SYNC_RECORD = np.dtype([("sync_no", "<u8"), ("client", "<i4"), ("pad", "<u4"), ("point", "<i8")])
+# the answer to a sync, keeper or grapher -> client on TAG_SYNC: (sync_no, answering rank, its watermark)
+SYNC_ACK = np.dtype([("sync_no", "<u8"), ("rank", "<i8"), ("watermark", "<i8")])
+
+
+def encode_sync(sync_no: int, client: int, point: int) -> np.ndarray:
+    r = np.zeros(1, SYNC_RECORD)
+    r[0] = (sync_no, client, 0, point)
+    return r.view(np.uint8)
+
+
+def decode_sync(heap: np.ndarray) -> tuple[int, int, int]:
+    """(sync_no, client rank, point) of a SYNC_MARK's heap."""
+    if heap.nbytes != SYNC_RECORD.itemsize:
+        raise CodecError(f"a sync record holds {SYNC_RECORD.itemsize} bytes, got {heap.nbytes}")
+    r = heap.view(SYNC_RECORD)[0]
+    return int(r["sync_no"]), int(r["client"]), int(r["point"])
+
+
+def encode_sync_ack(sync_no: int, rank: int, watermark: int) -> np.ndarray:
+    a = np.zeros(1, SYNC_ACK)
+    a[0] = (sync_no, rank, watermark)
+    return a.view(np.uint8)
 
 
 # one event as stored: in chunks and in the HDF5 events table

@@ -85,6 +85,24 @@ class SessionClosed(ChronoError, RuntimeError):
     """A client or story is used after its session ended."""
 
 
+class SyncTimeout(ChronoError, TimeoutError):
+    """``sync(timeout=...)`` ran out of time before the store confirmed the client's events.
+
+    Nothing is lost by it: the events stay on their way; a later ``sync()`` covers them too.
+    """
+
+    def __init__(self, timeout: float, until: str, answered: int, expected: int) -> None:
+        self.timeout = timeout
+        self.until = until
+        self.answered = answered
+        self.expected = expected
+        super().__init__(
+            f"sync(until={until!r}) not confirmed within timeout={timeout} s ({answered} of {expected} answers); "
+            "the events are still on their way: call sync() again, or raise the timeout (a commit waits for the "
+            "slowest client's window, at most keeper.acceptance_ms)"
+        )
+
+
 class StoreError(ChronoError, OSError):
     """A store directory or file is missing, foreign or damaged."""
 
@@ -99,5 +117,18 @@ class RemoteError(ChronoError, RuntimeError):
         super().__init__(f"rank {rank} on {host} failed: {what}")
 
 
-class DamagedSegment(UserWarning):
-    """A warning: a segment file could not be read and was skipped (``chronompi fsck`` repairs or moves it)."""
+class DamagedSegment(StoreError, UserWarning):
+    """A segment file of a store is damaged; ``path`` names it, ``hint`` says what to run.
+
+    Raised by a replay when a story's index or data in a segment is missing or
+    unreadable (``chronompi fsck STORE`` rebuilds the index from the events, so
+    skipping would silently drop events that are still there). Issued as a
+    *warning* of this category, and the segment skipped, when a whole file
+    cannot be opened, or for any damage when the store was opened with
+    ``skip_damaged=True``. ``warnings.warn("...", DamagedSegment)`` works too.
+    """
+
+    def __init__(self, message: str, path: object = None, hint: str = "") -> None:
+        self.path = None if path is None else str(path)
+        self.hint = hint
+        super().__init__(f"{message}; {hint}" if hint else message)

@@ -21,12 +21,13 @@ from mpi4py import MPI
 
 from . import codec
 from .codec import EVENT
+from .commit import SyncPoint, SyncQueue
 from .merge import merge_runs, pieces_in_range
-from .protocol import TAG_CHUNK, TAG_REPLY, Context
+from .protocol import TAG_CHUNK, TAG_REPLY, TAG_SYNC, Context
 from .service import Service
 from .store.reader import index_rows, read_rows
 from .store.writer import Run, SegmentWriter
-from .windows import FOREVER, NEVER, is_closed
+from .windows import FOREVER, NEVER, is_closed, window_start
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Grapher(Service):
         self.n_queries = 0
         self.markers: dict[tuple[int, int], set[int]] = {}  # (client, query id) -> keepers whose marker came
         self.pending_max = 0
+        self.syncs = SyncQueue(self.window_ns)  # clients' syncs whose markers came, waiting for their commits
 
     def _receive(self) -> bool:
         got = 0
@@ -81,6 +83,9 @@ class Grapher(Service):
         elif c.kind == codec.CHUNK_END:
             self.wm[c.keeper] = FOREVER
             self.ended.add(c.keeper)
+        elif c.kind == codec.SYNC_MARK:  # every chunk holding the client's events up to the point is here
+            sync_no, client, point = codec.decode_sync(c.heap)
+            self.syncs.add(SyncPoint(client, sync_no, point))
         elif c.kind == codec.MARKER:
             q = codec.decode_query(c.heap)
             key = (q[1], q[0])  # (client, query id): query ids are per client
@@ -112,7 +117,8 @@ class Grapher(Service):
 
     def _commit(self) -> bool:
         low = min(self.wm.values())
-        ready = [k for k in self.pending if is_closed(k[1], low, self.window_ns)]
+        through = self.syncs.through()  # a sync's windows are written now, closed or not (commit.py)
+        ready = [k for k in self.pending if is_closed(k[1], low, self.window_ns) or k[1] <= through]
         if not ready:
             return False
         by_story: dict[int, list[Run]] = defaultdict(list)
@@ -126,10 +132,26 @@ class Grapher(Service):
         self.writer.append_all([(*self.names[story], runs) for story, runs in by_story.items()])
         return True
 
+    def _confirm_syncs(self) -> bool:
+        """Answer the syncs whose windows are all written: nothing pending at or before their point's window."""
+        if not self.syncs:
+            return False
+        first = min((w for _, w in self.pending), default=FOREVER)
+        due = self.syncs.due(first)
+        if not due:
+            return False
+        self.writer.fsync()  # storage.fsync=sync|always: on the disk before the client hears it
+        low = min(self.wm.values())
+        committed = low if first == FOREVER else min(low, window_start(first, self.window_ns))
+        for sp in due:
+            self.isend(codec.encode_sync_ack(sp.sync_no, self.ctx.rank, committed), sp.client, TAG_SYNC)
+        return True
+
     def step(self) -> bool:
         progressed = self._receive()
         self.pending_max = max(self.pending_max, len(self.pending))
         progressed |= self._commit()
+        progressed |= self._confirm_syncs()
         self.outbox.reap()
         if not progressed:
             self.writer.roll_if_old()
@@ -141,7 +163,8 @@ class Grapher(Service):
         self.writer.close()
 
     def serve(self) -> bool:
-        return self._receive()  # markers of replays by clients still running
+        got = self._receive()  # markers of replays (and syncs, after a forced end) by clients still running
+        return self._confirm_syncs() or got
 
     def stats(self) -> dict[str, Any]:
         s = super().stats()
@@ -152,6 +175,9 @@ class Grapher(Service):
             windows=w.windows_written,
             late_runs=self.n_late_runs,
             queries=self.n_queries,
+            syncs=self.syncs.confirmed,
+            fsyncs=w.fsyncs,
+            fsync_s=round(w.fsync_seconds, 3),
             chunks=self.n_chunks,
             pending_windows_max=self.pending_max,
             write_s=round(w.write_seconds, 3),

@@ -27,9 +27,10 @@ from mpi4py import MPI
 
 from . import codec
 from .codec import EVENT, Batch
+from .commit import SyncPoint, SyncQueue
 from .merge import concat_events, gather, is_sorted, merge_runs, pieces_in_range, total_order
 from .progress import Sequencer
-from .protocol import FORCE_END, TAG_BATCH, TAG_CHUNK, TAG_CTRL, TAG_REPLY, Context
+from .protocol import FORCE_END, TAG_BATCH, TAG_CHUNK, TAG_CTRL, TAG_REPLY, TAG_SYNC, Context
 from .service import Service
 from .windows import FOREVER, NEVER, is_closed, stripe, window_of
 
@@ -64,6 +65,7 @@ class Keeper(Service):
         self.late: dict[tuple[int, int], list[Piece]] = defaultdict(list)
         self.told = NEVER  # last watermark told to the graphers
         self.forced = False
+        self.syncs = SyncQueue(self.window_ns)  # clients' syncs waiting for their windows to be shipped
         # stats
         self.n_batches = 0
         self.n_events = 0
@@ -113,6 +115,10 @@ class Keeper(Service):
             self.promise[src] = FOREVER
         elif b.promise > self.promise[src]:
             self.promise[src] = b.promise
+        if b.kind == codec.SYNC:
+            self.syncs.add(SyncPoint(src, b.batch_no, b.promise))  # its windows are cut in _close_windows
+        elif b.kind == codec.RECEIPT:  # applied: every event the client sent so far is in this keeper's memory
+            self.isend(codec.encode_sync_ack(b.batch_no, self.ctx.rank, self.told), src, TAG_SYNC)
 
     def _cut(self, b: Batch) -> None:
         """Split a batch's events into (story, window) pieces and file them as open or late."""
@@ -226,6 +232,7 @@ class Keeper(Service):
             self._ship(key, self.open.pop(key), wm, late=False)
         if ready:
             progressed = True
+        progressed |= self._cut_for_syncs(wm)
         if window_of(wm, self.window_ns) != window_of(self.told, self.window_ns) and wm > self.told:
             self.told = wm
             for g in self.graphers:
@@ -254,7 +261,34 @@ class Keeper(Service):
             self._finish()
         return progressed
 
+    def _cut_for_syncs(self, wm: int) -> bool:
+        """Ship now every open window up to the syncs' points, as runs of their own, then mark the streams.
+
+        A sync does not wait for its windows to close (that takes up to ``window_ms`` plus the
+        slowest client's heartbeat): what this keeper holds of them goes out at once and the
+        grapher writes it as a run of the window; whatever comes for those windows later is
+        another run (readers merge the runs of a window). Late pieces went out above.
+        """
+        due = self.syncs.take_all()
+        if not due:
+            return False
+        through = max(window_of(sp.point, self.window_ns) for sp in due)
+        for key in sorted((k for k in self.open if k[1] <= through), key=lambda k: k[1]):
+            self._ship(key, self.open.pop(key), wm, late=False)
+        self._pass_syncs(due)
+        return True
+
+    def _pass_syncs(self, due: list[SyncPoint]) -> None:
+        """Tell every grapher that the chunks holding these syncs' events went out before this marker."""
+        for sp in due:
+            marker = codec.encode_chunk(
+                codec.SYNC_MARK, self.ctx.rank, sp.point, heap=codec.encode_sync(sp.sync_no, sp.client, sp.point)
+            )
+            for g in self.graphers:
+                self._send_chunk(g, marker)
+
     def _finish(self) -> None:
+        self._pass_syncs(self.syncs.take_all())  # every window is shipped
         for g in self.graphers:
             self._send_chunk(g, codec.encode_chunk(codec.CHUNK_END, self.ctx.rank, FOREVER))
         self.outbox.drain(self.backoff)
@@ -280,6 +314,7 @@ class Keeper(Service):
             dropped=self.n_dropped,
             chunks=self.n_chunks,
             queries=self.n_queries,
+            syncs=self.syncs.confirmed,
             reorder_held_max=self.held_max,
             open_windows_max=self.open_max,
             ring_slots=len(self.reqs),

@@ -12,6 +12,7 @@ science code. Tags:
 | REQ / REP | client <-> visor | small pickled registry requests and replies |
 | CTRL | any -> visor, visor -> any | small pickled lifecycle messages: done, failed, force-end, release |
 | REPLY | keeper/grapher -> client | the events an online replay found there (a chunk buffer) |
+| SYNC | keeper/grapher -> client | the answer to a sync: one SYNC_ACK record (codec.py) |
 
 Watermarks and END share the chunk tag so that MPI's non-overtaking rule
 delivers them after every chunk the keeper sent before them.
@@ -35,6 +36,7 @@ TAG_REQ = 0x4304
 TAG_REP = 0x4305
 TAG_CTRL = 0x4306
 TAG_REPLY = 0x4307
+TAG_SYNC = 0x4308
 
 # CTRL message kinds (first element of the tuple)
 DONE = "done"  # (DONE, role, rank, stats): a rank finished its part of the shutdown

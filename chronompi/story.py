@@ -80,8 +80,15 @@ class Story:
         """Record many events at once; returns their timestamps (int64 array).
 
         ``payloads`` is a sequence of bytes/str, or a 2-D uint8 array whose rows
-        are payloads of equal size. Nothing is recorded if any payload is too large.
+        are payloads of equal size. Nothing is recorded if any payload is too large,
+        or if ``payloads`` is itself one str or bytes (a TypeError: it is not split into
+        one-character events).
         """
+        if isinstance(payloads, (str, bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"log_many takes a sequence of bytes/str payloads, or a 2-D uint8 array, not one "
+                f"{type(payloads).__name__} of length {len(payloads)}; to log one event use log()"
+            )
         if isinstance(payloads, np.ndarray):
             if payloads.ndim != 2 or payloads.dtype != np.uint8:
                 raise ValueError(
@@ -114,6 +121,13 @@ class Story:
     def flush(self) -> None:
         """Send the client's open batch now (events of every story of this client)."""
         self.client.flush()
+
+    def sync(self, timeout: float | None = None, until: str = "committed") -> int:
+        """Wait until every event this client logged so far (in every story) is committed; see
+        :meth:`chronompi.Client.sync`. Returns the sync point (ns)."""
+        if self._state == CLOSED:
+            self._refuse()
+        return self.client.sync(timeout, until)
 
     def replay(self, start: Any = None, end: Any = None) -> np.ndarray:
         """Events of ``[start, end)`` recorded so far by every client of the job (and earlier runs).

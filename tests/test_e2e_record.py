@@ -41,6 +41,12 @@ CASES = {
         },
     ),
     "n8-2k2g-threads": (8, {"cfg": layout(2, 2), "events": 1500, "stories": 2, "threads": 4, "mode": "mixed"}),
+    # syncs from several threads cut open windows into extra runs: the store must not notice
+    "n8-2k2g-syncs-threads": (
+        8,
+        {"cfg": layout(2, 2), "events": 1500, "stories": 3, "threads": 3, "mode": "mixed", "sync_every": 20},
+    ),
+    "n6-1k2g-syncs-log": (6, {"cfg": layout(1, 2), "events": 2000, "stories": 2, "sync_every": 7}),
     "n4-1k1g-small-batches": (
         4,
         {
@@ -60,6 +66,9 @@ def test_record(name: str, store: Path, outdir: Path) -> None:
     m = manifest(store)
     assert m["events_logged"] == m["events_stored"] == stored
     assert not m["failures"]
+    if spec.get("sync_every"):
+        assert min(c["syncs"] for c in m["roles"]["client"]) > 0
+        assert sum(g["syncs"] for g in m["roles"]["grapher"]) > 0
 
 
 def test_late_events_are_kept(store: Path, outdir: Path) -> None:

@@ -32,6 +32,7 @@ def test_public_api_is_pinned() -> None:
             "StoreError",
             "Story",
             "StoryNotAcquired",
+            "SyncTimeout",
             "UnknownChronicle",
             "UnknownStory",
             "__version__",

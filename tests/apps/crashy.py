@@ -3,7 +3,10 @@
 Each client appends (time, seq, story) of every event it logged to REFDIR/ref-<client id>.bin,
 in blocks written with one os.write each, so a kill leaves whole records (a torn tail record
 is ignored by the reader). Payloads are a function of (rank, story, seq): see payload().
-Usage: crashy.py STORE REFDIR SPEC_JSON (spec: cfg, rate per client, seconds).
+With spec key ``sync_every`` = K, a client calls ``sync()`` after every K events (its reference
+records written first) and appends the returned sync point (int64) to REFDIR/sync-<client id>.bin:
+every event it logged at or before that point must survive a kill -9 of the whole job.
+Usage: crashy.py STORE REFDIR SPEC_JSON (spec: cfg, rate per client, seconds, sync_every).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def main() -> None:
         stories = [client.acquire_story("c", f"s{j}") for j in range(2)]
         fd = os.open(refdir / f"ref-{client.id:016x}.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         buf = np.zeros(100, REF)
+        every = int(spec.get("sync_every", 0))
+        sync_fd = os.open(refdir / f"sync-{client.id:016x}.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         k = 0
         seqs = [0, 0]
         t0 = time.perf_counter()
@@ -59,11 +64,17 @@ def main() -> None:
             if k == len(buf):
                 os.write(fd, buf.tobytes())
                 k = 0
+            if every and i % every == 0:
+                os.write(fd, buf[:k].tobytes())  # the reference holds every event the sync covers
+                k = 0
+                point = client.sync()
+                os.write(sync_fd, np.int64(point).tobytes())
             ahead = i * period - (time.perf_counter() - t0)
             if ahead > 0:
                 time.sleep(ahead)
         os.write(fd, buf[:k].tobytes())
         os.close(fd)
+        os.close(sync_fd)
 
 
 if __name__ == "__main__":

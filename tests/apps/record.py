@@ -3,7 +3,9 @@
 Usage: record.py STORE OUTDIR SPEC_JSON
 spec keys: cfg (session config overrides), chronicles, stories, shared, events, threads,
 sizes (list of payload sizes to draw from), mode (log|log_many|mixed), stall_ms (hold the
-client lock this long mid-run on client 0, making its later-sent events late), seed.
+client lock this long mid-run on client 0, making its later-sent events late), sync_every (each
+thread calls sync() after every that many log calls, alternating until="committed"/"received";
+the returned point must be at or after every timestamp the thread logged before), seed.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ def main() -> None:
                     t = st.log(p)
                     mine.append((t, si, len(p), hashlib.blake2b(p, digest_size=16).digest()))
                     done += 1
+                every = spec.get("sync_every", 0)
+                if every and k % every == 0:
+                    until = "received" if (k // every) % 3 == 2 else "committed"
+                    point = st.sync(timeout=60, until=until)
+                    assert point >= mine[-1][0], f"sync point {point} before the last event logged {mine[-1][0]}"
                 if spec.get("stall_ms") and tid == 0 and comm.Get_rank() == 0 and done >= per_thread // 2:
                     with client._lock:  # a stuck client: nothing leaves it, not even heartbeats
                         if len(client._batch) and not stalled:  # with events waiting to be sent
