@@ -26,6 +26,7 @@ def test_bad_input_in_a_session(store: Path) -> None:
         "payload-too-large-many",
         "payload-type",
         "log_many-bad-array",
+        *(f"log_many-{kind}{what}" for kind in ("str", "bytes", "bytearray", "memoryview") for what in ("", "-advice")),
         "unknown-chronicle-acquire",
         "unknown-chronicle-stories",
         "unknown-chronicle-destroy",
@@ -120,3 +121,36 @@ def test_env_overrides_reach_every_rank(tmp_path: Path) -> None:
     r = mpirun(4, "config_error.py", "{}", timeout=60, check=False, env={"CHRONOMPI_OVERRIDES": "layout.kepers=2"})
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RANK ")]
     assert len(lines) == 4 and all("ConfigError" in ln and "CHRONOMPI_OVERRIDES" in ln for ln in lines), r.stdout
+
+
+@pytest.mark.parametrize(
+    "cfg, env, words, absent",
+    [
+        # a typo in cfg is cfg's, even with the variable set
+        (
+            {"storage": {"rooot": "x"}},
+            "storage.segment_age_s=5",
+            ["in cfg: unknown config key 'storage.rooot'"],
+            "OVERRIDES",
+        ),
+        ({"storag": {"root": "x"}}, "storage.segment_age_s=5", ["in cfg: unknown config key 'storag'"], "OVERRIDES"),
+        # and a bad entry of the variable is the variable's
+        ({}, "storage.segment_bytes=abc", ["CHRONOMPI_OVERRIDES entry", "'abc' is not an integer"], "in cfg"),
+        ({}, "workload.events=-5", ["CHRONOMPI_OVERRIDES entry", "workload.events=-5 must be >= 0"], "in cfg"),
+    ],
+)
+def test_config_error_names_its_source_on_every_rank(
+    cfg: dict, env: str, words: list[str], absent: str, store: Path
+) -> None:
+    cfg = {"storage": {"root": str(store)}, **cfg} if "storage" not in cfg else cfg
+    t0 = time.monotonic()
+    r = mpirun(4, "config_error.py", json.dumps(cfg), timeout=60, check=False, env={"CHRONOMPI_OVERRIDES": env})
+    assert r.returncode != 0
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RANK ")]
+    assert sorted(int(ln.split()[1]) for ln in lines) == [0, 1, 2, 3], r.stdout + r.stderr
+    assert len({ln.split(" ", 2)[2] for ln in lines}) == 1, "every rank raises the same error"
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert absent not in lines[0]
+    assert not any(x in r.stdout + r.stderr for x in ("full_key", "object_type", "Traceback")), r.stdout + r.stderr
+    assert time.monotonic() - t0 < 30

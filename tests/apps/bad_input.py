@@ -16,7 +16,7 @@ import chronompi  # noqa: E402
 from chronompi import errors  # noqa: E402
 
 
-def expect(name: str, exc_type: type, fragment: str, fn, *args) -> None:
+def expect(name: str, exc_type: type[BaseException], fragment: str, fn, *args) -> None:
     try:
         fn(*args)
     except exc_type as exc:
@@ -50,6 +50,10 @@ def main() -> None:
         expect("payload-type", TypeError, "bytes or str", st.log, 12345)
         expect("log_many-bad-array", ValueError, "2-D uint8", st.log_many, __import__("numpy").zeros(3))
         st.log("before-3 as str")
+        for whole in ("abc", b"abc", bytearray(b"abc"), memoryview(b"abc")):  # one payload, not three events
+            kind = type(whole).__name__
+            expect(f"log_many-{kind}", TypeError, f"not one {kind} of length 3", st.log_many, whole)
+            expect(f"log_many-{kind}-advice", TypeError, "to log one event use log()", st.log_many, whole)
         expect("unknown-chronicle-acquire", errors.UnknownChronicle, "'nope'", client.acquire_story, "nope", "s")
         expect("unknown-chronicle-stories", errors.UnknownChronicle, "create it first", client.show_stories, "nope")
         expect("unknown-chronicle-destroy", errors.UnknownChronicle, "'nope'", client.destroy_chronicle, "nope")
