@@ -84,7 +84,8 @@ _SKIPPING = "skipping unreadable segment "
 
 @contextlib.contextmanager
 def _reading(store: str, skip_damaged: bool, cmd: str) -> Iterator[Any]:
-    """Open ``store``; an unreadable segment stops the command (a UserWarning made an error) unless ``skip_damaged``."""
+    """Open ``store``; a damaged segment stops the command with one line naming it and the fsck to run
+    (an unreadable file's DamagedSegment warning made an error) unless ``skip_damaged``."""
     from .store import open_store
 
     with warnings.catch_warnings():
@@ -99,7 +100,7 @@ def _reading(store: str, skip_damaged: bool, cmd: str) -> Iterator[Any]:
             warnings.filterwarnings("always", category=DamagedSegment)
         else:
             warnings.filterwarnings("error", category=DamagedSegment)
-        with open_store(store) as st:
+        with open_store(store, skip_damaged=skip_damaged) as st:
             yield st
 
 
@@ -360,7 +361,8 @@ def scan(st: Any) -> tuple[dict[tuple[str, str], _StoryStats], dict[str, _RunSta
     import h5py
     import numpy as np
 
-    from .store.format import open_segment
+    from .store.format import fsck_hint, open_segment
+    from .store.reader import index_rows
 
     stories: dict[tuple[str, str], _StoryStats] = {}
     runs: dict[str, _RunStats] = {}
@@ -368,7 +370,9 @@ def scan(st: Any) -> tuple[dict[tuple[str, str], _StoryStats], dict[str, _RunSta
         try:
             f = open_segment(path)
         except (OSError, ValueError) as exc:
-            warnings.warn(f"{_SKIPPING}{path}: {exc}", DamagedSegment, stacklevel=2)
+            why = " ".join(str(exc).split())
+            hint = fsck_hint(path, "move it to damaged/" if path.suffix != ".part" else "recover it")
+            warnings.warn(DamagedSegment(f"unreadable segment {path} ({why})", path, hint), stacklevel=2)
             continue
         with f:
             m = _SEGMENT_RUN.match(path.name)
@@ -382,12 +386,12 @@ def scan(st: Any) -> tuple[dict[tuple[str, str], _StoryStats], dict[str, _RunSta
                 if not isinstance(f[c], h5py.Group):
                     continue
                 for s in sorted(f[c].keys()):
+                    try:  # the reader's checks: a damaged story is an error, or skipped with a warning
+                        index_rows(f, f"{c}/{s}", None, None)
+                    except DamagedSegment as exc:
+                        st._skip(exc)
+                        continue
                     g = f[c][s]
-                    if not isinstance(g, h5py.Group) or "windows" not in g or "events" not in g:
-                        raise ChronoError(f"segment {path}: {c}/{s} has no windows index or events table")
-                    if f.swmr_mode:
-                        g["windows"].refresh()
-                        g["events"].refresh()
                     index = g["windows"][...]
                     ss = stories.setdefault((c, s), _StoryStats())
                     n = int(index["n_rows"].sum()) if len(index) else 0

@@ -93,3 +93,107 @@ def test_leftovers_removed_and_live_work_left_alone(tmp_path: Path) -> None:
     assert rep.ok and any("unreadable partial segment" in r for r in rep.repaired)
     assert not part.exists() and (root / "damaged" / part.name).read_bytes() == b"being written"
     assert [r["status"] for r in read_runs(root) if r["run"] == f"{0xE5:016x}"] == ["crashed"]
+
+
+# -- one fsck handles each file once ------------------------------------------------------------------------------
+KILLED_WRITER = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_store_reader import T0, W, make_run
+from chronompi.config import StorageConfig
+from chronompi.store.writer import SegmentWriter
+root = Path(sys.argv[1])
+w = SegmentWriter(root, 0xF6, 0, StorageConfig(root=str(root), staging="none", segment_bytes=6000))
+seqs = {{}}
+for k in range(13):
+    w.append("c", "s", [make_run(T0 // W + k, [1, 2], 20, seqs)])
+os.kill(os.getpid(), 9)  # the open segment stays a .part in STORE/segments, as after kill -9 of a grapher
+"""
+
+
+def crashed_store_staging_none(tmp_path: Path) -> tuple[Path, Path]:
+    """A store whose grapher (staging = none) was killed with segments closed and one open;
+    the run record names the staging directory as the job spelled it (absolute).
+    Returns (the absolute store, a symlink to it: another spelling of the same store)."""
+    import subprocess
+    import sys
+
+    root = (tmp_path / "store").absolute()
+    init_store(root)
+    write_run(
+        root,
+        {"run": f"{0xF6:016x}", "status": "running", "start": T0,
+         "graphers": [{"index": 0, "rank": 2, "host": "h", "staging": str(root / "segments")}]},
+    )  # fmt: skip
+    script = KILLED_WRITER.format(tests=str(Path(__file__).parent))
+    r = subprocess.run([sys.executable, "-c", script, str(root)], timeout=120, capture_output=True)
+    assert r.returncode == -9, r.stderr.decode()
+    assert len(list((root / "segments").glob("*.h5.part"))) == 1 and list((root / "segments").glob("*.h5"))
+    old = time.time() - 3600  # the job died an hour ago
+    for p in [*(root / "segments").iterdir(), *(root / "runs").iterdir()]:
+        os.utime(p, (old, old))
+    link = tmp_path / "link"
+    link.symlink_to(root)
+    return root, link
+
+
+def test_staging_none_part_is_read_and_recovered_once(tmp_path: Path) -> None:
+    root, link = crashed_store_staging_none(tmp_path)
+    with chronompi.open_store(root) as st:
+        want = st.replay("c", "s")["payload"].tolist()
+    assert len(want) == 13 * 40
+    with chronompi.open_store(link) as st:  # the same store by another name: the part is read once
+        assert st.replay("c", "s")["payload"].tolist() == want
+    rep = fsck(link, repair=True, live_s=60)
+    assert rep.ok, rep.problems
+    assert sum("recovered" in r for r in rep.repaired) == 1 and any("marked crashed" in r for r in rep.repaired)
+    assert not list((root / "segments").glob("*.part")) and rep.events == len(want)
+    assert [r["status"] for r in read_runs(root)] == ["crashed"]
+    with chronompi.open_store(root) as st:
+        assert st.replay("c", "s")["payload"].tolist() == want
+    again = fsck(root, repair=True, live_s=60)
+    assert again.ok and not again.repaired and again.events == len(want)
+
+
+def test_staging_none_fsck_command_exits_0(tmp_path: Path, capsys) -> None:
+    from chronompi.cli import main
+
+    root, link = crashed_store_staging_none(tmp_path)
+    assert main(["fsck", str(link)]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.count("repaired: recovered") == 1 and out.rstrip().endswith(": ok"), out
+    assert main(["fsck", str(root)]) == 0
+
+
+# -- a dry run reports what the repair keeps ----------------------------------------------------------------------
+def test_dry_run_counts_equal_what_the_repair_keeps(tmp_path: Path) -> None:
+    root, _ = crashed_store_staging_none(tmp_path)  # closed segments, one .part of a dead run ...
+    closed = sorted((root / "segments").glob("*.h5"))
+    with h5py.File(closed[0], "a") as f:  # ... one segment without its windows index ...
+        del f["c/s/windows"]
+    with h5py.File(closed[-1], "a") as f:  # ... and one whose index points past its events
+        rows = f["c/s/windows"][...]
+        rows["n_rows"][-1] += 7
+        f["c/s/windows"][...] = rows
+    old = time.time() - 3600
+    for p in closed:
+        os.utime(p, (old, old))
+    dry = fsck(root, repair=False, live_s=60)
+    assert not dry.ok
+    before = {p.name: p.read_bytes() for p in (root / "segments").iterdir()}
+    assert {p.name: p.read_bytes() for p in (root / "segments").iterdir()} == before  # a dry run changes nothing
+    rep = fsck(root, repair=True, live_s=60)
+    assert rep.ok, rep.problems
+    with chronompi.open_store(root) as st:
+        kept = len(st.replay("c", "s"))
+    segments = len(list((root / "segments").glob("*.h5")))
+    assert dry.events == rep.events == kept == 13 * 40
+    assert dry.segments == rep.segments == segments
+    # line by line: what the dry run says a repair keeps is what the repair says it kept
+    said = sorted(int(p.split("keeps ")[1].split()[0]) for p in dry.problems if "keeps" in p)
+    done = sorted(int(r.split("rebuilt, ")[1].split()[0]) for r in rep.repaired if "rebuilt" in r)
+    assert said == done and len(said) >= 2
+    recoverable = [int(p.split("recoverable: ")[1].split()[0]) for p in dry.problems if "recoverable" in p]
+    recovered = [int(r.split("recovered ")[1].split()[0]) for r in rep.repaired if "recovered" in r]
+    assert recoverable == recovered and len(recovered) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import chronompi
 from chronompi.codec import EVENT
 from chronompi.config import StorageConfig
+from chronompi.errors import DamagedSegment
 from chronompi.store.format import init_store, write_run
 from chronompi.store.writer import Run, SegmentWriter
 
@@ -136,3 +138,81 @@ def test_iter_replay_cuts_a_huge_window_into_bounded_batches(tmp_path: Path) -> 
         parts = list(st.iter_replay("c", "s", batch_events=100))
     assert len(parts) >= 9 and max(len(p) for p in parts) <= 200
     assert [x for p in parts for x in p["payload"].tolist()] == full["payload"].tolist()
+
+
+# -- damaged segments ---------------------------------------------------------------------------------------------
+def _first_segment(store: Path) -> Path:
+    return sorted((store / "segments").glob("*.h5"))[0]
+
+
+def _break_index(seg: Path, how: str) -> None:
+    import h5py
+
+    with h5py.File(seg, "a") as f:
+        g = f["c/s"]
+        if how == "missing":
+            del g["windows"]
+        elif how == "wrong type":
+            del g["windows"]
+            g.create_dataset("windows", data=np.arange(5))
+        elif how == "past the events":
+            rows = g["windows"][...]
+            rows["n_rows"][-1] += 1000
+            g["windows"][...] = rows
+        elif how == "payload past the heap":
+            ev = g["events"][...]
+            ev["offset"][-1] += 10**6
+            g["events"][...] = ev
+
+
+@pytest.mark.parametrize("how", ["missing", "wrong type", "past the events", "payload past the heap"])
+def test_damaged_index_raises_damaged_segment_naming_file_and_fsck(store: Path, how: str) -> None:
+    seg = _first_segment(store)
+    with chronompi.open_store(store) as st:
+        whole = all_rows(st)
+    _break_index(seg, how)
+    with chronompi.open_store(store) as st:
+        with pytest.raises(DamagedSegment) as info:
+            st.replay("c", "s")
+    exc = info.value
+    assert isinstance(exc, chronompi.StoreError) and isinstance(exc, chronompi.ChronoError)
+    assert exc.path == str(seg) and str(seg) in str(exc)
+    assert f"chronompi fsck {store}" in str(exc) and exc.hint in str(exc)
+    # read past it on request: a warning of the same class, and every event of the other segments
+    with chronompi.open_store(store, skip_damaged=True) as st:
+        with pytest.warns(DamagedSegment, match=seg.name):
+            rest = all_rows(st)
+    assert set(rest) < set(whole) and rest == sorted(rest)
+
+
+def test_unreadable_file_is_skipped_with_a_warning(store: Path) -> None:
+    """A file that is not HDF5 at all: skipped with a DamagedSegment warning (the category still works as one)."""
+    bad = store / "segments" / "r00000000000000a1-g0009-0000.h5"
+    bad.write_bytes(b"not hdf5 at all" * 100)
+    with chronompi.open_store(store) as st:
+        with pytest.warns(DamagedSegment, match="unreadable segment .*g0009") as rec:
+            rows = all_rows(st)
+    assert len(rows) == 20 * 30 + 5
+    assert rec[0].message.path == str(bad) and "chronompi fsck" in str(rec[0].message)  # type: ignore[union-attr]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DamagedSegment)  # a warning category that raises as an error too
+        with pytest.raises(DamagedSegment):
+            warnings.warn("plain message", DamagedSegment, stacklevel=2)
+
+
+@pytest.mark.parametrize("cmd", ["replay", "ls", "stats", "export"])
+def test_cli_damaged_index_is_one_line_naming_file_and_fsck(
+    store: Path, cmd: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chronompi.cli import main
+
+    seg = _first_segment(store)
+    _break_index(seg, "missing")
+    args = [cmd, str(store)] + (["c", "s"] if cmd == "replay" else [])
+    rc = main(args)
+    out, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and err.startswith(f"chronompi {cmd}: segment {seg}: "), err
+    assert f"chronompi fsck {store}" in err and "Traceback" not in err and "KeyError" not in err
+    rc = main([*args, "--skip-damaged"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and err.count("\n") == 1 and "warning" in err and seg.name in err, err

@@ -19,8 +19,10 @@ half-written run.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +106,112 @@ def open_segment(path: str | os.PathLike[str]) -> Any:
     return h5py.File(path, "r")
 
 
-def write_run(root: str | os.PathLike[str], record: dict[str, object]) -> Path:
-    """Write (or replace) a run's record ``runs/r<run>.json`` atomically."""
+def write_run(
+    root: str | os.PathLike[str], record: dict[str, object], space_margin: int | None = None, fsync: bool = False
+) -> Path:
+    """Write (or replace) a run's record ``runs/r<run>.json`` atomically (see :func:`write_atomic`)."""
     path = Path(root) / RUNS / f"r{record['run']}.json"
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(record, indent=1, default=str) + "\n").encode(), space_margin, fsync)
     return path
+
+
+def free_bytes(directory: str | os.PathLike[str]) -> int:
+    """Bytes an unprivileged writer may still use on the file system of ``directory``."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def space_margin(size: int) -> int:
+    """Free space to keep beyond a write of ``size`` bytes (file system metadata, rounding): 1 MiB + 1 %."""
+    return (1 << 20) + size // 100
+
+
+def write_atomic(path: Path, data: bytes | memoryview, space_margin: int | None = None, fsync: bool = True) -> None:
+    """Write ``data`` as ``path`` atomically: ``NAME.tmp-<pid>`` beside it, then a rename.
+
+    With ``space_margin`` the free space is checked first: fewer than ``len(data) +
+    space_margin`` free bytes raise OSError(ENOSPC) naming the path and both numbers,
+    before anything is written. Any failure removes the temporary file, so a failed
+    write leaves the directory as it was.
+    """
+    need = len(data)
+    if space_margin is not None:
+        free = free_bytes(path.parent)
+        if free < need + space_margin:
+            raise OSError(
+                errno.ENOSPC,
+                f"no space to write {path}: {free:,} bytes free, {need + space_margin:,} needed "
+                f"({need:,} + {space_margin:,} margin); free some space",
+                str(path),
+            )
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if need and hasattr(os, "posix_fallocate"):
+                try:  # reserve every block first: a full disk fails here, before any byte is written
+                    os.posix_fallocate(fd, 0, need)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+            view = memoryview(data).cast("B")
+            done = 0
+            while done < need:
+                done += os.write(fd, view[done : done + (8 << 20)])
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    if fsync:
+        dirfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+
+def part_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Open segments (``*.h5.part``) of a store: in ``STORE/segments`` and in the staging
+    directories of runs not ``complete`` that are visible from here.
+
+    Each file once: a staging directory recorded by the job as a different spelling of
+    the same directory (relative or absolute, through a symlink, ``staging = none``)
+    is recognised by device and inode, not by its name.
+    """
+    seg = Path(root) / SEGMENTS
+    candidates = sorted(seg.glob("*.h5.part")) if seg.is_dir() else []
+    for run in read_runs(root):
+        if run.get("status") == "complete":
+            continue
+        for g in run.get("graphers", []) or []:  # type: ignore[attr-defined]
+            stage = Path(g.get("staging", "")) if isinstance(g, dict) else Path("")
+            if str(stage) not in ("", ".") and stage.is_dir():
+                candidates.extend(sorted(stage.glob("*.h5.part")))
+    out: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for p in candidates:
+        try:
+            st = p.stat()
+        except OSError:  # gone meanwhile (its writer closed it): nothing to read
+            continue
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            out.append(p)
+    return out
+
+
+def fsck_hint(segment: str | os.PathLike[str], what: str = "repair it") -> str:
+    """``run chronompi fsck STORE to ...`` for a segment (STORE from its path when it is in one)."""
+    p = Path(segment)
+    store = shlex.quote(str(p.parent.parent)) if p.parent.name == SEGMENTS else "STORE"
+    return f"run chronompi fsck {store} to {what}"
 
 
 def read_runs(root: str | os.PathLike[str]) -> list[dict[str, object]]:

@@ -6,6 +6,15 @@ a run's staging directory when that directory is visible from this host).
 Open segments are read in SWMR mode, which also works on a segment whose
 writer was killed; only rows covered by the windows index are used, and the
 index is written after the rows it covers, so what is read is complete.
+
+Damage: a file that cannot be opened at all is skipped with a
+:class:`~chronompi.errors.DamagedSegment` warning (nothing in it is readable,
+and the rest of the store is). A story whose datasets in a segment are missing,
+of the wrong type, unreadable or inconsistent with its index raises
+:class:`~chronompi.errors.DamagedSegment` naming the file: ``chronompi fsck``
+rebuilds such an index from the events, so skipping would silently drop events
+that are still there. ``open_store(path, skip_damaged=True)`` skips those too,
+with a warning.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from ..codec import EVENT
 from ..errors import DamagedSegment, StoreError, UnknownChronicle, UnknownStory
 from ..merge import merge_runs
 from ..names import check_name
-from .format import SEGMENTS, WINDOW, check_store, open_segment, read_runs
+from .format import SEGMENTS, WINDOW, check_store, fsck_hint, open_segment, part_files, read_runs
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +106,43 @@ class _Row:
     t_max: int
 
 
+def damaged(f: h5py.File, key: str, what: str) -> DamagedSegment:
+    """The error for story ``key`` of segment ``f`` being damaged (``what``: how)."""
+    return DamagedSegment(f"segment {f.filename}: story {key} {what}", f.filename, fsck_hint(f.filename))
+
+
+_DAMAGE = (KeyError, OSError, ValueError, TypeError, RuntimeError)  # what h5py raises on a broken file
+
+
 def index_rows(f: h5py.File, key: str, t0: int | None, t1: int | None) -> list[_Row]:
-    """The windows-index rows of ``key`` in one file that may hold events of [t0, t1)."""
+    """The windows-index rows of ``key`` in one file that may hold events of [t0, t1).
+
+    Raises DamagedSegment when the story's datasets are missing, of the wrong type or
+    unreadable, or when its index points past its events.
+    """
     g = f[key]
-    wi = g["windows"]
-    if f.swmr_mode and f.mode == "r":
-        wi.refresh()  # the index first: the rows it lists were flushed before it
-        g["events"].refresh()
-        g["payload"].refresh()
-    index = wi[...] if wi.shape[0] else np.empty(0, WINDOW)
+    if not isinstance(g, h5py.Group):
+        raise damaged(f, key, "is not a group")
+    for name in ("events", "payload", "windows"):
+        if not isinstance(g.get(name), h5py.Dataset):
+            raise damaged(f, key, f"has no {name} dataset")
+    wi, ev = g["windows"], g["events"]
+    if wi.dtype.names is None or not {"first_row", "n_rows", "t_min", "t_max"} <= set(wi.dtype.names):
+        raise damaged(f, key, f"has a windows index of the wrong type ({wi.dtype})")
+    if ev.dtype.names is None or not {"time", "client", "seq", "offset", "length"} <= set(ev.dtype.names):
+        raise damaged(f, key, f"has an events table of the wrong type ({ev.dtype})")
+    try:
+        if f.swmr_mode and f.mode == "r":
+            wi.refresh()  # the index first: the rows it lists were flushed before it
+            ev.refresh()
+            g["payload"].refresh()
+        index = wi[...] if wi.shape[0] else np.empty(0, WINDOW)
+    except _DAMAGE as exc:
+        raise damaged(f, key, f"has an unreadable windows index ({exc})") from None
+    if len(index):
+        end = int((index["first_row"].astype(np.int64) + index["n_rows"].astype(np.int64)).max())
+        if end > ev.shape[0]:
+            raise damaged(f, key, f"has an index pointing past its events (row {end} of {ev.shape[0]})")
     sel = np.ones(len(index), bool)
     if t0 is not None:
         sel &= index["t_max"] >= t0
@@ -136,42 +173,60 @@ def read_rows(rows: list[_Row], t0: int | None, t1: int | None) -> list[tuple[np
     """The events of [t0, t1) in the given rows as (events, heap) pieces to merge."""
     runs: list[tuple[np.ndarray, np.ndarray]] = []
     for r in _coalesce(rows):
-        g = r.file[r.group]
-        ds = g["events"]
-        if (t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1):
-            # a row that straddles the range: read its times first (8 bytes an event), then only
-            # the events and payload bytes between the first and the last one kept
-            times = ds.fields("time")[r.first : r.first + r.n]
-            keep = np.ones(len(times), bool)
-            if t0 is not None:
-                keep &= times >= t0
-            if t1 is not None:
-                keep &= times < t1
-            idx = np.flatnonzero(keep)
-            if not len(idx):
-                continue
-            lo, hi = int(idx[0]), int(idx[-1]) + 1
-            ev = ds[r.first + lo : r.first + hi][keep[lo:hi]]
-        else:
-            ev = ds[r.first : r.first + r.n]
-        if not len(ev):
-            continue
-        b0 = int(ev["offset"].min())
-        b1 = int((ev["offset"] + ev["length"]).max())
-        heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
-        ev["offset"] -= b0
-        runs.append((ev, heap))
+        try:
+            piece = _read_row(r, t0, t1)
+        except DamagedSegment:
+            raise
+        except _DAMAGE as exc:
+            raise damaged(r.file, r.group, f"has unreadable events or payload ({exc})") from None
+        if piece is not None:
+            runs.append(piece)
     return runs
+
+
+def _read_row(r: _Row, t0: int | None, t1: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """One coalesced row read: its events of [t0, t1) and their payload bytes (None: none in range)."""
+    g = r.file[r.group]
+    ds = g["events"]
+    if (t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1):
+        # a row that straddles the range: read its times first (8 bytes an event), then only
+        # the events and payload bytes between the first and the last one kept
+        times = ds.fields("time")[r.first : r.first + r.n]
+        keep = np.ones(len(times), bool)
+        if t0 is not None:
+            keep &= times >= t0
+        if t1 is not None:
+            keep &= times < t1
+        idx = np.flatnonzero(keep)
+        if not len(idx):
+            return None
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        ev = ds[r.first + lo : r.first + hi][keep[lo:hi]]
+    else:
+        ev = ds[r.first : r.first + r.n]
+    if not len(ev):
+        return None
+    b0 = int(ev["offset"].min())
+    b1 = int((ev["offset"] + ev["length"]).max())
+    if b1 > g["payload"].shape[0]:
+        raise damaged(r.file, r.group, f"has payloads past its heap (byte {b1} of {g['payload'].shape[0]})")
+    heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
+    ev["offset"] -= b0
+    return ev, heap
 
 
 class Store:
     """A store directory opened for reading; iterating it gives chronicle names."""
 
-    def __init__(self, path: str | os.PathLike[str], exclude_run: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], exclude_run: int | None = None, skip_damaged: bool = False
+    ) -> None:
         self.path = check_store(path)
         self._exclude = f"r{exclude_run:016x}-" if exclude_run is not None else None
+        self.skip_damaged = skip_damaged  # damaged stories: warn and read past them instead of raising
         self._files: dict[Path, h5py.File] = {}
         self._warned: set[Path] = set()
+        self._warned_damage: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------
     def close(self) -> None:
@@ -201,15 +256,7 @@ class Store:
         seg = self.path / SEGMENTS
         closed = sorted(seg.glob("*.h5")) if seg.is_dir() else []
         names = {p.name for p in closed}
-        parts = sorted(seg.glob("*.h5.part")) if seg.is_dir() else []
-        for run in self.runs():
-            if run.get("status") == "complete":
-                continue
-            for g in run.get("graphers", []):
-                stage = Path(g.get("staging", ""))
-                if stage.is_dir() and stage != seg:
-                    parts.extend(sorted(stage.glob("*.h5.part")))
-        live = [p for p in dict.fromkeys(parts) if p.name[: -len(".part")] not in names]
+        live = [p for p in part_files(self.path) if p.name[: -len(".part")] not in names]
         if self._exclude is not None:  # an online replay gets its own run's data from the services
             return [p for p in closed + live if not p.name.startswith(self._exclude)]
         return closed + live
@@ -233,7 +280,9 @@ class Store:
         except (OSError, ValueError) as exc:
             if p not in self._warned:
                 self._warned.add(p)
-                warnings.warn(f"skipping unreadable segment {p}: {exc}", DamagedSegment, stacklevel=3)
+                why = " ".join(str(exc).split())
+                hint = fsck_hint(p, "move it to damaged/") if p.suffix != ".part" else fsck_hint(p, "recover it")
+                warnings.warn(DamagedSegment(f"unreadable segment {p} ({why})", p, hint), stacklevel=3)
             return None
         self._files[p] = f
         return f
@@ -292,16 +341,35 @@ class Store:
             if key not in f:
                 continue
             seen_story = True
-            rows.extend(index_rows(f, key, t0, t1))
+            try:
+                rows.extend(index_rows(f, key, t0, t1))
+            except DamagedSegment as exc:
+                self._skip(exc)
         if not seen_chronicle:
             raise self._unknown(chronicle)
         if not seen_story:
             raise UnknownStory(chronicle, story)
         return rows
 
-    @staticmethod
-    def _read(rows: list[_Row], t0: int | None, t1: int | None) -> tuple[np.ndarray, np.ndarray]:
-        runs = read_rows(rows, t0, t1)
+    def _skip(self, exc: DamagedSegment) -> None:
+        """A damaged story: raise, or with ``skip_damaged`` warn (once a file) and go on without it."""
+        if not self.skip_damaged:
+            raise exc
+        if exc.path not in self._warned_damage:
+            self._warned_damage.add(str(exc.path))
+            warnings.warn(exc, stacklevel=4)
+
+    def _read(self, rows: list[_Row], t0: int | None, t1: int | None) -> tuple[np.ndarray, np.ndarray]:
+        while True:
+            try:
+                runs = read_rows(rows, t0, t1)
+                break
+            except DamagedSegment as exc:
+                self._skip(exc)
+                left = [r for r in rows if r.file.filename != exc.path]
+                if len(left) == len(rows):
+                    raise
+                rows = left
         if not runs:
             return np.empty(0, EVENT), np.empty(0, np.uint8)
         return merge_runs(runs)
@@ -402,10 +470,14 @@ class Store:
         return min(r.t_min for r in rows), max(r.t_max for r in rows)
 
 
-def open_store(path: str | os.PathLike[str]) -> Store:
-    """Open a store directory for reading (raises StoreError if it is not one)."""
+def open_store(path: str | os.PathLike[str], skip_damaged: bool = False) -> Store:
+    """Open a store directory for reading (raises StoreError if it is not one).
+
+    A damaged story in a segment raises DamagedSegment when it is read; with
+    ``skip_damaged`` it is skipped with a DamagedSegment warning instead.
+    """
     try:
-        return Store(path)
+        return Store(path, skip_damaged=skip_damaged)
     except StoreError:
         raise
     except OSError as exc:
