@@ -104,7 +104,8 @@ from test_store_reader import T0, W, make_run
 from chronompi.config import StorageConfig
 from chronompi.store.writer import SegmentWriter
 root = Path(sys.argv[1])
-w = SegmentWriter(root, 0xF6, 0, StorageConfig(root=str(root), staging="none", segment_bytes=6000))
+w = SegmentWriter(root, 0xF6, 0, StorageConfig(root=str(root), staging="none", segment_bytes=6000,
+                                           payload_chunk_bytes=4096, events_chunk_rows=256))
 seqs = {{}}
 for k in range(13):
     w.append("c", "s", [make_run(T0 // W + k, [1, 2], 20, seqs)])

@@ -265,7 +265,9 @@ def _quarantine(root: Path, path: Path) -> str:
 
 
 def _why(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """One line for an error: an OSError's own words (without its "[Errno n]" and repeated file name)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__
 
 
 # -- the whole store ------------------------------------------------------------------------------------------------
@@ -413,7 +415,7 @@ def fsck(path: str | os.PathLike[str], repair: bool = True, live_s: float = 60.0
             _carry_out(a, root)
         except OSError as exc:
             rep.problems.append(f"could not repair {a.path}: {_why(exc)}; it is left as it was")
-            log.warning("fsck: could not repair %s: %s", a.path, exc)
+            log.debug("fsck: could not repair %s: %s", a.path, exc)
             if a.path.suffix == ".part":
                 pl.pending_runs.add(run)
             continue
