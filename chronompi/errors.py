@@ -7,6 +7,8 @@ know chronompi. Messages say what was wrong, with the value, and what to do.
 
 from __future__ import annotations
 
+import errno
+
 
 class ChronoError(Exception):
     """Root of every error raised by chronompi."""
@@ -105,6 +107,27 @@ class SyncTimeout(ChronoError, TimeoutError):
 
 class StoreError(ChronoError, OSError):
     """A store directory or file is missing, foreign or damaged."""
+
+
+class StorageFull(StoreError):
+    """A grapher's staging or store file system has too little free space for the next write.
+
+    Raised by the segment writer *before* anything reaches HDF5 (which does not survive a
+    full disk). ``errno`` is ENOSPC; ``path`` is the directory, ``needed`` and ``free`` in bytes.
+    """
+
+    def __init__(self, path: object, needed: int, free: int, what: str = "write") -> None:
+        self.path = str(path)
+        self.needed = needed
+        self.free = free
+        self.what = what
+        super().__init__(errno.ENOSPC, f"no space for {what}", self.path)
+
+    def __str__(self) -> str:
+        return (
+            f"no space left for {self.what} in {self.path}: {self.free:,} bytes free, {self.needed:,} needed; "
+            "free some space there (the grapher retries for storage.retry_s) or choose another directory"
+        )
 
 
 class RemoteError(ChronoError, RuntimeError):

@@ -11,6 +11,7 @@ own; readers merge the runs of a window. No collective call anywhere.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ from . import codec
 from .codec import EVENT
 from .commit import SyncPoint, SyncQueue
 from .merge import merge_runs, pieces_in_range
-from .protocol import TAG_CHUNK, TAG_REPLY, TAG_SYNC, Context
+from .protocol import STORAGE, TAG_CHUNK, TAG_CTRL, TAG_REPLY, TAG_SYNC, Context
 from .service import Service
 from .store.reader import index_rows, read_rows
+from .store.space import Outage, describe
 from .store.writer import Run, SegmentWriter
 from .windows import FOREVER, NEVER, is_closed, window_start
 
@@ -55,6 +57,10 @@ class Grapher(Service):
         self.markers: dict[tuple[int, int], set[int]] = {}  # (client, query id) -> keepers whose marker came
         self.pending_max = 0
         self.syncs = SyncQueue(self.window_ns)  # clients' syncs whose markers came, waiting for their commits
+        self.outage: Outage | None = None  # appends (or fsyncs) fail: retrying until storage.retry_s
+        self.move_outage: Outage | None = None  # closed segments wait in staging: the store has no room
+        self.gave_up: dict[str, Any] | None = None  # what made this grapher stop writing (the run fails)
+        self.events_lost = 0  # events dropped after giving up
 
     def _receive(self) -> bool:
         got = 0
@@ -121,26 +127,117 @@ class Grapher(Service):
         ready = [k for k in self.pending if is_closed(k[1], low, self.window_ns) or k[1] <= through]
         if not ready:
             return False
+        if self.gave_up is not None:
+            return self._drop(ready)
+        if self.outage is not None and not self.outage.due():
+            return False
         by_story: dict[int, list[Run]] = defaultdict(list)
         for key in sorted(ready, key=lambda k: k[1]):
-            events, heap = merge_runs(self.pending.pop(key))
-            late = key in self.late_flag
-            if late:
+            merged = merge_runs(self.pending[key])
+            self.pending[key] = [merged]  # merged once; it stays pending until it is written
+            by_story[key[0]].append(Run(key[1], *merged, key in self.late_flag))
+        try:
+            self.writer.append_all([(*self.names[story], runs) for story, runs in by_story.items()])
+        except OSError as exc:  # nothing of these windows is committed: they wait for a retry
+            self._storage_failed(exc)
+            return False
+        for key in ready:  # committed: only now do the windows leave memory
+            del self.pending[key]
+            if key in self.late_flag:
                 self.late_flag.discard(key)
                 self.n_late_runs += 1
-            by_story[key[0]].append(Run(key[1], events, heap, late))
-        self.writer.append_all([(*self.names[story], runs) for story, runs in by_story.items()])
+        self._storage_recovered()
         return True
+
+    # -- storage faults (docs/architecture.md, "Storage faults") -------------
+    def _report_storage(self, state: str, info: dict[str, Any]) -> None:
+        msg = (STORAGE, self.ctx.rank, self.ctx.host, state, {"grapher": self.index, **info})
+        self.comm.send(msg, dest=self.ctx.roles.visor, tag=TAG_CTRL)
+
+    def _storage_failed(self, exc: OSError) -> None:
+        if self.outage is None:
+            self.outage = Outage(exc, self.ctx.cfg.storage.retry_s)
+            log.warning("grapher %d: cannot write (%s); retrying for %.0f s", self.index, exc, self.outage.retry_s)
+            self._report_storage("retrying", self.outage.info())
+        else:
+            self.outage.failed_again(exc)
+
+    def _storage_recovered(self) -> None:
+        if self.outage is not None:
+            info = self.outage.info()
+            self.outage = None
+            log.warning("grapher %d: writing again after %.1f s", self.index, info["for_s"])
+            self._report_storage("recovered", info)
+
+    def _drop(self, keys: list[tuple[int, int]]) -> bool:
+        """Forget windows this grapher can no longer write, counting their events as lost."""
+        for key in keys:
+            self.events_lost += sum(len(events) for events, _ in self.pending.pop(key))
+            self.late_flag.discard(key)
+        return bool(keys)
+
+    def _give_up(self, error: OSError, since: float) -> None:
+        """Stop writing for good: drop what is pending and tell the visor, which ends the run as failed."""
+        self._drop(list(self.pending))
+        self.gave_up = describe(error) | {
+            "after_s": round(time.monotonic() - since, 3),
+            "events_lost": self.events_lost,
+            "unmoved": [str(p) for p in self.writer.unmoved()],
+        }
+        log.error("grapher %d: giving up on storage: %s", self.index, self.gave_up)
+        self._report_storage("gave-up", self.gave_up)
+
+    def _watch_storage(self) -> None:
+        """Once a step: report abandoned segments, retry stranded moves, give up after storage.retry_s."""
+        for exc in self.writer.take_troubles():
+            self._report_storage("abandoned", describe(exc))
+        if self.outage is not None and self.gave_up is None and self.outage.expired():
+            self._give_up(self.outage.error, self.outage.since)
+        if self.writer.stranded:
+            if self.move_outage is None:
+                assert self.writer.move_error is not None
+                self.move_outage = Outage(self.writer.move_error, self.ctx.cfg.storage.retry_s)
+                self._report_storage("retrying", self.move_outage.info())  # writing goes on in staging
+            elif self.move_outage.due():
+                if not self.writer.retry_moves():
+                    assert self.writer.move_error is not None
+                    self.move_outage.failed_again(self.writer.move_error)
+        if not self.writer.stranded and self.move_outage is not None:
+            info = self.move_outage.info()
+            self.move_outage = None
+            self._report_storage("recovered", info)
+
+    def _close_storage(self) -> None:
+        """At the end: retry the moves until storage.retry_s after their first failure; name what stays out."""
+        self._watch_storage()
+        out = self.move_outage
+        while out is not None and self.writer.stranded and not out.expired():
+            time.sleep(max(0.0, out.next_try - time.monotonic()))
+            if not self.writer.retry_moves():
+                assert self.writer.move_error is not None
+                out.failed_again(self.writer.move_error)
+        self._watch_storage()
+        unmoved = self.writer.unmoved()
+        if unmoved and self.gave_up is None:
+            error = self.writer.move_error or OSError(0, f"segments left outside the store: {unmoved}")
+            self._give_up(error, out.since if out is not None else time.monotonic())
 
     def _confirm_syncs(self) -> bool:
         """Answer the syncs whose windows are all written: nothing pending at or before their point's window."""
-        if not self.syncs:
-            return False
+        if not self.syncs or self.gave_up is not None or (self.outage is not None and not self.outage.due()):
+            return False  # (after giving up nothing more is committed: those syncs are never confirmed)
         first = min((w for _, w in self.pending), default=FOREVER)
         due = self.syncs.due(first)
         if not due:
             return False
-        self.writer.fsync()  # storage.fsync=sync|always: on the disk before the client hears it
+        try:
+            self.writer.fsync()  # storage.fsync=sync|always: on the disk before the client hears it
+        except OSError as exc:  # not durable: the syncs wait for a retry like the writes do
+            for sp in due:
+                self.syncs.add(sp)
+            self.syncs.confirmed -= len(due)
+            self._storage_failed(exc)
+            return False
         low = min(self.wm.values())
         committed = low if first == FOREVER else min(low, window_start(first, self.window_ns))
         for sp in due:
@@ -152,6 +249,7 @@ class Grapher(Service):
         self.pending_max = max(self.pending_max, len(self.pending))
         progressed |= self._commit()
         progressed |= self._confirm_syncs()
+        self._watch_storage()
         self.outbox.reap()
         if not progressed:
             self.writer.roll_if_old()
@@ -161,6 +259,7 @@ class Grapher(Service):
 
     def close(self) -> None:
         self.writer.close()
+        self._close_storage()
 
     def serve(self) -> bool:
         got = self._receive()  # markers of replays (and syncs, after a forced end) by clients still running
@@ -182,5 +281,8 @@ class Grapher(Service):
             pending_windows_max=self.pending_max,
             write_s=round(w.write_seconds, 3),
             segments=[p.name for p in w.closed_paths],
+            events_lost=self.events_lost,
+            unmoved=[str(p) for p in w.unmoved()],
+            staging_fallbacks=w.fallbacks,
         )
         return s

@@ -43,6 +43,8 @@ DONE = "done"  # (DONE, role, rank, stats): a rank finished its part of the shut
 FAILED = "failed"  # (FAILED, rank, host, text): a client's code raised
 FORCE_END = "force-end"  # visor -> keepers: treat every client as ended
 RELEASE = "release"  # (RELEASE, summary): visor -> everyone: the session is over
+STORAGE = "storage"  # (STORAGE, rank, host, state, info): grapher -> visor: its staging or store is failing;
+# state: retrying | recovered | abandoned | gave-up (info: path, errno, error, ...; see docs "Storage faults")
 
 
 @dataclass

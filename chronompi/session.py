@@ -30,6 +30,8 @@ from .layout import CLIENT, GRAPHER, KEEPER, ROLES, VISOR, assign_roles
 from .logutil import setup_logging
 from .protocol import Context, hostname
 from .store.format import init_store
+from .store.space import advice
+from .store.writer import check_dirs
 from .visor import Visor
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,9 @@ def _startup(comm: Any, cfg: Any) -> Context:
             packet: tuple[Config | None, int, tuple[str, str] | None] = (resolved0, secrets.randbits(63), None)
         except ChronoError as exc:
             packet = (None, 0, (type(exc).__name__, str(exc)))
+        except OSError as exc:  # the store cannot be created (read-only, a file on its path, ...): nobody waits
+            what = f"rank 0 on {hostname()}: storage.root: {exc.filename}: cannot create the store: {exc.strerror}"
+            packet = (None, 0, ("ConfigError", f"{what}; {advice(exc)}"))
     else:
         packet = (None, 0, None)
     resolved, run_id, error = comm.bcast(packet, root=0)
@@ -92,6 +97,11 @@ def _startup(comm: Any, cfg: Any) -> Context:
     node_index = {leader: i for i, leader in enumerate(sorted(set(leaders)))}
     node_of = [node_index[x] for x in leaders]
     roles = assign_roles(comm.Get_size(), resolved.layout, node_of)  # identical on every rank
+    # every grapher checks the directories it will write, on its own node; all ranks see every answer
+    mine = check_dirs(resolved.storage, run_id) if roles.role[rank] == GRAPHER else []
+    problems = [f"rank {r} on {hosts[r]} (grapher): {p}" for r, ps in enumerate(comm.allgather(mine)) for p in ps]
+    if problems:
+        raise ConfigError("a grapher cannot write its files: " + " | ".join(problems))
     return Context(comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts)
 
 

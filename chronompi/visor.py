@@ -22,7 +22,7 @@ from mpi4py import MPI
 from ._version import __version__
 from .errors import ChronicleExists, ChronicleInUse, ChronoError, StoryNotAcquired, UnknownChronicle
 from .names import check_name
-from .protocol import DONE, FAILED, FORCE_END, RELEASE, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
+from .protocol import DONE, FAILED, FORCE_END, RELEASE, STORAGE, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
 from .service import Service
 from .store.format import write_run
 from .store.writer import staging_dir
@@ -149,6 +149,9 @@ class Visor(Service):
         self.failures: list[tuple[int, str, str]] = []
         self.failed_at: float | None = None
         self.forced = False
+        self.storage: list[dict[str, Any]] = []  # graphers' storage reports, in arrival order (run record)
+        self.storage_failed: dict[str, Any] | None = None  # the first grapher that gave up: the run's reason
+        self.storage_failed_at = 0.0
         self.replies: list[Any] = []
         self.n_requests = 0
         self.n_pings = 0
@@ -201,7 +204,55 @@ class Visor(Service):
                 self.failures.append((rank, host, text))
                 if self.failed_at is None:
                     self.failed_at = time.monotonic()
+            elif msg[0] == STORAGE:
+                self._storage_report(*msg[1:])
         return got
+
+    def _storage_report(self, rank: int, host: str, state: str, info: dict[str, Any]) -> None:
+        """A grapher's staging or store fails (or works again): record it; a grapher that gave up ends the run."""
+        entry = {"state": state, "rank": rank, "host": host, "time": time.time_ns(), **info}
+        self.storage.append(entry)
+        (log.error if state in ("gave-up", "abandoned") else log.warning)(
+            "grapher rank %d on %s: storage %s: %s", rank, host, state, info.get("error")
+        )
+        if state == "gave-up" and self.storage_failed is None:
+            self.storage_failed = entry
+            self.storage_failed_at = time.monotonic()
+            if not self.forced:  # the healthy graphers write everything the keepers hold, then the job ends
+                self.forced = True
+                for k in self.ctx.roles.keepers:
+                    self.comm.send((FORCE_END,), dest=k, tag=TAG_CTRL)
+        self.record["storage"] = self.storage
+        self._save({**self.record, "alive": time.time_ns()})  # visible at once, to users and fsck
+
+    def _save(self, record: dict[str, Any]) -> None:
+        """Write the run record; a store that cannot take it (full, failing) is logged, not fatal."""
+        try:
+            write_run(self.root, record)
+        except OSError as exc:
+            log.error("cannot write the run record of run %s into %s: %s", record["run"], self.root, exc)
+
+    def _end_failed(self) -> None:
+        """A grapher gave up on its storage: write the record (status failed, the reason), the summary, abort."""
+        reason = self.storage_failed
+        assert reason is not None
+        self._write_manifest("failed", reason=reason)
+        self._print_summary()
+        unmoved = sorted({p for _, st in self.done.values() for p in st.get("unmoved", [])} | set(reason["unmoved"]))
+        log.critical(
+            "aborting the job: grapher %d (rank %d on %s) could not write %s (%s) for storage.retry_s=%.0f s; "
+            "%d events lost; %s; free space there, then run chronompi fsck %s",
+            reason["grapher"],
+            reason["rank"],
+            reason["host"],
+            reason["path"],
+            reason["errno_name"] or reason["errno"],
+            self.ctx.cfg.storage.retry_s,
+            sum(st.get("events_lost", 0) for _, st in self.done.values()) or reason["events_lost"],
+            f"segments outside the store: {unmoved}" if unmoved else "no segment is outside the store",
+            os.path.abspath(self.root),
+        )
+        self.comm.Abort(1)
 
     def _check_failure(self) -> None:
         if self.failed_at is None or self.forced:
@@ -225,7 +276,7 @@ class Visor(Service):
         now = time.monotonic()
         if now - self.beat >= HEARTBEAT_S:
             self.beat = now
-            write_run(self.root, {**self.record, "alive": time.time_ns()})
+            self._save({**self.record, "alive": time.time_ns()})
 
     def step(self) -> bool:
         self._heartbeat()
@@ -234,6 +285,11 @@ class Visor(Service):
         progressed |= self._control()
         self._check_failure()
         services = set(self.ctx.roles.keepers) | set(self.ctx.roles.graphers)
+        if self.storage_failed is not None and (
+            services <= set(self.done)
+            or time.monotonic() - self.storage_failed_at > self.ctx.cfg.service.failure_grace_s
+        ):
+            self._end_failed()
         if self.forced and services <= set(self.done):
             self._write_manifest("aborted")
             self._print_summary()
@@ -289,6 +345,8 @@ class Visor(Service):
             "first_time": first,
             "last_time": last,
             "failures": [{"rank": r, "host": h, "error": t} for r, h, t in self.failures],
+            "events_lost": sum(g.get("events_lost", 0) for g in graphers),
+            "unmoved": [p for g in graphers for p in g.get("unmoved", [])],
             "clock": {
                 str(c["rank"]): {
                     "offset_ns": c["offset_ns"],
@@ -303,9 +361,9 @@ class Visor(Service):
             "registry": self.registry.to_json(),
         }
 
-    def _write_manifest(self, status: str = "complete") -> None:
+    def _write_manifest(self, status: str = "complete", **extra: Any) -> None:
         self.summary = self.summary_dict()
-        write_run(self.root, {**self.record, **self.summary, "status": status, "end": time.time_ns()})
+        self._save({**self.record, **self.summary, **extra, "status": status, "end": time.time_ns()})
 
     def _print_summary(self) -> None:
         if self.summary is None or not self.ctx.cfg.service.summary:

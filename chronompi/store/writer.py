@@ -16,12 +16,23 @@ keeps the file readable by a SWMR reader at every moment, also after a
 the index rows that cover them, so what the windows index lists is complete.
 SWMR allows no new datasets once it is on: a story new to the open segment
 closes it and opens the next one with datasets for every story so far.
+
+Storage faults (see ``space.py`` and docs/architecture.md, "Storage faults"): an
+append or a new segment that would not fit in the free space raises
+:class:`StorageFull` before HDF5 sees it. A full staging directory first rolls the
+segment early (moving it out frees staging), then opens the next segment in the
+store's directory. A move the store has no room for keeps the closed ``.part`` in
+staging (``stranded``) and is retried by :meth:`SegmentWriter.retry_moves`. An error
+from inside HDF5 abandons the open segment where it is (``abandoned``: fsck recovers
+its committed windows) and is raised as OSError; nothing the index lists is lost.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -34,9 +45,13 @@ import numpy as np
 from .._faults import fault_point
 from ..codec import EVENT
 from ..config import StorageConfig
+from ..errors import StorageFull
 from .format import SCHEMA_VERSION, SEGMENTS, WINDOW
+from .space import check_dir, chunk_growth, ensure_free, free_bytes
 
 log = logging.getLogger(__name__)
+
+WINDOW_CHUNK = 256  # rows of a segment's windows index per HDF5 chunk
 
 
 @dataclass
@@ -59,18 +74,43 @@ def staging_dir(cfg: StorageConfig, run_id: int) -> Path:
     return Path(base) / f"chronompi-staging-r{run_id:016x}"
 
 
+def check_dirs(cfg: StorageConfig, run_id: int) -> list[str]:
+    """What keeps a grapher of run ``run_id`` from writing here: its staging directory and the
+    store's segments directory must be (or become) writable directories. Empty when all is well."""
+    out = []
+    for setting, path in (("storage.staging", staging_dir(cfg, run_id)), ("storage.root", Path(cfg.root) / SEGMENTS)):
+        problem = check_dir(path)
+        if problem is not None:
+            out.append(f"{setting}: {path}: {problem}")
+        if cfg.staging in ("", "none"):
+            break  # staging is the store's segments directory
+    return out
+
+
 def move_into_store(src: Path, dst: Path) -> None:
-    """Move a closed segment into the store atomically: rename, or copy + fsync + rename."""
+    """Move a closed segment into the store atomically: rename, or copy + fsync + rename.
+
+    A store without room for the copy raises :class:`StorageFull` before copying; any
+    failure of the copy removes the partial ``NAME.h5.tmp-<pid>`` and leaves ``src`` as it was.
+    """
     try:
         os.replace(src, dst)
     except OSError:  # another file system: copy beside the target, make it durable, rename
+        ensure_free(dst.parent, src.stat().st_size, f"moving {src.name} into the store")
         tmp = dst.with_name(dst.name + f".tmp-{os.getpid()}")
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 8 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-        fault_point("move")  # copied, not yet renamed: the store must not show it
-        os.replace(tmp, dst)
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 8 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+            fault_point("move")  # copied, not yet renamed: the store must not show it
+            os.replace(tmp, dst)
+        except BaseException:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise
         src.unlink()
     dirfd = os.open(dst.parent, os.O_RDONLY)
     try:
@@ -103,28 +143,60 @@ class SegmentWriter:
         self.dirty = False  # written since the last fsync
         self.fsyncs = 0
         self.fsync_seconds = 0.0
+        self.stranded: list[Path] = []  # closed parts left in staging: the store had no room (retry_moves)
+        self.abandoned: list[Path] = []  # parts an HDF5 error left behind where they are (fsck recovers them)
+        self.move_error: OSError | None = None  # why the last move failed, while anything is stranded
+        self._dead: list[h5py.File] = []  # abandoned files, kept referenced: closing them again may crash HDF5
+        self.fallbacks = 0  # segments opened in the store's directory because staging was full
+        self.troubles: list[OSError] = []  # see take_troubles()
 
     # -- segments ---------------------------------------------------------
-    def _open(self) -> h5py.File:
+    def _open(self, need: int) -> h5py.File:
         if self.n_segment:
             fault_point("roll")  # the previous segment is in the store, the next not yet open
         self.name = f"r{self.run_id:016x}-g{self.grapher:04d}-{self.n_segment:04d}.h5"
-        self.stage.mkdir(parents=True, exist_ok=True)
-        self.part = self.stage / (self.name + ".part")
-        f = h5py.File(self.part, "w", libver="latest")
-        f.attrs["schema"] = SCHEMA_VERSION
-        f.attrs["run"] = np.uint64(self.run_id)
-        f.attrs["grapher"] = self.grapher
-        f.attrs["segment"] = self.n_segment
-        f.attrs["created"] = time.time_ns()
-        for chronicle, story in self.stories:  # SWMR: every dataset exists before it starts
-            self._create(f, chronicle, story)
-        f.swmr_mode = True
-        self.file = f
+        where = self._room_for(need + 4096 * (1 + 3 * len(self.stories)))  # + headers of every dataset
+        part = where / (self.name + ".part")
+        try:
+            f = h5py.File(part, "w", libver="latest")
+        except (OSError, RuntimeError) as exc:
+            raise exc if isinstance(exc, OSError) else OSError(_errno_of(exc), str(exc), str(part)) from exc
+        self.file, self.part = f, part
+        try:
+            f.attrs["schema"] = SCHEMA_VERSION
+            f.attrs["run"] = np.uint64(self.run_id)
+            f.attrs["grapher"] = self.grapher
+            f.attrs["segment"] = self.n_segment
+            f.attrs["created"] = time.time_ns()
+            for chronicle, story in self.stories:  # SWMR: every dataset exists before it starts
+                self._create(f, chronicle, story)
+            f.swmr_mode = True
+        except (OSError, RuntimeError) as exc:
+            raise self._abandon(exc, "creating") from exc
         self.opened_at = time.monotonic()
         self.bytes_in_segment = 0
         log.info("grapher %d opened segment %s", self.grapher, self.part)
         return f
+
+    def _room_for(self, need: int) -> Path:
+        """The staging directory if ``need`` bytes fit there, else the store's (a fallback), else StorageFull."""
+        self.stage.mkdir(parents=True, exist_ok=True)
+        try:
+            ensure_free(self.stage, need, "a new segment")
+            return self.stage
+        except StorageFull:
+            if self.stage == self.store_dir:
+                raise
+            ensure_free(self.store_dir, need, "a new segment (staging is full)")  # raises when both are full
+        self.fallbacks += 1
+        log.warning(
+            "grapher %d: staging %s has %d bytes free: segment %s opens in the store instead",
+            self.grapher,
+            self.stage,
+            free_bytes(self.stage),
+            self.name,
+        )
+        return self.store_dir
 
     def _create(self, f: h5py.File, chronicle: str, story: str) -> None:
         g = f.require_group(chronicle).create_group(story)
@@ -132,7 +204,7 @@ class SegmentWriter:
         g.create_dataset(
             "payload", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(self.cfg.payload_chunk_bytes,)
         )
-        g.create_dataset("windows", shape=(0,), maxshape=(None,), dtype=WINDOW, chunks=(256,))
+        g.create_dataset("windows", shape=(0,), maxshape=(None,), dtype=WINDOW, chunks=(WINDOW_CHUNK,))
 
     def fsync(self) -> None:
         """Make what the open segment holds durable on its disk (``storage.fsync`` decides when)."""
@@ -145,24 +217,84 @@ class SegmentWriter:
         self.fsync_seconds += time.perf_counter() - t0
 
     def _close_segment(self) -> None:
+        """Close the open segment and move it into the store. Never raises: a segment that cannot be
+        closed is abandoned where it is, one the store has no room for is stranded in staging."""
         if self.file is None or self.part is None:
             return
-        self.fsync()  # a segment enters the store durable (the copy path fsyncs its copy too)
-        self.file.close()
-        self.file = None
-        t0 = time.perf_counter()
-        dst = self.store_dir / self.name
-        move_into_store(self.part, dst)
-        self.move_seconds += time.perf_counter() - t0
-        self.closed_paths.append(dst)
-        log.info("grapher %d closed segment %s", self.grapher, dst.name)
+        try:
+            self.fsync()  # a segment enters the store durable (the copy path fsyncs its copy too)
+            self.file.close()
+        except (OSError, RuntimeError) as exc:  # h5py reports a failed flush as RuntimeError
+            self.troubles.append(self._abandon(exc, "closing"))
+            return
+        part, self.part, self.file = self.part, None, None
         self.n_segment += 1
-        self.part = None
+        self._move(part)
+
+    def _move(self, part: Path) -> bool:
+        t0 = time.perf_counter()
+        dst = self.store_dir / part.name[: -len(".part")]
+        try:
+            move_into_store(part, dst)
+        except OSError as exc:
+            if part not in self.stranded:
+                self.stranded.append(part)
+                self.closed_paths.append(part)  # readable where it is (a closed HDF5 file)
+                log.warning("grapher %d: %s stays in staging: %s", self.grapher, part, exc)
+            self.move_error = exc
+            return False
+        finally:
+            self.move_seconds += time.perf_counter() - t0
+        if part in self.stranded:
+            self.stranded.remove(part)
+            self.closed_paths[self.closed_paths.index(part)] = dst
+        else:
+            self.closed_paths.append(dst)
+        log.info("grapher %d closed segment %s", self.grapher, dst.name)
+        return True
+
+    def retry_moves(self) -> bool:
+        """Try again to move the stranded segments into the store; True when none is left."""
+        for part in list(self.stranded):
+            if not self._move(part):
+                return False
+        self.move_error = None
+        return True
+
+    def _abandon(self, exc: BaseException, doing: str) -> OSError:
+        """Give up the open segment after an error inside HDF5; returns the error as an OSError.
+
+        The ``.part`` stays where it is: SWMR kept it readable up to its last flush, so fsck
+        recovers every window its index lists. The file object is kept referenced, never
+        closed again (HDF5 may crash closing a file whose flush failed).
+        """
+        part = self.part
+        self._dead.append(self.file)  # type: ignore[arg-type]
+        self.file, self.part = None, None
+        self.n_segment += 1
+        if part is not None:
+            self.abandoned.append(part)
+        err = exc if isinstance(exc, OSError) else OSError(_errno_of(exc), f"HDF5 failed {doing}: {exc}", str(part))
+        log.error("grapher %d: abandoned segment %s after an error %s it: %s", self.grapher, part, doing, exc)
+        return err
+
+    def take_troubles(self) -> list[OSError]:
+        """Errors that abandoned a segment since the last call without failing the call that met them.
+
+        (A failed move is not one: see :attr:`stranded` and :attr:`move_error`.)
+        """
+        out, self.troubles = self.troubles, []
+        return out
+
+    def unmoved(self) -> list[Path]:
+        """Segments that hold committed data outside the store (``chronompi fsck`` moves them)."""
+        return self.stranded + self.abandoned
 
     def close(self) -> None:
-        """Close the open segment and move it into the store; safe to call twice."""
+        """Close the open segment and move it into the store; safe to call twice, never raises
+        (see :meth:`unmoved` and :meth:`take_troubles` for what did not go there)."""
         self._close_segment()
-        if self.stage != self.store_dir:
+        if self.stage != self.store_dir and not self.stranded:
             try:
                 self.stage.rmdir()
             except OSError:
@@ -198,8 +330,61 @@ class SegmentWriter:
         if new:
             self.stories.extend(dict.fromkeys(new))
             self._close_segment()  # SWMR cannot add datasets: the next segment has them all
-        f = self.file if self.file is not None else self._open()
+        if self.file is not None and self.part is not None:
+            try:
+                ensure_free(self.part.parent, self._growth(self.file, items), "an append")
+            except StorageFull:
+                if self.bytes_in_segment:
+                    self._close_segment()  # roll early: moving it out of staging makes room there
+                else:
+                    self._discard_empty()
+        f = self.file if self.file is not None else self._open(self._growth(None, items))
+        assert self.part is not None
+        ensure_free(self.part.parent, self._growth(f, items), "an append")  # nothing reached HDF5 yet
+        try:
+            n_rows, n_bytes, n_runs = self._write(f, items)
+        except (OSError, RuntimeError) as exc:  # inside HDF5: the windows stay the caller's to retry
+            raise self._abandon(exc, "writing") from exc
+        self.events_written += n_rows
+        self.bytes_written += n_bytes
+        self.windows_written += n_runs
+        self.bytes_in_segment += n_bytes + n_rows * EVENT.itemsize
+        self.write_seconds += time.perf_counter() - t0
+        if self.bytes_in_segment >= self.cfg.segment_bytes:
+            self._close_segment()
+        else:
+            self.roll_if_old()
+
+    def _growth(self, f: h5py.File | None, items: Sequence[tuple[str, str, Sequence[Run]]]) -> int:
+        """Bytes appending ``items`` adds to segment ``f`` (None: a new one): whole new chunks (space.py)."""
+        cfg, need = self.cfg, 0
+        for chronicle, story, runs in items:
+            r0 = b0 = w0 = 0
+            if f is not None:
+                g = f[chronicle][story]
+                r0, b0, w0 = g["events"].shape[0], g["payload"].shape[0], g["windows"].shape[0]
+            n_rows = sum(len(r.events) for r in runs)
+            n_bytes = sum(r.heap.nbytes for r in runs)
+            need += chunk_growth(r0, r0 + n_rows, cfg.events_chunk_rows, EVENT.itemsize)
+            need += chunk_growth(b0, b0 + n_bytes, cfg.payload_chunk_bytes, 1)
+            need += chunk_growth(w0, w0 + len(runs), WINDOW_CHUNK, WINDOW.itemsize)
+        return need
+
+    def _discard_empty(self) -> None:
+        """Drop an open segment that holds nothing (its name is reused by the next one)."""
+        assert self.file is not None and self.part is not None
+        try:
+            self.file.close()
+            self.part.unlink()
+        except (OSError, RuntimeError) as exc:
+            self.troubles.append(self._abandon(exc, "discarding an empty segment"))
+            return
+        self.file, self.part = None, None
+
+    def _write(self, f: h5py.File, items: Sequence[tuple[str, str, Sequence[Run]]]) -> tuple[int, int, int]:
+        """The HDF5 part of an append: data, flush, index rows, flush. Returns (rows, payload bytes, runs)."""
         pending = []
+        total_rows = total_bytes = total_runs = 0
         for chronicle, story, runs in items:
             g = f[chronicle][story]
             ev_ds, pl_ds = g["events"], g["payload"]
@@ -224,10 +409,9 @@ class SegmentWriter:
                 pl_ds.resize((byte0 + n_bytes,))
                 pl_ds[byte0:] = np.concatenate([r.heap for r in runs]) if len(runs) > 1 else runs[0].heap
             pending.append((g["windows"], index))
-            self.events_written += n_rows
-            self.bytes_written += n_bytes
-            self.windows_written += len(runs)
-            self.bytes_in_segment += n_bytes + n_rows * EVENT.itemsize
+            total_rows += n_rows
+            total_bytes += n_bytes
+            total_runs += len(runs)
         f.flush()  # the data is on its way before the index that points at it
         if self.cfg.fsync == "always":  # ... and on the disk, so a power loss cannot keep the index alone
             self.dirty = True
@@ -243,8 +427,10 @@ class SegmentWriter:
         self.dirty = True
         if self.cfg.fsync == "always":
             self.fsync()
-        self.write_seconds += time.perf_counter() - t0
-        if self.bytes_in_segment >= self.cfg.segment_bytes:
-            self._close_segment()
-        else:
-            self.roll_if_old()
+        return total_rows, total_bytes, total_runs
+
+
+def _errno_of(exc: BaseException) -> int:
+    """The errno an HDF5 error message carries ("errno = 28"), else EIO."""
+    m = re.search(r"errno = (\d+)", str(exc))
+    return int(m.group(1)) if m else errno.EIO
