@@ -22,11 +22,17 @@ from mpi4py import MPI
 
 from . import codec, errors
 from .errors import SessionClosed, StoryNotAcquired, SyncTimeout
+from .membership import Epoch
 from .names import check_name
 from .progress import Backoff
 from .protocol import (
     DONE,
+    DROP,
+    DROP_ACK,
+    EPOCH,
+    EPOCH_ACK,
     FAILED,
+    LOAD,
     RELEASE,
     TAG_BATCH,
     TAG_CLOCK,
@@ -37,7 +43,8 @@ from .protocol import (
     TAG_SYNC,
     Context,
 )
-from .service import Outbox, make_backoff, recv_ctrl
+from .route import Route
+from .service import Outbox, make_backoff, membership_of
 from .story import ACTIVE, CLOSED, RECORD_OVERHEAD, RELEASED, Story, _OpenBatch, _time_ns
 from .windows import FOREVER, NEVER
 
@@ -55,14 +62,16 @@ class Client:
         self.id = ctx.client_id(ctx.rank)
         self._comm = ctx.comm
         self._visor = ctx.roles.visor
-        self._keeper = ctx.roles.keeper_of[ctx.rank]
+        self._route = Route(ctx.rank, membership_of(ctx))  # where batches go (membership epochs)
+        self._ctrl: list[Any] = []  # the visor's membership messages not handled yet, in order
+        self._auto = ctx.cfg.elastic.auto
+        self._next_load = 0.0
         self._lock = threading.Lock()  # never taken twice by one thread: plain Lock is cheaper
         self._req_lock = threading.Lock()
         self._replay_lock = threading.Lock()
         self._acquire_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._qid = 0
-        self._qno: dict[int, int] = {}  # per other keeper: numbers of our queries to it
         self._limit = cfg.batch_bytes
         self._max_event = cfg.max_event_bytes
         self._max_inflight = cfg.max_inflight
@@ -71,6 +80,7 @@ class Client:
         self._batch_no = 0
         self._inflight = Outbox(self._comm)  # batches sent to our keeper, not yet taken
         self._decls: list[tuple[int, str, str]] = []
+        self._names: dict[int, tuple[str, str]] = {}  # story id -> names (a new keeper learns them all)
         self._stories: dict[tuple[str, str], Story] = {}
         self._seq_of: dict[int, int] = {}
         self._offset = 0
@@ -159,6 +169,7 @@ class Client:
             if self._closed:
                 return
             self._reap()
+            self._poll_visor()
             if self._batch_no == self._tick_no:  # nothing sent for a whole period
                 if len(self._batch) or len(self._inflight) < self._max_inflight:
                     self._send_locked(codec.DATA)  # an aged batch, or a heartbeat when empty
@@ -195,11 +206,43 @@ class Client:
             if b.nbytes >= self._limit:
                 self._send_locked(codec.DATA)
 
-    def _send_locked(self, kind: int) -> None:
-        """Encode the open batch and Isend it to our keeper (lock held)."""
-        t, q, s, ln, heap = self._batch.take()
-        n = len(t)
+    def _send_locked(self, kind: int, keeper: int | None = None) -> None:
+        """Encode the open batch and Isend it to our keeper, or to ``keeper`` (lock held)."""
         promise = max(_time_ns() + self._offset, self._last)
+        if keeper is None and self._route.switch_due(promise):
+            self._switch_keeper()
+        t, q, s, ln, heap = self._batch.take()
+        self._emit(kind, self._route.keeper if keeper is None else keeper, (t, q, s, ln, heap), promise)
+
+    def _switch_keeper(self) -> None:
+        """An epoch gave us another keeper and its start is here: the events before it go to the old
+        keeper with END, the new keeper learns every story, the rest of the batch stays for it."""
+        assert self._route.switch is not None
+        start = self._route.switch[0]
+        arrays = self._batch.take()
+        cut = int(np.searchsorted(arrays[0], start))
+        old = self._route.switched()
+        self._emit(
+            codec.END, old, tuple(a[:cut] for a in arrays[:4]) + (arrays[4][: int(arrays[3][:cut].sum())],), start - 1
+        )
+        if cut < len(arrays[0]):
+            rest = tuple(a[cut:] for a in arrays[:4]) + (arrays[4][int(arrays[3][:cut].sum()) :],)
+            self._batch.segments.append(rest)  # type: ignore[arg-type]
+            self._batch.nbytes = int(rest[3].sum()) + len(rest[0]) * RECORD_OVERHEAD
+        decls = [(sid, c, st) for sid, (c, st) in sorted(self._names.items())]
+        while sum(len(c) + len(st) + 24 for _, c, st in decls) > codec.DECL_BUDGET:  # keep slots big enough
+            cut_at = 1
+            while sum(len(c) + len(st) + 24 for _, c, st in decls[: cut_at + 1]) <= codec.DECL_BUDGET:
+                cut_at += 1
+            self._decls, decls = decls[:cut_at], decls[cut_at:]
+            self._emit(codec.DATA, self._route.keeper, _no_events(), max(_time_ns() + self._offset, self._last))
+        self._decls = decls + [d for d in self._decls if d[0] not in {x[0] for x in decls}]
+
+    def _emit(self, kind: int, keeper: int, arrays: tuple[np.ndarray, ...], promise: int) -> None:
+        """Encode and Isend one batch to ``keeper`` (lock held)."""
+        t, q, s, ln, heap = arrays
+        n = len(t)
+        promise = max(promise, self._last)
         self._last = promise  # every later event is stamped after the promise
         if kind == codec.END:
             promise = FOREVER
@@ -210,7 +253,7 @@ class Client:
         buf = codec.encode_batch(
             kind,
             self.id,
-            self._batch_no,
+            self._route.number(keeper),
             promise,
             self.rank,
             t,
@@ -223,7 +266,7 @@ class Client:
         )
         self._decls = []
         self._dropped_unreported = 0
-        self._inflight.isend(buf, self._keeper, TAG_BATCH)
+        self._inflight.isend(buf, keeper, TAG_BATCH)
         self._batch_no += 1
         if n:
             if not self.first_time:
@@ -267,6 +310,68 @@ class Client:
                     return
             backoff.sleep()
 
+    # -- membership ----------------------------------------------------------
+    def _poll_visor(self, closing: bool = False) -> None:
+        """Handle the visor's membership messages (lock held; from the ticker, and at close)."""
+        while self._comm.Iprobe(self._visor, TAG_CTRL):
+            self._ctrl.append(self._comm.recv(source=self._visor, tag=TAG_CTRL))
+        while self._ctrl:
+            msg = self._ctrl[0]
+            if msg[0] == EPOCH:
+                epoch = Epoch.from_json(msg[1])
+                self._route.adopt(epoch)
+                self._comm.send((EPOCH_ACK, self.rank, epoch.number), dest=self._visor, tag=TAG_CTRL)
+            elif msg[0] == DROP:
+                # a replay or sync in progress may be waiting on those members: answer between them
+                if not closing:
+                    if not self._replay_lock.acquire(blocking=False):
+                        return
+                    if not self._sync_lock.acquire(blocking=False):
+                        self._replay_lock.release()
+                        return
+                self._route.drop(set(msg[2]))
+                if not closing:
+                    self._sync_lock.release()
+                    self._replay_lock.release()
+                self._comm.send((DROP_ACK, self.rank, msg[1]), dest=self._visor, tag=TAG_CTRL)
+            else:
+                raise RuntimeError(f"client rank {self.rank}: unexpected {msg[0]!r} from the visor")
+            self._ctrl.pop(0)
+        if self._auto and time.monotonic() >= self._next_load:
+            self._next_load = time.monotonic() + 0.5
+            load = {"wait_s": self.wait_s, "events": float(self.n_events)}
+            self._comm.send((LOAD, self.rank, "client", load), dest=self._visor, tag=TAG_CTRL)
+
+    def scale(
+        self, keepers: int | None = None, graphers: int | None = None, wait: bool = True, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Ask the visor for ``keepers`` keepers and ``graphers`` graphers (None: as now).
+
+        Growing takes spare ranks (``layout.spares``), shrinking gives members back to the
+        spares; the change takes effect at a window boundary ``elastic.lead_ms`` ahead, and
+        nothing logged is lost, duplicated or reordered by it. With ``wait`` this returns once
+        the change is complete (members drained and retired); the membership as a dict
+        (``epoch``, ``keepers``, ``graphers``, ``spares``, ``epochs``). Raises ScaleError (a
+        ConfigError) when it cannot be done: fewer than one member, not enough spares, another
+        change in progress, or the session ending.
+        """
+        for name, value in (("keepers", keepers), ("graphers", graphers)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise TypeError(f"scale({name}={value!r}): give a number of ranks (int) or None")
+        number = int(self._request("scale", keepers, graphers))
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.members()
+            if not wait or (state["epoch"] >= number and not state["changing"]):
+                return state
+            if time.monotonic() > deadline:
+                raise SyncTimeout(timeout, "scaled", 0, 1)
+            time.sleep(0.02)
+
+    def members(self) -> dict[str, Any]:
+        """The membership as the visor has it: epoch, keepers, graphers, spares, every epoch so far."""
+        return dict(self._request("members"))
+
     # -- durability ----------------------------------------------------------
     def sync(self, timeout: float | None = None, until: str = "committed") -> int:
         """Wait until every event this client logged before the call is safe; return the sync point.
@@ -289,16 +394,21 @@ class Client:
         t_start = time.perf_counter()
         with self._sync_lock:  # one sync at a time per client: every answer that comes is for it or stale
             self._check_open()
+            kind = codec.SYNC if until == "committed" else codec.RECEIPT
             with self._lock:
-                self._send_locked(codec.SYNC if until == "committed" else codec.RECEIPT)
-                sync_no = self._batch_no - 1
+                self._send_locked(kind)  # our keeper: the open batch and the sync point
+                route = self._route
+                asked = {route.keeper: route.numbers[route.keeper] - 1}
                 point = self._last  # the batch's promise: every earlier stamp is at or below it
-            expect = len(self.ctx.roles.graphers) if until == "committed" else 1
-            got = 0
+                for k in sorted(route.data_keepers - {route.keeper}):  # keepers we left may still hold events
+                    asked[k] = route.numbers.get(k, 0)
+                    self._emit(kind, k, _no_events(), point)
+            keepers_left = set(asked)
+            graphers_owed = 0  # grapher answers the keepers announced, minus those that came
             ack = np.empty(1, codec.SYNC_ACK)
             status = MPI.Status()
             backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
-            while got < expect:
+            while keepers_left or graphers_owed:
                 with self._lock:
                     self._reap()
                     msg = self._comm.Improbe(MPI.ANY_SOURCE, TAG_SYNC, status)
@@ -306,12 +416,19 @@ class Client:
                         msg.Recv([ack.view(np.uint8), MPI.BYTE])
                 if msg is None:
                     if timeout is not None and time.perf_counter() - t_start > timeout:
-                        raise SyncTimeout(timeout, until, got, expect)
+                        raise SyncTimeout(timeout, until, len(asked) - len(keepers_left), len(asked))
                     backoff.sleep()
                     continue
                 backoff.reset()
-                if int(ack[0]["sync_no"]) == sync_no:
-                    got += 1  # else: the answer to an earlier sync that timed out
+                a = ack[0]
+                k = int(a["keeper"])
+                if asked.get(k) != int(a["sync_no"]):
+                    continue  # the answer to an earlier sync that timed out
+                if int(a["rank"]) == k:
+                    keepers_left.discard(k)
+                    graphers_owed += int(a["expect"])
+                else:
+                    graphers_owed -= 1
         took = time.perf_counter() - t_start
         self.n_syncs += 1
         self.sync_s += took
@@ -329,24 +446,20 @@ class Client:
         hi = FOREVER if t1 is None else t1
         if lo > hi:
             raise ValueError(f"start {lo} is after end {hi}; give start <= end")
-        keepers = self.ctx.roles.keepers
-        expect = len(keepers) + len(self.ctx.roles.graphers)
         with self._replay_lock:  # one replay at a time: every reply on TAG_REPLY is for this query
             self._check_open()
             qid = self._qid
             self._qid += 1
-            query = codec.encode_query(qid, self.rank, story.id, lo, hi)
             sends = Outbox(self._comm)
             with self._lock:
                 if len(self._batch):
                     self._send_locked(codec.DATA)  # our own events go ahead of the query
-                for k in keepers:
-                    if k == self._keeper:  # numbered in our batch stream: the keeper applies it after our data
-                        no = self._batch_no
-                        self._batch_no += 1
-                    else:
-                        no = self._qno.get(k, 0)
-                        self._qno[k] = no + 1
+                # every member not dropped: a keeper we left may still hold our events (membership.py)
+                keepers, graphers = sorted(self._route.keepers), sorted(self._route.graphers)
+                expect = len(keepers) + len(graphers)
+                query = codec.encode_query(qid, self.rank, story.id, lo, hi, len(keepers), graphers)
+                for k in keepers:  # numbered in our stream to k: our keeper applies it after our data
+                    no = self._route.number(k)
                     buf = codec.encode_batch(codec.QUERY, self.id, no, self._last, self.rank, [], [], [], [], query)
                     sends.isend(buf, k, TAG_BATCH)
             runs: list[tuple[np.ndarray, np.ndarray]] = []
@@ -444,6 +557,7 @@ class Client:
             with self._lock:
                 st = Story(self, chronicle, story, sid, self._seq_of.get(sid, 0))
                 self._stories[(chronicle, story)] = st
+                self._names[sid] = (chronicle, story)
                 if sid not in self._seq_of:
                     self._decls.append((sid, chronicle, story))  # rides on our next batch
                     self._seq_of[sid] = 0
@@ -476,9 +590,12 @@ class Client:
         if self._ticker is not None:
             self._ticker.join()
         with self._lock:
+            self._poll_visor(closing=True)  # an epoch announced meanwhile: its keeper must get our END too
             if len(self._batch):
                 self._send_locked(codec.DATA)
-            self._send_locked(codec.END)
+            self._send_locked(codec.END)  # (to the new keeper if the switch is due now)
+            for k in self._route.end_targets()[1:]:  # the keeper we were about to move to: nothing will come
+                self._emit(codec.END, k, _no_events(), FOREVER)
             for st in self._stories.values():
                 self._seq_of[st.id] = max(self._seq_of.get(st.id, 0), st._seq)
                 st._state = CLOSED
@@ -492,9 +609,15 @@ class Client:
             text = f"{type(failure).__name__}: {failure}"
             self._comm.send((FAILED, self.rank, self.ctx.host, text), dest=self._visor, tag=TAG_CTRL)
         self._comm.send((DONE, "client", self.rank, self.stats()), dest=self._visor, tag=TAG_CTRL)
-        msg = recv_ctrl(self._comm, self._visor, backoff)
-        if msg[0] != RELEASE:
-            raise RuntimeError(f"client rank {self.rank} expected release, got {msg[0]!r}")
+        while True:  # membership messages sent before the visor saw our DONE are moot now
+            status = MPI.Status()
+            while not self._comm.Iprobe(self._visor, TAG_CTRL, status):
+                backoff.sleep()
+            msg = self._comm.recv(source=self._visor, tag=TAG_CTRL)
+            if msg[0] == RELEASE:
+                break
+            if msg[0] not in (EPOCH, DROP):
+                raise RuntimeError(f"client rank {self.rank} expected release, got {msg[0]!r}")
         self.summary = msg[1]
 
     def stats(self) -> dict[str, Any]:
@@ -516,9 +639,15 @@ class Client:
             "offset_min_ns": self._offset_range[0],
             "offset_max_ns": self._offset_range[1],
             "first_time": self.first_time,
+            "epoch": self._route.epoch,
             "last_time": self._last,
             "stories": {f"{c}/{s}": st._seq for (c, s), st in self._stories.items()},
         }
+
+
+def _no_events() -> tuple[np.ndarray, ...]:
+    e = np.empty(0, np.int64)
+    return e, e.astype(np.uint64), e.astype(np.uint32), e.astype(np.uint32), e.astype(np.uint8)
 
 
 _ERRORS = {

@@ -76,27 +76,60 @@ CHUNK_HEADER = np.dtype(
 )
 assert CHUNK_HEADER.itemsize == 56
 
-# an online replay request: which client asks, for which story and time range
-QUERY_RECORD = np.dtype([("qid", "<u8"), ("client", "<i4"), ("story", "<u4"), ("start", "<i8"), ("end", "<i8")])
+# an online replay request: which client asks, for which story and time range, how many keepers it
+# asked (a grapher answers once it has that many markers) and, after the record, the graphers it asked
+# (int32 ranks: the keepers send their markers there). The client picks both sets from its membership view.
+QUERY_RECORD = np.dtype(
+    [
+        ("qid", "<u8"),
+        ("client", "<i4"),
+        ("story", "<u4"),
+        ("start", "<i8"),
+        ("end", "<i8"),
+        ("keepers", "<u4"),
+        ("graphers", "<u4"),
+    ]
+)
 
 
-def encode_query(qid: int, client: int, story: int, start: int, end: int) -> np.ndarray:
-    q = np.zeros(1, QUERY_RECORD)
-    q[0] = (qid, client, story, start, end)
-    return q.view(np.uint8)
+@dataclass(frozen=True)
+class Query:
+    qid: int
+    client: int
+    story: int
+    start: int
+    end: int
+    keepers: int  # number of keepers asked
+    graphers: tuple[int, ...]  # ranks of the graphers asked
 
 
-def decode_query(heap: np.ndarray) -> tuple[int, int, int, int, int]:
-    if heap.nbytes != QUERY_RECORD.itemsize:
-        raise CodecError(f"a query holds {QUERY_RECORD.itemsize} bytes, got {heap.nbytes}")
-    q = heap.view(QUERY_RECORD)[0]
-    return int(q["qid"]), int(q["client"]), int(q["story"]), int(q["start"]), int(q["end"])
+def encode_query(
+    qid: int, client: int, story: int, start: int, end: int, keepers: int, graphers: Sequence[int]
+) -> np.ndarray:
+    out = np.zeros(QUERY_RECORD.itemsize + 4 * len(graphers), np.uint8)
+    out[: QUERY_RECORD.itemsize].view(QUERY_RECORD)[0] = (qid, client, story, start, end, keepers, len(graphers))
+    out[QUERY_RECORD.itemsize :].view("<i4")[:] = graphers
+    return out
+
+
+def decode_query(heap: np.ndarray) -> Query:
+    if heap.nbytes < QUERY_RECORD.itemsize:
+        raise CodecError(f"a query holds at least {QUERY_RECORD.itemsize} bytes, got {heap.nbytes}")
+    q = heap[: QUERY_RECORD.itemsize].view(QUERY_RECORD)[0]
+    n = int(q["graphers"])
+    if heap.nbytes != QUERY_RECORD.itemsize + 4 * n:
+        raise CodecError(f"a query naming {n} graphers holds {QUERY_RECORD.itemsize + 4 * n} bytes, got {heap.nbytes}")
+    graphers = tuple(int(g) for g in heap[QUERY_RECORD.itemsize :].view("<i4"))
+    return Query(
+        int(q["qid"]), int(q["client"]), int(q["story"]), int(q["start"]), int(q["end"]), int(q["keepers"]), graphers
+    )
 
 
 # a client's sync point: the batch number of its SYNC batch and the promise it carried
 SYNC_RECORD = np.dtype([("sync_no", "<u8"), ("client", "<i4"), ("pad", "<u4"), ("point", "<i8")])
-# the answer to a sync, keeper or grapher -> client on TAG_SYNC: (sync_no, answering rank, its watermark)
-SYNC_ACK = np.dtype([("sync_no", "<u8"), ("rank", "<i8"), ("watermark", "<i8")])
+# the answer to a sync, keeper or grapher -> client on TAG_SYNC: (sync_no and keeper: the SYNC batch's number in
+# that keeper's stream; the answering rank; its watermark; from a keeper: how many grapher answers follow)
+SYNC_ACK = np.dtype([("sync_no", "<u8"), ("rank", "<i8"), ("watermark", "<i8"), ("expect", "<i8"), ("keeper", "<i8")])
 
 
 def encode_sync(sync_no: int, client: int, point: int) -> np.ndarray:
@@ -113,9 +146,9 @@ def decode_sync(heap: np.ndarray) -> tuple[int, int, int]:
     return int(r["sync_no"]), int(r["client"]), int(r["point"])
 
 
-def encode_sync_ack(sync_no: int, rank: int, watermark: int) -> np.ndarray:
+def encode_sync_ack(sync_no: int, rank: int, watermark: int, expect: int, keeper: int) -> np.ndarray:
     a = np.zeros(1, SYNC_ACK)
-    a[0] = (sync_no, rank, watermark)
+    a[0] = (sync_no, rank, watermark, expect, keeper)
     return a.view(np.uint8)
 
 

@@ -37,6 +37,7 @@ class SyncPoint:
     client: int
     sync_no: int
     point: int
+    keeper: int = -1  # the keeper the SYNC batch went to (its number is in that keeper's stream)
 
 
 class SyncQueue:

@@ -30,6 +30,7 @@ class LayoutConfig:
     keepers: int = 1
     graphers: int = 1
     per_node: bool = False
+    spares: int = 0  # idle ranks the visor can make keepers or graphers while the job runs (elasticity)
 
 
 @dataclass
@@ -63,6 +64,21 @@ class StorageConfig:
     # store) | always (also after every commit)
     fsync: str = "sync"
     retry_s: float = 30.0  # how long a grapher retries a failed write (disk full, I/O error) before giving up
+
+
+@dataclass
+class ElasticConfig:
+    """Membership changes while the job runs (spare ranks become keepers or graphers and back)."""
+
+    lead_ms: float = 500.0  # a change takes effect at the first window boundary at least this far ahead
+    auto: bool = False  # the visor grows and shrinks the membership by itself (measured backpressure)
+    max_keepers: int = 0  # bounds of the automatic policy (0: layout + spares); scale() is bounded by spares
+    max_graphers: int = 0
+    min_keepers: int = 1
+    min_graphers: int = 1
+    grow_after_s: float = 1.0  # grow when clients blocked (or rings stayed full) for this long ...
+    shrink_after_s: float = 5.0  # ... shrink when idle for this long
+    cooldown_s: float = 3.0  # no automatic change sooner than this after the last one
 
 
 @dataclass
@@ -102,6 +118,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    elastic: ElasticConfig = field(default_factory=ElasticConfig)
 
 
 # -- building and checking a Config ----------------------------------------------------------------------------------
@@ -300,6 +317,15 @@ def _one_of(*choices: str) -> Callable[[Any], bool]:
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "layout.keepers": (_at_least(1), ">= 1: a layout needs at least one keeper and one grapher"),
     "layout.graphers": (_at_least(1), ">= 1: a layout needs at least one keeper and one grapher"),
+    "layout.spares": (_at_least(0), ">= 0"),
+    "elastic.lead_ms": (_above(0), "> 0"),
+    "elastic.max_keepers": (_at_least(0), ">= 0 (0: layout.keepers + layout.spares)"),
+    "elastic.max_graphers": (_at_least(0), ">= 0 (0: layout.graphers + layout.spares)"),
+    "elastic.min_keepers": (_at_least(1), ">= 1"),
+    "elastic.min_graphers": (_at_least(1), ">= 1"),
+    "elastic.grow_after_s": (_above(0), "> 0"),
+    "elastic.shrink_after_s": (_above(0), "> 0"),
+    "elastic.cooldown_s": (_at_least(0), ">= 0"),
     "client.batch_bytes": (_above(0), "> 0"),
     "client.batch_ms": (_above(0), "> 0"),
     "client.max_inflight": (_at_least(1), ">= 1"),
@@ -384,6 +410,7 @@ def register_configs() -> None:
         ("keeper", KeeperConfig),
         ("storage", StorageConfig),
         ("service", ServiceConfig),
+        ("elastic", ElasticConfig),
         ("workload", WorkloadConfig),
     ):
         cs.store(group=group, name=f"{group}_schema", node=schema)

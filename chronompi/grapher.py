@@ -23,6 +23,7 @@ from mpi4py import MPI
 from . import codec
 from .codec import EVENT
 from .commit import SyncPoint, SyncQueue
+from .membership import Epoch, Membership
 from .merge import merge_runs, pieces_in_range
 from .protocol import STORAGE, TAG_CHUNK, TAG_CTRL, TAG_REPLY, TAG_SYNC, Context
 from .service import Service
@@ -36,18 +37,33 @@ log = logging.getLogger(__name__)
 MAX_MESSAGES_PER_STEP = 256
 
 
+def grapher_index(ctx: Context, rank: int) -> int:
+    """A grapher's number in segment names: its place among the layout's graphers, then among the spares."""
+    r = ctx.roles
+    return r.graphers.index(rank) if rank in r.graphers else len(r.graphers) + r.spares.index(rank)
+
+
 class Grapher(Service):
     role = "grapher"
 
-    def __init__(self, ctx: Context) -> None:
-        super().__init__(ctx)
+    def __init__(
+        self,
+        ctx: Context,
+        members: Membership | None = None,
+        keepers: tuple[int, ...] = (),
+        first_segment: int = 0,
+    ) -> None:
+        super().__init__(ctx, members)
         self.window_ns = int(ctx.cfg.keeper.window_ms * 1e6)
-        self.keepers = ctx.roles.keepers
-        self.index = ctx.roles.graphers.index(ctx.rank)
+        self.index = grapher_index(ctx, ctx.rank)
         root = Path(ctx.cfg.storage.root)
         self.writer = SegmentWriter(root, ctx.run_id, self.index, ctx.cfg.storage)
-        self.wm: dict[int, int] = {k: NEVER for k in self.keepers}
+        self.writer.n_segment = first_segment  # a spare serving again goes on numbering its segments
+        # keepers whose chunks may come: every one not ended (their END says so)
+        self.wm: dict[int, int] = {k: NEVER for k in (keepers or self.members.latest.keepers)}
+        self.epoch_seen: dict[int, int] = dict.fromkeys(self.wm, 0)  # the epoch each keeper said it knows
         self.ended: set[int] = set()
+        self.leave_at: tuple[int, int] | None = None  # (start, number) of the epoch this grapher is not part of
         self.pending: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         self.late_flag: set[tuple[int, int]] = set()
         self.names: dict[int, tuple[str, str]] = {}
@@ -85,21 +101,22 @@ class Grapher(Service):
             if c.flags & codec.FLAG_LATE:
                 self.late_flag.add(key)
         elif c.kind == codec.WATERMARK:
-            self.wm[c.keeper] = max(self.wm[c.keeper], c.watermark)
+            self.wm[c.keeper] = max(self.wm.get(c.keeper, NEVER), c.watermark)
+            self.epoch_seen[c.keeper] = max(self.epoch_seen.get(c.keeper, 0), c.window)
         elif c.kind == codec.CHUNK_END:
             self.wm[c.keeper] = FOREVER
             self.ended.add(c.keeper)
         elif c.kind == codec.SYNC_MARK:  # every chunk holding the client's events up to the point is here
             sync_no, client, point = codec.decode_sync(c.heap)
-            self.syncs.add(SyncPoint(client, sync_no, point))
+            self.syncs.add(SyncPoint(client, sync_no, point, c.keeper))
         elif c.kind == codec.MARKER:
             q = codec.decode_query(c.heap)
-            key = (q[1], q[0])  # (client, query id): query ids are per client
+            key = (q.client, q.qid)  # query ids are per client
             seen = self.markers.setdefault(key, set())
             seen.add(c.keeper)
-            if len(seen) == len(self.keepers):  # every keeper's earlier chunks are here now
+            if len(seen) == q.keepers:  # every asked keeper's earlier chunks are here now
                 del self.markers[key]
-                self._answer(*q)
+                self._answer(q.qid, q.client, q.story, q.start, q.end)
 
     # -- online replay ----------------------------------------------------
     def _answer(self, qid: int, client: int, sid: int, t0: int, t1: int) -> None:
@@ -241,7 +258,8 @@ class Grapher(Service):
         low = min(self.wm.values())
         committed = low if first == FOREVER else min(low, window_start(first, self.window_ns))
         for sp in due:
-            self.isend(codec.encode_sync_ack(sp.sync_no, self.ctx.rank, committed), sp.client, TAG_SYNC)
+            ack = codec.encode_sync_ack(sp.sync_no, self.ctx.rank, committed, 0, sp.keeper)
+            self.isend(ack, sp.client, TAG_SYNC)
         return True
 
     def step(self) -> bool:
@@ -253,9 +271,28 @@ class Grapher(Service):
         self.outbox.reap()
         if not progressed:
             self.writer.roll_if_old()
-        if len(self.ended) == len(self.keepers) and not self.pending:
+        if not self.pending and (self.ended >= set(self.wm) or self._drained()):
             self.finished = True
         return progressed
+
+    # -- membership -------------------------------------------------------
+    def on_epoch(self, epoch: Epoch) -> None:
+        for k in epoch.keepers:
+            if k not in self.wm or k in self.ended:  # a new keeper (or one serving again)
+                self.wm[k] = NEVER
+                self.epoch_seen[k] = 0
+                self.ended.discard(k)
+        if self.ctx.rank not in epoch.graphers and self.leave_at is None:
+            self.leaving = True
+            self.leave_at = (epoch.start, epoch.number)
+
+    def _drained(self) -> bool:
+        """A leaving grapher is done when every keeper knows the epoch it leaves at and is past its start:
+        no chunk of a window it owns can come any more (late ones go to the graphers that stay)."""
+        if self.leave_at is None:
+            return False
+        start, number = self.leave_at
+        return all(k in self.ended or (self.wm[k] >= start and self.epoch_seen.get(k, 0) >= number) for k in self.wm)
 
     def close(self) -> None:
         self.writer.close()

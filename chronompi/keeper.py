@@ -28,11 +28,12 @@ from mpi4py import MPI
 from . import codec
 from .codec import EVENT, Batch
 from .commit import SyncPoint, SyncQueue
+from .membership import Epoch, Membership
 from .merge import concat_events, gather, is_sorted, merge_runs, pieces_in_range, total_order
 from .progress import Sequencer
-from .protocol import FORCE_END, TAG_BATCH, TAG_CHUNK, TAG_CTRL, TAG_REPLY, TAG_SYNC, Context
+from .protocol import TAG_BATCH, TAG_CHUNK, TAG_REPLY, TAG_SYNC, Context
 from .service import Service
-from .windows import FOREVER, NEVER, is_closed, stripe, window_of
+from .windows import FOREVER, NEVER, is_closed, window_of
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +43,30 @@ Piece = tuple[np.ndarray, np.ndarray]  # (EVENT rows sorted by time, heap)
 class Keeper(Service):
     role = "keeper"
 
-    def __init__(self, ctx: Context) -> None:
-        super().__init__(ctx)
+    def __init__(self, ctx: Context, members: Membership | None = None, graphers: tuple[int, ...] = ()) -> None:
+        super().__init__(ctx, members)
         cfg = ctx.cfg
         self.window_ns = int(cfg.keeper.window_ms * 1e6)
         self.acceptance_ns = int(cfg.keeper.acceptance_ms * 1e6)
-        self.graphers = ctx.roles.graphers
+        # graphers this keeper addresses (watermarks, END, sync markers): every member not dropped
+        self.graphers = sorted(graphers or self.members.latest.graphers)
         slot_bytes = codec.batch_capacity(cfg.client.batch_bytes, cfg.client.max_event_bytes)
         self.ring = np.empty((cfg.keeper.ring_slots, slot_bytes), np.uint8)
         self.reqs: list[Any] = [MPI.REQUEST_NULL] * cfg.keeper.ring_slots
         self.statuses = [MPI.Status() for _ in self.reqs]
         for i in range(cfg.keeper.ring_slots):
             self._post(i)
-        self.clients = set(ctx.roles.clients_of(ctx.rank))
-        self.promise: dict[int, int] = {c: NEVER for c in self.clients}  # by client rank
-        self.heard: dict[int, int] = {c: time.monotonic_ns() for c in self.clients}
+        self.clients: set[int] = set()
+        self.promise: dict[int, int] = {}  # by client rank
+        self.heard: dict[int, int] = {}
         self.ended: set[int] = set()
+        self._take_clients(self.members.latest)
         self.sequencer: Sequencer[tuple[int, int]] = Sequencer()
         self.names: dict[int, tuple[str, str]] = {}
         self.open: dict[tuple[int, int], list[Piece]] = defaultdict(list)
         self.closed_below = NEVER  # first window not closed yet (for every story): window_of(watermark)
         self.late: dict[tuple[int, int], list[Piece]] = defaultdict(list)
         self.told = NEVER  # last watermark told to the graphers
-        self.forced = False
         self.syncs = SyncQueue(self.window_ns)  # clients' syncs waiting for their windows to be shipped
         # stats
         self.n_batches = 0
@@ -118,7 +120,7 @@ class Keeper(Service):
         if b.kind == codec.SYNC:
             self.syncs.add(SyncPoint(src, b.batch_no, b.promise))  # its windows are cut in _close_windows
         elif b.kind == codec.RECEIPT:  # applied: every event the client sent so far is in this keeper's memory
-            self.isend(codec.encode_sync_ack(b.batch_no, self.ctx.rank, self.told), src, TAG_SYNC)
+            self.isend(codec.encode_sync_ack(b.batch_no, self.ctx.rank, self.told, 0, self.ctx.rank), src, TAG_SYNC)
 
     def _cut(self, b: Batch) -> None:
         """Split a batch's events into (story, window) pieces and file them as open or late."""
@@ -184,14 +186,16 @@ class Keeper(Service):
         of the marker (same tag), so the graphers' answers cover it; what is still here
         is in this reply. Nothing recorded before the query falls between the two.
         """
-        qid, client, sid, t0, t1 = codec.decode_query(b.heap)
+        q = codec.decode_query(b.heap)
         self.n_queries += 1
-        runs = pieces_in_range(list(self.open.items()) + list(self.late.items()), sid, t0, t1, self.window_ns)
+        runs = pieces_in_range(
+            list(self.open.items()) + list(self.late.items()), q.story, q.start, q.end, self.window_ns
+        )
         events, heap = merge_runs(runs) if runs else (np.empty(0, EVENT), np.empty(0, np.uint8))
-        reply = codec.encode_chunk(codec.REPLY, self.ctx.rank, 0, sid, qid, events=events, heap=heap)
+        reply = codec.encode_chunk(codec.REPLY, self.ctx.rank, 0, q.story, q.qid, events=events, heap=heap)
         self.isend(reply, src, TAG_REPLY)
-        marker = codec.encode_chunk(codec.MARKER, self.ctx.rank, 0, sid, qid, heap=b.heap.copy())
-        for g in self.graphers:
+        marker = codec.encode_chunk(codec.MARKER, self.ctx.rank, 0, q.story, q.qid, heap=b.heap.copy())
+        for g in q.graphers:  # the graphers the client asked (its view of the membership)
             self._send_chunk(g, marker)
 
     def _ship(self, key: tuple[int, int], pieces: list[Piece], wm: int, late: bool) -> None:
@@ -212,7 +216,7 @@ class Keeper(Service):
                 ev_out[...] = events
             else:
                 np.take(events, total_order(events), out=ev_out)
-        dest = self.graphers[stripe(story, window, len(self.graphers))]
+        dest = self.members.grapher_of(story, window, self.window_ns, late=late)
         self._send_chunk(dest, buf)
         self.n_chunks += 1
 
@@ -235,29 +239,55 @@ class Keeper(Service):
         progressed |= self._cut_for_syncs(wm)
         if window_of(wm, self.window_ns) != window_of(self.told, self.window_ns) and wm > self.told:
             self.told = wm
-            for g in self.graphers:
-                self._send_chunk(g, codec.encode_chunk(codec.WATERMARK, self.ctx.rank, wm))
+            self._tell_watermark(self.graphers)
             progressed = True
         self.open_max = max(self.open_max, len(self.open))
         return progressed
 
-    # -- control ----------------------------------------------------------
-    def _control(self) -> bool:
-        if not self.comm.Iprobe(self.ctx.roles.visor, TAG_CTRL):
-            return False
-        msg = self.comm.recv(source=self.ctx.roles.visor, tag=TAG_CTRL)
-        if msg[0] == FORCE_END:
-            log.warning("keeper %d: forced to end by the visor", self.ctx.rank)
-            self.forced = True
-        return True
+    def _tell_watermark(self, graphers: list[int]) -> None:
+        """WATERMARK notice: this keeper's watermark and the epoch it knows (in the window field)."""
+        buf = codec.encode_chunk(codec.WATERMARK, self.ctx.rank, self.told, window=self.members.latest.number)
+        for g in graphers:
+            self._send_chunk(g, buf)
+
+    # -- membership -------------------------------------------------------
+    def _take_clients(self, epoch: Epoch) -> None:
+        """Clients the epoch gives this keeper: until its start they promise nothing older than it."""
+        now_wall, now_mono = time.time_ns(), time.monotonic_ns()
+        for c, k in epoch.keeper_of.items():
+            if k != self.ctx.rank or (c in self.clients and c not in self.ended):
+                continue
+            self.clients.add(c)
+            self.ended.discard(c)
+            if epoch.start == NEVER or epoch.start <= now_wall:
+                self.promise[c], self.heard[c] = NEVER, now_mono
+            else:  # silent until the epoch starts: that is no silence (acceptance_ms counts from the start)
+                self.promise[c] = epoch.start - 1
+                self.heard[c] = now_mono + (epoch.start - now_wall)
+
+    def on_epoch(self, epoch: Epoch) -> None:
+        self._take_clients(epoch)
+        self.graphers = sorted(set(self.graphers) | set(epoch.graphers))
+        self._tell_watermark(self.graphers)  # new graphers learn where this keeper is; all learn the epoch
+        self.leaving = self.ctx.rank not in epoch.keepers
+
+    def on_drop(self, ranks: set[int]) -> None:
+        self.graphers = [g for g in self.graphers if g not in ranks]
+
+    def on_gone(self, client: int) -> None:
+        if client in self.clients:
+            self.ended.add(client)
+            self.promise[client] = FOREVER
 
     # -- lifecycle --------------------------------------------------------
     def step(self) -> bool:
         progressed = self._receive()
-        progressed |= self._control()
         progressed |= self._close_windows()
         self.outbox.reap()
-        if (self.forced or self.ended == self.clients) and not self.open and not self.late:
+        # the end of this keeper's part: every client ended (END or moved away) and, for a member of
+        # the latest epoch, the session is sealed (no client can be given to it any more)
+        done = self.ended >= self.clients and (self.leaving or self.sealed)
+        if (self.forced or done) and not self.open and not self.late:
             self._finish()
         return progressed
 
@@ -279,13 +309,16 @@ class Keeper(Service):
         return True
 
     def _pass_syncs(self, due: list[SyncPoint]) -> None:
-        """Tell every grapher that the chunks holding these syncs' events went out before this marker."""
+        """Tell every grapher that the chunks holding these syncs' events went out before this marker,
+        and the client how many grapher answers to wait for."""
         for sp in due:
             marker = codec.encode_chunk(
                 codec.SYNC_MARK, self.ctx.rank, sp.point, heap=codec.encode_sync(sp.sync_no, sp.client, sp.point)
             )
             for g in self.graphers:
                 self._send_chunk(g, marker)
+            ack = codec.encode_sync_ack(sp.sync_no, self.ctx.rank, self.told, len(self.graphers), self.ctx.rank)
+            self.isend(ack, sp.client, TAG_SYNC)
 
     def _finish(self) -> None:
         self._pass_syncs(self.syncs.take_all())  # every window is shipped

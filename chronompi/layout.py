@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from .config import LayoutConfig
 from .errors import ConfigError
 
-VISOR, KEEPER, GRAPHER, CLIENT = "visor", "keeper", "grapher", "client"
-ROLES = (VISOR, KEEPER, GRAPHER, CLIENT)
+VISOR, KEEPER, GRAPHER, CLIENT, SPARE = "visor", "keeper", "grapher", "client", "spare"
+ROLES = (VISOR, KEEPER, GRAPHER, CLIENT, SPARE)
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Roles:
     graphers: tuple[int, ...]
     clients: tuple[int, ...]
     keeper_of: dict[int, int]  # client rank -> its keeper's rank
+    spares: tuple[int, ...] = ()  # idle ranks the visor may make keepers or graphers (layout.spares)
 
     def clients_of(self, keeper: int) -> tuple[int, ...]:
         return tuple(c for c in self.clients if self.keeper_of[c] == keeper)
@@ -42,14 +43,15 @@ def assign_roles(size: int, layout: LayoutConfig, node_of: Sequence[int] | None 
         raise ConfigError(f"layout needs at least one keeper and one grapher, got keepers={k} graphers={g}")
     node_ids = sorted(set(nodes))
     n_keepers = k * len(node_ids) if layout.per_node else k
-    need = 1 + n_keepers + g + 1
+    n_spares = layout.spares
+    need = 1 + n_keepers + g + n_spares + 1
     if size < need:
         what = f"{k} keeper(s) per node on {len(node_ids)} node(s)" if layout.per_node else f"{k} keeper(s)"
         raise ConfigError(
             f"a session with {what} and {g} grapher(s) needs at least {need} ranks "
-            f"(1 visor + {n_keepers} keepers + {g} graphers + at least 1 client), but the "
+            f"(1 visor + {n_keepers} keepers + {g} graphers + {n_spares} spares + at least 1 client), but the "
             f"communicator has {size}; launch more ranks (mpirun -n {need}) or lower "
-            "layout.keepers / layout.graphers"
+            "layout.keepers / layout.graphers / layout.spares"
         )
     role = [CLIENT] * size
     role[0] = VISOR
@@ -77,6 +79,15 @@ def assign_roles(size: int, layout: LayoutConfig, node_of: Sequence[int] | None 
             role[r] = KEEPER
         for r in range(1 + k, 1 + k + g):
             role[r] = GRAPHER
+        free = {n: [r for r in range(1 + k + g, size) if nodes[r] == n] for n in node_ids}
+    placed = 0
+    i = 0
+    while placed < n_spares:  # spares round-robin over the nodes, after the services
+        n = node_ids[i % len(node_ids)]
+        if free[n]:
+            role[free[n].pop(0)] = SPARE
+            placed += 1
+        i += 1
     keepers = tuple(r for r in range(size) if role[r] == KEEPER)
     graphers = tuple(r for r in range(size) if role[r] == GRAPHER)
     clients = tuple(r for r in range(size) if role[r] == CLIENT)
@@ -94,4 +105,5 @@ def assign_roles(size: int, layout: LayoutConfig, node_of: Sequence[int] | None 
         i = turn.get(key, 0)
         keeper_of[c] = pool[i % len(pool)]
         turn[key] = i + 1
-    return Roles(tuple(role), 0, keepers, graphers, clients, keeper_of)
+    spares = tuple(r for r in range(size) if role[r] == SPARE)
+    return Roles(tuple(role), 0, keepers, graphers, clients, keeper_of, spares)

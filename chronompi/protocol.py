@@ -45,6 +45,18 @@ FORCE_END = "force-end"  # visor -> keepers: treat every client as ended
 RELEASE = "release"  # (RELEASE, summary): visor -> everyone: the session is over
 STORAGE = "storage"  # (STORAGE, rank, host, state, info): grapher -> visor: its staging or store is failing;
 # state: retrying | recovered | abandoned | gave-up (info: path, errno, error, ...; see docs "Storage faults")
+# membership changes (docs/architecture.md, "Elasticity"):
+EPOCH = "epoch"  # (EPOCH, epoch json): visor -> members and clients: the next epoch, announced before it starts
+EPOCH_ACK = "epoch-ack"  # (EPOCH_ACK, rank, number): a member or client knows the epoch
+ACTIVATE = "activate"  # (ACTIVATE, role, membership json): visor -> spare: serve as keeper or grapher
+DRAINED = "drained"  # (DRAINED, role, rank, stats): a leaving member passed on or wrote all it held
+DROP = "drop"  # (DROP, number, ranks): visor -> clients and keepers: stop addressing these (drained) ranks
+DROP_ACK = "drop-ack"  # (DROP_ACK, rank, number)
+RETIRE = "retire"  # (RETIRE,): visor -> drained member: back to the spare pool
+SEAL = "seal"  # (SEAL,): visor -> keepers: every client is done, no more members or clients will come
+GONE = "gone"  # (GONE, client rank): visor -> keeper: a client that ended without ever sending to you
+SCALED = "scaled"  # (SCALED, reason): visor's record of an automatic decision (only in the run record)
+LOAD = "load"  # (LOAD, rank, role, numbers): periodic load report to the visor (elastic.auto)
 
 
 @dataclass

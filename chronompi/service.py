@@ -15,8 +15,23 @@ from typing import Any
 
 from mpi4py import MPI
 
+from .membership import Epoch, Membership, initial
 from .progress import Backoff
-from .protocol import DONE, RELEASE, TAG_CTRL, Context
+from .protocol import (
+    DONE,
+    DRAINED,
+    DROP,
+    DROP_ACK,
+    EPOCH,
+    EPOCH_ACK,
+    FORCE_END,
+    GONE,
+    RELEASE,
+    RETIRE,
+    SEAL,
+    TAG_CTRL,
+    Context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +91,23 @@ def recv_ctrl(comm: Any, source: int, backoff: Backoff) -> Any:
     return comm.recv(source=status.Get_source(), tag=TAG_CTRL)
 
 
+def membership_of(ctx: Context) -> Membership:
+    """Epoch 0 of a session: the layout's keepers and graphers."""
+    r = ctx.roles
+    return initial(r.keepers, r.graphers, r.keeper_of)
+
+
 class Service:
-    """Base of the service roles."""
+    """Base of the service roles.
+
+    Control messages from the visor (TAG_CTRL) are read once a loop by :meth:`_ctrl`:
+    membership changes (``on_epoch``, ``on_drop``), the end of the session (SEAL, FORCE_END,
+    RELEASE) and, for a member that left, RETIRE (back to the spare pool).
+    """
 
     role = "service"
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, members: Membership | None = None) -> None:
         self.ctx = ctx
         self.comm = ctx.comm
         self.backoff = make_backoff(ctx)
@@ -89,6 +115,12 @@ class Service:
         self.started = time.perf_counter()
         self.summary: dict[str, Any] | None = None
         self.outbox = Outbox(self.comm)
+        self.members = members if members is not None else membership_of(ctx)
+        self.leaving = False  # not a member of the latest epoch: drain, then retire
+        self.sealed = False  # every client is done (keepers may end)
+        self.forced = False  # the visor ends the run early: treat every client as ended
+        self.released_ = False
+        self.retired = False
 
     def isend(self, buf: Any, dest: int, tag: int) -> None:
         self.outbox.isend(buf, dest, tag)
@@ -99,18 +131,69 @@ class Service:
     def stats(self) -> dict[str, Any]:
         return {"host": self.ctx.host, "slept_s": round(self.backoff.slept, 3)}
 
-    def run(self) -> None:
-        """Serve until this role's shutdown is done, report to the visor, then keep answering
-        online replays (other clients may still be running) until the visor's release."""
+    def run(self) -> str:
+        """Serve until this role's part is done (the session's end, or a drain when it leaves the
+        membership), report to the visor, then keep answering online replays (other clients may
+        still be running) until the visor releases it (returns "released") or retires it ("retired")."""
         while not self.finished:
+            self._ctrl()
             self.backoff.step(self.step())
         self.close()
-        self.report_done()
-        while not self.released():
+        if self.leaving and not self.forced:
+            self._report(DRAINED)
+        else:
+            self.report_done()
+        while not (self.released_ or self.retired):
+            self._ctrl()
             self.backoff.step(self.serve())
             self.outbox.reap()
         self.outbox.drain(self.backoff)
         self.shutdown()
+        return "released" if self.released_ else "retired"
+
+    # -- control from the visor --------------------------------------------
+    def _ctrl(self) -> bool:
+        """Read every control message the visor sent; False when there was none."""
+        visor = self.ctx.roles.visor
+        got = False
+        while self.comm.Iprobe(visor, TAG_CTRL):
+            msg = self.comm.recv(source=visor, tag=TAG_CTRL)
+            got = True
+            kind = msg[0]
+            if kind == RELEASE:
+                self.summary = msg[1]
+                self.released_ = True
+            elif kind == EPOCH:
+                epoch = Epoch.from_json(msg[1])
+                self.members.add(epoch)
+                self.on_epoch(epoch)
+                self._send_visor((EPOCH_ACK, self.ctx.rank, epoch.number))
+            elif kind == DROP:
+                self.on_drop(set(msg[2]))
+                self._send_visor((DROP_ACK, self.ctx.rank, msg[1]))
+            elif kind == SEAL:
+                self.sealed = True
+            elif kind == FORCE_END:
+                if not self.forced and not self.finished:
+                    log.warning("%s %d: forced to end by the visor", self.role, self.ctx.rank)
+                self.forced = True
+            elif kind == RETIRE:
+                self.retired = True
+            elif kind == GONE:
+                self.on_gone(int(msg[1]))
+        return got
+
+    def _send_visor(self, msg: Any) -> None:
+        self.comm.send(msg, dest=self.ctx.roles.visor, tag=TAG_CTRL)
+
+    def on_epoch(self, epoch: Epoch) -> None:
+        """A new epoch was announced (already added to ``self.members``)."""
+
+    def on_drop(self, ranks: set[int]) -> None:
+        """Drained members this role must no longer address."""
+
+    def on_gone(self, client: int) -> None:
+        """A client ended without ever sending to this keeper."""
 
     def close(self) -> None:
         """This role's part of the shutdown is over (all its data is passed on or written)."""
@@ -122,16 +205,11 @@ class Service:
     def shutdown(self) -> None:
         """Released by the visor: withdraw outstanding receives, free resources."""
 
-    def released(self) -> bool:
-        visor = self.ctx.roles.visor
-        while self.comm.Iprobe(visor, TAG_CTRL):
-            msg = self.comm.recv(source=visor, tag=TAG_CTRL)
-            if msg[0] == RELEASE:
-                self.summary = msg[1]
-                return True  # FORCE_END after the end is moot: ignore it
-        return False
-
     def report_done(self) -> None:
+        self._report(DONE)
+
+    def _report(self, kind: str) -> None:
         stats = self.stats()
         stats["wall_s"] = round(time.perf_counter() - self.started, 3)
-        self.comm.send((DONE, self.role, self.ctx.rank, stats), dest=self.ctx.roles.visor, tag=TAG_CTRL)
+        stats["epoch"] = self.members.latest.number
+        self._send_visor((kind, self.role, self.ctx.rank, stats))

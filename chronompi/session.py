@@ -24,10 +24,9 @@ from mpi4py import MPI
 from .client import Client
 from .config import Config, as_config
 from .errors import ChronoError, ConfigError, StoreError
-from .grapher import Grapher
-from .keeper import Keeper
-from .layout import CLIENT, GRAPHER, KEEPER, ROLES, VISOR, assign_roles
+from .layout import CLIENT, GRAPHER, ROLES, SPARE, VISOR, assign_roles
 from .logutil import setup_logging
+from .member import serve_member
 from .protocol import Context, hostname
 from .store.format import init_store
 from .store.space import advice
@@ -36,7 +35,6 @@ from .visor import Visor
 
 log = logging.getLogger(__name__)
 
-SERVICES = {VISOR: Visor, KEEPER: Keeper, GRAPHER: Grapher}
 
 _last: dict[str, Any] = {}
 
@@ -98,7 +96,8 @@ def _startup(comm: Any, cfg: Any) -> Context:
     node_of = [node_index[x] for x in leaders]
     roles = assign_roles(comm.Get_size(), resolved.layout, node_of)  # identical on every rank
     # every grapher checks the directories it will write, on its own node; all ranks see every answer
-    mine = check_dirs(resolved.storage, run_id) if roles.role[rank] == GRAPHER else []
+    # spares may become graphers: their directories are checked too
+    mine = check_dirs(resolved.storage, run_id) if roles.role[rank] in (GRAPHER, SPARE) else []
     problems = [f"rank {r} on {hosts[r]} (grapher): {p}" for r, ps in enumerate(comm.allgather(mine)) for p in ps]
     if problems:
         raise ConfigError("a grapher cannot write its files: " + " | ".join(problems))
@@ -161,12 +160,17 @@ def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
                     _abort(world, ctx, "client shutdown")
                 _remember(client.summary)
         else:
+            summary: dict[str, Any] | None = None
             try:
-                service = SERVICES[ctx.role](ctx)
-                service.run()
+                if ctx.role == VISOR:
+                    visor = Visor(ctx)
+                    visor.run()
+                    summary = visor.summary
+                else:  # keeper, grapher or spare: members come and go (member.py)
+                    summary = serve_member(ctx)
             except BaseException:
                 _abort(world, ctx, f"{ctx.role} service")
-            _remember(service.summary)
+            _remember(summary)
             yield None
     finally:
         role_comm.Free()

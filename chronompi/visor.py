@@ -20,9 +20,11 @@ import numpy as np
 from mpi4py import MPI
 
 from ._version import __version__
+from .elastic import Coordinator
 from .errors import ChronicleExists, ChronicleInUse, ChronoError, StoryNotAcquired, UnknownChronicle
+from .grapher import grapher_index
 from .names import check_name
-from .protocol import DONE, FAILED, FORCE_END, RELEASE, STORAGE, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
+from .protocol import DONE, FAILED, FORCE_END, RELEASE, SEAL, STORAGE, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
 from .service import Service
 from .store.format import write_run
 from .store.writer import staging_dir
@@ -144,8 +146,10 @@ class Visor(Service):
         self.registry = Registry()
         self.root = Path(ctx.cfg.storage.root)
         roles = ctx.roles
-        self.expect = {r for r in range(len(roles.role)) if r != ctx.rank}
+        self.everyone = [r for r in range(len(roles.role)) if r != ctx.rank]
         self.done: dict[int, tuple[str, dict[str, Any]]] = {}
+        self.elastic = Coordinator(self)
+        self.sealed = False
         self.failures: list[tuple[int, str, str]] = []
         self.failed_at: float | None = None
         self.forced = False
@@ -180,7 +184,10 @@ class Visor(Service):
             req = self.comm.recv(source=src, tag=TAG_REQ)
             self.n_requests += 1
             try:
-                reply: tuple[Any, ...] = ("ok", self.registry.handle(req, src))
+                if req[0] in ("scale", "members"):
+                    reply: tuple[Any, ...] = ("ok", self.elastic.handle(req, src))
+                else:
+                    reply = ("ok", self.registry.handle(req, src))
             except (ChronoError, ValueError, TypeError, IndexError) as exc:  # a bad request never kills the visor
                 reply = error_reply(exc)
             self.replies.append(self.comm.isend(reply, src, TAG_REP))
@@ -198,6 +205,10 @@ class Visor(Service):
             if msg[0] == DONE:
                 _, role, rank, stats = msg
                 self.done[rank] = (role, stats)
+                if role == "client":
+                    self.elastic.client_done(rank, stats)
+            elif self.elastic.on_ctrl(src, msg):
+                pass
             elif msg[0] == FAILED:
                 _, rank, host, text = msg
                 log.error("client rank %d on %s failed: %s", rank, host, text)
@@ -220,7 +231,7 @@ class Visor(Service):
             self.storage_failed_at = time.monotonic()
             if not self.forced:  # the healthy graphers write everything the keepers hold, then the job ends
                 self.forced = True
-                for k in self.ctx.roles.keepers:
+                for k in sorted(self.elastic.alive_keepers):
                     self.comm.send((FORCE_END,), dest=k, tag=TAG_CTRL)
         self.record["storage"] = self.storage
         self._save({**self.record, "alive": time.time_ns()})  # visible at once, to users and fsck
@@ -268,7 +279,7 @@ class Visor(Service):
             self.ctx.cfg.service.failure_grace_s,
         )
         self.forced = True
-        for k in self.ctx.roles.keepers:
+        for k in sorted(self.elastic.alive_keepers):
             self.comm.send((FORCE_END,), dest=k, tag=TAG_CTRL)
 
     def _heartbeat(self) -> None:
@@ -284,18 +295,24 @@ class Visor(Service):
         progressed |= self._requests()
         progressed |= self._control()
         self._check_failure()
-        services = set(self.ctx.roles.keepers) | set(self.ctx.roles.graphers)
+        self.elastic.step()
+        reported = set(self.done) | set(self.elastic.drained)
+        services = self.elastic.alive()
         if self.storage_failed is not None and (
-            services <= set(self.done)
-            or time.monotonic() - self.storage_failed_at > self.ctx.cfg.service.failure_grace_s
+            services <= reported or time.monotonic() - self.storage_failed_at > self.ctx.cfg.service.failure_grace_s
         ):
             self._end_failed()
-        if self.forced and services <= set(self.done):
+        if self.forced and services <= reported:
             self._write_manifest("aborted")
             self._print_summary()
             log.critical("aborting the job: client(s) failed and others did not finish")
             self.comm.Abort(1)
-        if set(self.done) >= self.expect:
+        clients_done = set(self.ctx.roles.clients) <= set(self.done)
+        if clients_done and not self.sealed:  # no client will come back: keepers may end
+            self.sealed = True
+            for k in sorted(self.elastic.alive_keepers):
+                self.comm.send((SEAL,), dest=k, tag=TAG_CTRL)
+        if clients_done and self.elastic.members_now() <= set(self.done) and not self.elastic.busy():
             self.finished = True
         return progressed
 
@@ -311,9 +328,9 @@ class Visor(Service):
             "version": __version__,
             "ranks": len(ctx.roles.role),
             "hosts": sorted(set(ctx.hosts)),
-            "graphers": [
-                {"index": i, "rank": r, "host": ctx.hosts[r], "staging": str(stage)}
-                for i, r in enumerate(ctx.roles.graphers)
+            "graphers": [  # (spares may serve as graphers: where their open segments would be)
+                {"index": grapher_index(ctx, r), "rank": r, "host": ctx.hosts[r], "staging": str(stage)}
+                for r in ctx.roles.graphers + ctx.roles.spares
             ],
             "config": dataclasses.asdict(ctx.cfg),
         }
@@ -323,6 +340,8 @@ class Visor(Service):
         roles: dict[str, list[dict[str, Any]]] = {}
         for rank, (role, stats) in sorted(self.done.items()):
             roles.setdefault(role, []).append({"rank": rank, **stats})
+        for r in self.elastic.retired_stats:  # members that left during the run: their part counts too
+            roles.setdefault(r["role"], []).append(dict(r))
         clients = roles.get("client", [])
         graphers = roles.get("grapher", [])
         wall = time.time() - self.t_start
@@ -359,6 +378,7 @@ class Visor(Service):
             },
             "roles": roles,
             "registry": self.registry.to_json(),
+            "epochs": self.elastic.history,
         }
 
     def _write_manifest(self, status: str = "complete", **extra: Any) -> None:
@@ -372,11 +392,12 @@ class Visor(Service):
 
         print_summary(self.summary)
 
-    def run(self) -> None:
+    def run(self) -> str:
         while not self.finished:
             self.backoff.step(self.step())
         self._write_manifest()
         self._print_summary()
         brief = {k: v for k, v in (self.summary or {}).items() if k not in ("roles", "clock", "registry")}
-        for r in sorted(self.expect):
+        for r in self.everyone:  # clients, members, spares
             self.comm.send((RELEASE, brief), dest=r, tag=TAG_CTRL)
+        return "released"

@@ -5,7 +5,10 @@ spec keys: cfg (session config overrides), chronicles, stories, shared, events, 
 sizes (list of payload sizes to draw from), mode (log|log_many|mixed), stall_ms (hold the
 client lock this long mid-run on client 0, making its later-sent events late), sync_every (each
 thread calls sync() after every that many log calls, alternating until="committed"/"received";
-the returned point must be at or after every timestamp the thread logged before), seed.
+the returned point must be at or after every timestamp the thread logged before), scale (a list of
+[keepers, graphers] that client 0 asks for one after another from a thread while everyone logs;
+the memberships it got back go to OUTDIR/scaled.json), min_seconds (log at least this long), rate
+(events/s per thread, paced), seed.
 """
 
 from __future__ import annotations
@@ -49,6 +52,19 @@ def main() -> None:
         per_thread = spec.get("events", 1000)
         lock = threading.Lock()
         rows: list[tuple[int, int, int, bytes]] = []  # (time, story index, length, digest)
+        t_start = time.monotonic()
+        min_seconds = spec.get("min_seconds", 0)
+        scaled: list[dict] = []
+
+        failed: list[BaseException] = []
+
+        def scaler() -> None:
+            try:
+                for k, g in spec["scale"]:
+                    scaled.append(client.scale(keepers=k, graphers=g))
+                    time.sleep(spec.get("scale_pause", 0.1))
+            except BaseException as exc:  # re-raised on the main thread
+                failed.append(exc)
 
         def work(tid: int) -> None:
             rng = np.random.default_rng([spec.get("seed", 0), rank, tid])
@@ -56,13 +72,13 @@ def main() -> None:
             done = 0
             k = 0
             stalled: list[bool] = []
-            while done < per_thread:
+            while done < per_thread or time.monotonic() - t_start < min_seconds:
                 si = int(rng.integers(len(stories)))
                 st = stories[si]
                 use_many = mode == "log_many" or (mode == "mixed" and k % 2)
                 k += 1
                 if use_many:
-                    m = int(min(per_thread - done, rng.integers(1, 300)))
+                    m = int(min(max(per_thread - done, 1), rng.integers(1, 300)))
                     pl = [rng.bytes(int(rng.choice(sizes))) for _ in range(m)]
                     times = st.log_many(pl)
                     mine += [
@@ -74,6 +90,10 @@ def main() -> None:
                     t = st.log(p)
                     mine.append((t, si, len(p), hashlib.blake2b(p, digest_size=16).digest()))
                     done += 1
+                if spec.get("rate"):  # events/s per thread
+                    ahead = done / spec["rate"] - (time.monotonic() - t_start)
+                    if ahead > 0:
+                        time.sleep(ahead)
                 every = spec.get("sync_every", 0)
                 if every and k % every == 0:
                     until = "received" if (k // every) % 3 == 2 else "committed"
@@ -88,11 +108,17 @@ def main() -> None:
                 rows.extend(mine)
 
         threads = [threading.Thread(target=work, args=(t,)) for t in range(1, n_threads)]
+        if spec.get("scale") and comm.Get_rank() == 0:
+            threads.append(threading.Thread(target=scaler))
         for th in threads:
             th.start()
         work(0)
         for th in threads:
             th.join()
+        if failed:
+            raise failed[0]
+        if scaled:
+            (outdir / "scaled.json").write_text(json.dumps(scaled))
         for st in stories:
             st.release()
         arr = np.array(rows, dtype=[("time", "<i8"), ("story", "<u4"), ("length", "<u4"), ("digest", "V16")])
