@@ -484,7 +484,10 @@ class Client:
                 if len(c.events):
                     runs.append((c.events.copy(), c.heap))
         try:  # earlier runs in the store (this run's segments come from the graphers)
-            with Store(self.ctx.cfg.storage.root, exclude_run=self.ctx.run_id) as st:
+            from .grapher import grapher_index
+
+            left = [grapher_index(self.ctx, r) for r in self._route.left_graphers]
+            with Store(self.ctx.cfg.storage.root, exclude_run=self.ctx.run_id, include_graphers=left) as st:
                 ev, heap = st.replay_raw(story.chronicle, story.name, t0, t1)
                 if len(ev):
                     runs.append((ev, heap))

@@ -8,7 +8,9 @@ answers, so that no rank ever addresses a member that has left:
    starts at the first window boundary ``elastic.lead_ms`` ahead.
 2. **drain**: members that leave drain by themselves (a keeper once every client moved
    away at the start and its windows are shipped; a grapher once every keeper is past the
-   start and its windows are written) and report DRAINED.
+   start and its windows are written) and report DRAINED; a keeper that stays but loses
+   clients reports MOVED once each of them sent its END (so no client can have two moves
+   pending: the next change waits for this one).
 3. **drop**: clients and keepers are told to stop addressing the drained members (DROP,
    answered by DROP_ACK; a client answers between its replays and syncs).
 4. **retire**: the drained members go back to the spare pool (RETIRE).
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .membership import Epoch, Membership, ScaleError, plan
-from .protocol import ACTIVATE, DRAINED, DROP, DROP_ACK, EPOCH, EPOCH_ACK, GONE, LOAD, RETIRE, TAG_CTRL
+from .protocol import ACTIVATE, DRAINED, DROP, DROP_ACK, EPOCH, EPOCH_ACK, GONE, LOAD, MOVED, RETIRE, TAG_CTRL
 from .windows import window_end, window_of
 
 if TYPE_CHECKING:
@@ -40,9 +42,11 @@ LOAD_PERIOD_S = 0.5  # clients, keepers and graphers report their load this ofte
 class Change:
     epoch: Epoch
     leaving: set[int]
+    losing: set[int]  # keepers that stay but lose clients: they report MOVED
     activated: list[tuple[int, str]]
     requested: int  # ns
     waiting: set[int] = field(default_factory=set)
+    moved: set[int] = field(default_factory=set)
     phase: str = "announce"
     times: dict[str, int] = field(default_factory=dict)
 
@@ -142,7 +146,9 @@ class Coordinator:
             self._send(r, (EPOCH, epoch.to_json()))
         self.alive_keepers |= set(epoch.keepers)
         self.alive_graphers |= set(epoch.graphers)
-        self.change = Change(epoch, leaving, activate, now, waiting=tell, times={"announced": now})
+        before = self.members.epochs[-2].keeper_of
+        losing = {before[c] for c in self.clients if epoch.keeper_of.get(c) != before.get(c)} - leaving
+        self.change = Change(epoch, leaving, losing, activate, now, waiting=tell, times={"announced": now})
         self.last_change = time.monotonic()
         log.warning(
             "epoch %d announced (%s): keepers %s, graphers %s, from %s",
@@ -158,9 +164,11 @@ class Coordinator:
     def on_ctrl(self, src: int, msg: Any) -> bool:
         kind = msg[0]
         c = self.change
-        if kind in (EPOCH_ACK, DROP_ACK):
+        if kind in (EPOCH_ACK, DROP_ACK, MOVED):
             if c is not None and msg[2] == c.epoch.number:
                 c.waiting.discard(src)
+                if kind == MOVED:
+                    c.moved.add(src)  # (it may come before every member answered the announcement)
             return True
         if kind == DRAINED:
             _, role, rank, stats = msg
@@ -200,7 +208,7 @@ class Coordinator:
         now = time.time_ns()
         if c.phase == "announce":
             c.times["acknowledged"] = now
-            c.phase, c.waiting = "drain", set(c.leaving)
+            c.phase, c.waiting = "drain", set(c.leaving) | (c.losing - c.moved)
             c.waiting -= set(self.drained)  # (a member may drain before everyone answered)
         elif c.phase == "drain":
             c.times["drained"] = now

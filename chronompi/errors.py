@@ -22,6 +22,11 @@ class ConfigError(ChronoError, ValueError):
     """
 
 
+class ScaleError(ConfigError):
+    """A membership change (``client.scale``) that cannot be carried out: fewer than one keeper or
+    grapher, not enough spare ranks, another change in progress, or the session ending. Nothing changed."""
+
+
 class InvalidName(ChronoError, ValueError):
     """A chronicle or story name is not allowed (it would become a path)."""
 

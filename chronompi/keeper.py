@@ -31,7 +31,7 @@ from .commit import SyncPoint, SyncQueue
 from .membership import Epoch, Membership
 from .merge import concat_events, gather, is_sorted, merge_runs, pieces_in_range, total_order
 from .progress import Sequencer
-from .protocol import TAG_BATCH, TAG_CHUNK, TAG_REPLY, TAG_SYNC, Context
+from .protocol import MOVED, TAG_BATCH, TAG_CHUNK, TAG_REPLY, TAG_SYNC, Context
 from .service import Service
 from .windows import FOREVER, NEVER, is_closed, window_of
 
@@ -67,6 +67,7 @@ class Keeper(Service):
         self.closed_below = NEVER  # first window not closed yet (for every story): window_of(watermark)
         self.late: dict[tuple[int, int], list[Piece]] = defaultdict(list)
         self.told = NEVER  # last watermark told to the graphers
+        self.moving_out: tuple[int, set[int]] | None = None  # (epoch, clients it moves away from here)
         self.syncs = SyncQueue(self.window_ns)  # clients' syncs waiting for their windows to be shipped
         # stats
         self.n_batches = 0
@@ -266,6 +267,8 @@ class Keeper(Service):
                 self.heard[c] = now_mono + (epoch.start - now_wall)
 
     def on_epoch(self, epoch: Epoch) -> None:
+        movers = {c for c in self.clients - self.ended if epoch.keeper_of.get(c) != self.ctx.rank}
+        self.moving_out = (epoch.number, movers)  # the change is over for us once each sent its END
         self._take_clients(epoch)
         self.graphers = sorted(set(self.graphers) | set(epoch.graphers))
         self._tell_watermark(self.graphers)  # new graphers learn where this keeper is; all learn the epoch
@@ -282,6 +285,9 @@ class Keeper(Service):
     # -- lifecycle --------------------------------------------------------
     def step(self) -> bool:
         progressed = self._receive()
+        if self.moving_out is not None and self.moving_out[1] <= self.ended and not self.leaving:
+            self._send_visor((MOVED, self.ctx.rank, self.moving_out[0]))
+            self.moving_out = None
         progressed |= self._close_windows()
         self.outbox.reap()
         # the end of this keeper's part: every client ended (END or moved away) and, for a member of

@@ -20,12 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ScaleError
 from .windows import NEVER, stripe
-
-
-class ScaleError(ConfigError):
-    """A scale request that cannot be carried out (bounds, spares, a change in progress); nothing changed."""
 
 
 @dataclass(frozen=True)

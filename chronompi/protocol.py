@@ -50,6 +50,7 @@ EPOCH = "epoch"  # (EPOCH, epoch json): visor -> members and clients: the next e
 EPOCH_ACK = "epoch-ack"  # (EPOCH_ACK, rank, number): a member or client knows the epoch
 ACTIVATE = "activate"  # (ACTIVATE, role, membership json): visor -> spare: serve as keeper or grapher
 DRAINED = "drained"  # (DRAINED, role, rank, stats): a leaving member passed on or wrote all it held
+MOVED = "moved"  # (MOVED, rank, number): a keeper that stays got END from every client the epoch moved away
 DROP = "drop"  # (DROP, number, ranks): visor -> clients and keepers: stop addressing these (drained) ranks
 DROP_ACK = "drop-ack"  # (DROP_ACK, rank, number)
 RETIRE = "retire"  # (RETIRE,): visor -> drained member: back to the spare pool

@@ -29,6 +29,7 @@ class Route:
         self.keepers: set[int] = set(latest.keepers)
         self.graphers: set[int] = set(latest.graphers)
         self.data_keepers: set[int] = {self.keeper}
+        self.left_graphers: set[int] = set()  # graphers that left: a replay reads their segments from the store
 
     @property
     def epoch(self) -> int:
@@ -63,6 +64,7 @@ class Route:
         return old
 
     def drop(self, ranks: set[int]) -> None:
+        self.left_graphers |= ranks & self.graphers
         self.keepers -= ranks
         self.graphers -= ranks
         self.data_keepers -= ranks

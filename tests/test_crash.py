@@ -39,7 +39,14 @@ N = 6  # 1 visor, 1 keeper, 1 grapher, 3 clients
 
 
 def launch(
-    store: Path, refdir: Path, staging: str, fault: str | None, tmp: Path, graphers: int = 1, spec: dict | None = None
+    store: Path,
+    refdir: Path,
+    staging: str,
+    fault: str | None,
+    tmp: Path,
+    graphers: int = 1,
+    spec: dict | None = None,
+    n: int = N,
 ):
     """Start crashy.py on N ranks (``spec`` replaces the default: small windows, 3000 events/s per client)."""
     if spec is None:
@@ -63,7 +70,7 @@ def launch(
     if fault:
         env["CHRONOMPI_FAULT"] = fault
         env["CHRONOMPI_FAULT_DIR"] = str(tmp)
-    argv = mpirun_argv(N, [sys.executable, str(APPS / "crashy.py"), str(store), str(refdir), json.dumps(spec)], env=env)
+    argv = mpirun_argv(n, [sys.executable, str(APPS / "crashy.py"), str(store), str(refdir), json.dumps(spec)], env=env)
     return subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -153,7 +160,7 @@ def check(store: Path, refdir: Path, windows_complete: bool = True) -> tuple[int
     assert len(runs) == 1 and runs[0]["status"] == "running"
     run_id = int(runs[0]["run"], 16)
     window_ns = int(runs[0]["config"]["keeper"]["window_ms"] * 1e6)
-    rank_of = {client_id(run_id, r): r for r in range(N)}
+    rank_of = {client_id(run_id, r): r for r in range(int(runs[0]["ranks"]))}
     events = stored_events(store)
     keys = set()
     for story, rows in events.items():

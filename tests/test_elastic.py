@@ -77,3 +77,68 @@ def test_scale_while_logging(name: str, store: Path, outdir: Path) -> None:
     assert any(e.get("retired_epoch") for e in roles["keeper"] + roles["grapher"]), "nobody retired"
     scaled = json.loads((outdir / "scaled.json").read_text())
     assert [(len(s["keepers"]), len(s["graphers"])) for s in scaled] == [tuple(x) for x in steps]
+
+
+def test_refused_requests_change_nothing(store: Path) -> None:
+    r = mpirun(7, "elastic_api.py", str(store), json.dumps({"cfg": cfg(1, 1, 2)}), timeout=120)
+    assert "API OK" in r.stdout
+    m = manifest(store)
+    assert [len(e["keepers"]) for e in m["epochs"]] == [1, 2]
+    assert m["events_stored"] == m["events_logged"] == 2 * 400  # 7 ranks: 1 + 1 + 1 + 2 spares + 2 clients
+
+
+def test_online_replay_while_the_membership_changes(store: Path) -> None:
+    """Replays run while members join and leave: each sees every event recorded before it, once, in order."""
+    spec = {
+        "cfg": cfg(1, 1, 3),
+        "tag": "E",
+        "phases": 8,
+        "per_phase": 300,
+        "scale": [[2, 1], [2, 2], [1, 2], [1, 1], [3, 2]],
+        "pause_ms": 150,
+    }
+    r = mpirun(9, "online.py", str(store), json.dumps(spec), timeout=180)
+    assert r.stdout.count("OK") == 8, r.stdout
+    assert "SCALED" in r.stdout and "SCALED 0" not in r.stdout
+    m = manifest(store)
+    assert len(m["epochs"]) >= 3, m["epochs"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kill_9_during_membership_changes(seed: int, tmp_path: Path) -> None:
+    """kill -9 of the whole job while members join and leave: the store opens, every committed window
+    is whole (each event of it in the store, byte for byte, once, in order), and fsck keeps everything."""
+    import random
+    import time
+
+    from test_crash import check, check_after_fsck, kill_job, launch
+
+    from chronompi.store.format import read_runs
+    from chronompi.store.fsck import fsck
+
+    store, refdir = tmp_path / "store", tmp_path / "ref"
+    refdir.mkdir()
+    spec = {
+        "cfg": cfg(1, 1, 3, keeper={"window_ms": 20, "acceptance_ms": 60000}, storage={"segment_bytes": 60000}),
+        "rate": 3000,
+        "seconds": 60,
+        "scale": [[2, 1], [2, 2], [3, 2], [1, 2], [1, 1]],
+    }
+    proc = launch(store, refdir, str(tmp_path / "stage"), None, tmp_path, spec=spec, n=8)
+    rng = random.Random(seed)
+    want = rng.randint(2, 6)
+    try:
+        deadline = time.monotonic() + 60
+        while not (refdir / f"scaling-{want}").exists():
+            assert proc.poll() is None, f"job ended before the kill: {proc.stdout.read().decode()[-3000:]}"
+            assert time.monotonic() < deadline, "the membership changes never came"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside change number `want`
+    finally:
+        kill_job(proc)
+    checked, keys = check(store, refdir)
+    assert keys and checked, "nothing was committed before the kill: the test did not test anything"
+    report = fsck(store, repair=True, live_s=0)
+    assert report.ok, report.problems
+    assert keys <= check_after_fsck(store)
+    assert read_runs(store)[0]["status"] == "crashed"

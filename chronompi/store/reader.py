@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,10 +219,16 @@ class Store:
     """A store directory opened for reading; iterating it gives chronicle names."""
 
     def __init__(
-        self, path: str | os.PathLike[str], exclude_run: int | None = None, skip_damaged: bool = False
+        self,
+        path: str | os.PathLike[str],
+        exclude_run: int | None = None,
+        skip_damaged: bool = False,
+        include_graphers: Iterable[int] = (),
     ) -> None:
         self.path = check_store(path)
         self._exclude = f"r{exclude_run:016x}-" if exclude_run is not None else None
+        # ... but the closed segments of these graphers of that run (they left it: nobody else answers for them)
+        self._include = tuple(f"{self._exclude}g{i:04d}-" for i in include_graphers) if self._exclude else ()
         self.skip_damaged = skip_damaged  # damaged stories: warn and read past them instead of raising
         self._files: dict[Path, h5py.File] = {}
         self._warned: set[Path] = set()
@@ -258,7 +264,11 @@ class Store:
         names = {p.name for p in closed}
         live = [p for p in part_files(self.path) if p.name[: -len(".part")] not in names]
         if self._exclude is not None:  # an online replay gets its own run's data from the services
-            return [p for p in closed + live if not p.name.startswith(self._exclude)]
+            return [
+                p
+                for p in closed + live
+                if not p.name.startswith(self._exclude) or (p.suffix == ".h5" and p.name.startswith(self._include))
+            ]
         return closed + live
 
     def _open(self, p: Path) -> h5py.File | None:

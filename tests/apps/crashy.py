@@ -6,7 +6,9 @@ is ignored by the reader). Payloads are a function of (rank, story, seq): see pa
 With spec key ``sync_every`` = K, a client calls ``sync()`` after every K events (its reference
 records written first) and appends the returned sync point (int64) to REFDIR/sync-<client id>.bin:
 every event it logged at or before that point must survive a kill -9 of the whole job.
-Usage: crashy.py STORE REFDIR SPEC_JSON (spec: cfg, rate per client, seconds, sync_every).
+With spec key ``scale`` (a list of [keepers, graphers]), client 0 changes the membership over and
+over from a thread, touching REFDIR/scaling-<n> before the n-th request, until the job is killed.
+Usage: crashy.py STORE REFDIR SPEC_JSON (spec: cfg, rate per client, seconds, sync_every, scale).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +48,17 @@ def main() -> None:
             client.create_chronicle("c")
         comm.Barrier()
         stories = [client.acquire_story("c", f"s{j}") for j in range(2)]
+        if spec.get("scale") and me == 0:
+
+            def scaler() -> None:
+                n = 0
+                while True:
+                    for k, g in spec["scale"]:
+                        (refdir / f"scaling-{n}").touch()
+                        client.scale(keepers=k, graphers=g)
+                        n += 1
+
+            threading.Thread(target=scaler, daemon=True).start()
         fd = os.open(refdir / f"ref-{client.id:016x}.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         buf = np.zeros(100, REF)
         every = int(spec.get("sync_every", 0))

@@ -1,7 +1,9 @@
 """Test app: online replay while the job runs (every tier), checked against what all clients logged.
 
 Usage: online.py STORE SPEC_JSON. spec: cfg, phases, per_phase, tag, prev (tag of an earlier run
-in the same store whose events must be replayed too, with the same phases/per_phase), window_ms.
+in the same store whose events must be replayed too, with the same phases/per_phase), window_ms,
+scale (a list of [keepers, graphers]: at each phase client 0 starts the next change without waiting,
+so the replays run while the membership changes; "SCALED <n>" is printed at the end).
 Prints "PHASE <k> OK <n>" per verified phase on client 0.
 """
 
@@ -39,7 +41,12 @@ def main() -> None:
         comm.Barrier()
         st = client.acquire_story("c", "s")
         logged = 0
+        changes = 0
         for k in range(phases):
+            steps = spec.get("scale")
+            if steps and me == 0 and not client.members()["changing"]:
+                client.scale(*steps[changes % len(steps)], wait=False)
+                changes += 1
             for i in range(logged, logged + per):
                 st.log(payload(tag, me, i))
             logged += per
@@ -70,6 +77,8 @@ def main() -> None:
             time.sleep(spec.get("pause_ms", 0) / 1000)  # let windows close and segments roll
             comm.Barrier()
         st.release()
+        if spec.get("scale") and me == 0:
+            print(f"SCALED {changes}", flush=True)
 
 
 if __name__ == "__main__":
