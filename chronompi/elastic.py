@@ -27,15 +27,26 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .membership import Epoch, Membership, ScaleError, plan
-from .protocol import ACTIVATE, DRAINED, DROP, DROP_ACK, EPOCH, EPOCH_ACK, GONE, LOAD, MOVED, RETIRE, TAG_CTRL
+from .protocol import (
+    ACTIVATE,
+    DRAINED,
+    DROP,
+    DROP_ACK,
+    EPOCH,
+    EPOCH_ACK,
+    GONE,
+    LOAD,
+    LOAD_PERIOD_S,
+    MOVED,
+    RETIRE,
+    TAG_CTRL,
+)
 from .windows import window_end, window_of
 
 if TYPE_CHECKING:
     from .visor import Visor
 
 log = logging.getLogger(__name__)
-
-LOAD_PERIOD_S = 0.5  # clients, keepers and graphers report their load this often when elastic.auto is on
 
 
 @dataclass

@@ -286,6 +286,9 @@ class Grapher(Service):
             self.leaving = True
             self.leave_at = (epoch.start, epoch.number)
 
+    def load_figures(self) -> dict[str, float]:
+        return {"pending": float(len(self.pending))}
+
     def _drained(self) -> bool:
         """A leaving grapher is done when every keeper knows the epoch it leaves at and is past its start:
         no chunk of a window it owns can come any more (late ones go to the graphers that stay)."""

@@ -68,6 +68,7 @@ class Keeper(Service):
         self.late: dict[tuple[int, int], list[Piece]] = defaultdict(list)
         self.told = NEVER  # last watermark told to the graphers
         self.moving_out: tuple[int, set[int]] | None = None  # (epoch, clients it moves away from here)
+        self.ring_peak = 0  # most slots found filled at once since the last load report
         self.syncs = SyncQueue(self.window_ns)  # clients' syncs waiting for their windows to be shipped
         # stats
         self.n_batches = 0
@@ -89,6 +90,7 @@ class Keeper(Service):
         done = MPI.Request.Testsome(self.reqs, statuses)
         if not done:
             return False
+        self.ring_peak = max(self.ring_peak, len(done))
         for j, i in enumerate(done):
             st = statuses[j]  # statuses are filled in the order of the returned indices
             nbytes = st.Get_count(MPI.BYTE)
@@ -276,6 +278,10 @@ class Keeper(Service):
 
     def on_drop(self, ranks: set[int]) -> None:
         self.graphers = [g for g in self.graphers if g not in ranks]
+
+    def load_figures(self) -> dict[str, float]:
+        ring, self.ring_peak = self.ring_peak / len(self.reqs), 0
+        return {"ring": ring, "open": float(len(self.open))}
 
     def on_gone(self, client: int) -> None:
         if client in self.clients:

@@ -26,6 +26,8 @@ from .protocol import (
     EPOCH_ACK,
     FORCE_END,
     GONE,
+    LOAD,
+    LOAD_PERIOD_S,
     RELEASE,
     RETIRE,
     SEAL,
@@ -121,6 +123,8 @@ class Service:
         self.forced = False  # the visor ends the run early: treat every client as ended
         self.released_ = False
         self.retired = False
+        self._auto = ctx.cfg.elastic.auto
+        self._next_load = 0.0
 
     def isend(self, buf: Any, dest: int, tag: int) -> None:
         self.outbox.isend(buf, dest, tag)
@@ -138,6 +142,9 @@ class Service:
         while not self.finished:
             self._ctrl()
             self.backoff.step(self.step())
+            if self._auto and time.monotonic() >= self._next_load:
+                self._next_load = time.monotonic() + LOAD_PERIOD_S
+                self._send_visor((LOAD, self.ctx.rank, self.role, self.load_figures()))
         self.close()
         if self.leaving and not self.forced:
             self._report(DRAINED)
@@ -185,6 +192,10 @@ class Service:
 
     def _send_visor(self, msg: Any) -> None:
         self.comm.send(msg, dest=self.ctx.roles.visor, tag=TAG_CTRL)
+
+    def load_figures(self) -> dict[str, float]:
+        """What the visor's automatic policy reads (elastic.auto), since the last report."""
+        return {}
 
     def on_epoch(self, epoch: Epoch) -> None:
         """A new epoch was announced (already added to ``self.members``)."""

@@ -79,6 +79,26 @@ def test_scale_while_logging(name: str, store: Path, outdir: Path) -> None:
     assert [(len(s["keepers"]), len(s["graphers"])) for s in scaled] == [tuple(x) for x in steps]
 
 
+def test_late_events_across_a_boundary(store: Path, outdir: Path) -> None:
+    """A client stuck (holding its lock: no heartbeat, no answer to the visor) while the membership
+    changes: its held events become late and still land once, in order; the change waits for it."""
+    spec = {
+        "cfg": cfg(1, 1, 2, keeper={"acceptance_ms": 50, "window_ms": 10}),
+        "events": 3000,
+        "stories": 2,
+        "stall_ms": 800,
+        "scale": [[2, 2], [1, 1]],
+        "min_seconds": 3.0,
+        "rate": 2000,
+    }
+    mpirun(8, "record.py", str(store), str(outdir), json.dumps(spec), timeout=180)
+    stored = check_store(store, outdir)
+    assert check_reader(store) == stored
+    m = manifest(store)
+    assert len(m["epochs"]) == 3
+    assert sum(k["late"] for k in m["roles"]["keeper"]) > 0, "no late events: the test no longer tests them"
+
+
 def test_refused_requests_change_nothing(store: Path) -> None:
     r = mpirun(7, "elastic_api.py", str(store), json.dumps({"cfg": cfg(1, 1, 2)}), timeout=120)
     assert "API OK" in r.stdout
@@ -142,3 +162,32 @@ def test_kill_9_during_membership_changes(seed: int, tmp_path: Path) -> None:
     assert report.ok, report.problems
     assert keys <= check_after_fsck(store)
     assert read_runs(store)[0]["status"] == "crashed"
+
+
+def test_autoscaler_grows_under_a_burst_and_shrinks_when_idle(store: Path, outdir: Path) -> None:
+    """elastic.auto: clients blocked by a burst make the visor add a member; the quiet after it
+    gives it back. Every event is stored all the same."""
+    spec = {
+        "cfg": cfg(
+            1,
+            1,
+            2,
+            elastic={"auto": True, "grow_after_s": 0.3, "shrink_after_s": 1.5, "cooldown_s": 0.5},
+            client={"max_inflight": 1, "batch_bytes": 32768},
+        ),
+        "events": 0,
+        "stories": 2,
+        "mode": "log_many",
+        "sizes": [256],
+        "schedule": [[3.0, 0], [5.0, 200]],
+    }
+    mpirun(8, "record.py", str(store), str(outdir), json.dumps(spec), timeout=180)
+    stored = check_store(store, outdir)
+    assert check_reader(store) == stored
+    m = manifest(store)
+    reasons = [e["reason"] for e in m["epochs"][1:]]
+    sizes = [len(e["keepers"]) + len(e["graphers"]) for e in m["epochs"]]
+    assert any(r.startswith("auto: clients blocked") for r in reasons), reasons
+    assert any(r.startswith("auto: idle") for r in reasons), reasons
+    grew = sizes.index(max(sizes))
+    assert max(sizes) > sizes[0] and min(sizes[grew:]) < max(sizes), sizes

@@ -8,7 +8,8 @@ thread calls sync() after every that many log calls, alternating until="committe
 the returned point must be at or after every timestamp the thread logged before), scale (a list of
 [keepers, graphers] that client 0 asks for one after another from a thread while everyone logs;
 the memberships it got back go to OUTDIR/scaled.json), min_seconds (log at least this long), rate
-(events/s per thread, paced), seed.
+(events/s per thread, paced), schedule (a list of [seconds, events/s per thread, 0 = as fast as
+possible]: the load steps through it, then the client ends), seed.
 """
 
 from __future__ import annotations
@@ -72,7 +73,23 @@ def main() -> None:
             done = 0
             k = 0
             stalled: list[bool] = []
-            while done < per_thread or time.monotonic() - t_start < min_seconds:
+            schedule = spec.get("schedule")
+            phase_end, phase, phase_done, phase_t0 = 0.0, -1, 0, 0.0
+            while done < per_thread or time.monotonic() - t_start < min_seconds or schedule:
+                if schedule:  # a stepped load: [seconds, rate] after another
+                    now = time.monotonic() - t_start
+                    if now >= phase_end:
+                        phase += 1
+                        if phase == len(schedule):
+                            break
+                        phase_end, phase_done, phase_t0 = now + schedule[phase][0], 0, now
+                    rate = schedule[phase][1]
+                    if rate:
+                        ahead = phase_done / rate - (now - phase_t0)
+                        if ahead > 0:
+                            time.sleep(min(ahead, 0.05))
+                            continue
+                    phase_done += 1
                 si = int(rng.integers(len(stories)))
                 st = stories[si]
                 use_many = mode == "log_many" or (mode == "mixed" and k % 2)
