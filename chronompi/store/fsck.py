@@ -217,7 +217,7 @@ def plan_segment(f: h5py.File, partial: bool) -> list[StoryPlan]:
 def segment_image(src: h5py.File, stories: list[StoryPlan]) -> memoryview:
     """The bytes of a clean closed segment holding what ``stories`` keep of ``src``, built in memory."""
     buf = io.BytesIO()
-    with h5py.File(buf, "w", libver="latest") as out:
+    with h5py.File(buf, "w", libver=("v110", "v110")) as out:  # h5dump 1.10 reads it
         for k, v in src.attrs.items():
             out.attrs[k] = v
         out.attrs["recovered"] = time.time_ns()

@@ -158,7 +158,7 @@ class SegmentWriter:
         where = self._room_for(need + 4096 * (1 + 3 * len(self.stories)))  # + headers of every dataset
         part = where / (self.name + ".part")
         try:
-            f = h5py.File(part, "w", libver="latest")
+            f = h5py.File(part, "w", libver=("v110", "v110"))  # SWMR; h5dump 1.10 reads it
         except (OSError, RuntimeError) as exc:
             raise exc if isinstance(exc, OSError) else OSError(_errno_of(exc), str(exc), str(part)) from exc
         self.file, self.part = f, part
