@@ -12,8 +12,12 @@ events = store.replay("run", "diagnostics")
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .client import Client
 from .config import Config
 from .errors import (
     ChronicleExists,
@@ -31,9 +35,41 @@ from .errors import (
     UnknownStory,
 )
 from .logging_handler import LogHandler
-from .session import session
 from .store import Store, open_store
 from .story import Story
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .session import session
+
+# Names whose modules import mpi4py.MPI (which initialises MPI): loaded on first use, so that
+# `import chronompi`, `open_store` and the offline commands never start MPI.
+_LAZY = {"Client": "client", "session": "session"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """Importing the submodule ``chronompi.session`` binds the package attribute ``session`` to the
+    module (the import system's ``setattr(parent, child, module)``); keep it the function instead."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "ChronicleExists",

@@ -1,9 +1,10 @@
-"""The ``chronompi`` command.
+"""chronompi: a distributed event-log store that runs inside an MPI job.
 
 usage: chronompi COMMAND [ARGS...]      (chronompi COMMAND --help for its options)
 
 recording
-  run [hydra overrides] [--verify]       the workload simulator (under mpirun)
+  run [hydra overrides] [--verify]       the workload simulator, under mpirun:
+                                         chronompi mpirun -n 8 chronompi run  (run --help: config and defaults)
   mpirun -n N [OPTIONS --] COMMAND...    mpirun with the environment this machine needs
 
 store tools (STORE is a store directory, e.g. ./chronompi-store)
@@ -34,12 +35,19 @@ from .errors import ChronoError, DamagedSegment
 from .store_cli import _SKIPPING, _one_line, cmd_export, cmd_fsck, cmd_ls, cmd_replay, cmd_stats
 
 
-def compose(overrides: Sequence[str] = (), config_dir: str | None = None) -> Any:
-    """Compose the config with Hydra's compose API (no output directories, no chdir).
+def conf_dir(config_dir: str | None = None) -> Path:
+    """``config_dir``, else ``$CHRONOMPI_CONF``, else ``./conf`` when it holds a ``config.yaml``,
+    else the groups shipped inside the package (``chronompi/conf``)."""
+    cdir = config_dir or os.environ.get("CHRONOMPI_CONF")
+    if cdir is None and (Path.cwd() / "conf" / "config.yaml").is_file():
+        cdir = str(Path.cwd() / "conf")
+    if cdir is None:
+        cdir = str(Path(__file__).parent / "conf")
+    return Path(cdir).resolve()
 
-    Uses ``config_dir``, else ``$CHRONOMPI_CONF``, else ``./conf`` when it holds a
-    ``config.yaml``, else the groups shipped inside the package (``chronompi/conf``).
-    """
+
+def compose(overrides: Sequence[str] = (), config_dir: str | None = None) -> Any:
+    """Compose the config with Hydra's compose API (no output directories, no chdir), from :func:`conf_dir`."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -48,13 +56,9 @@ def compose(overrides: Sequence[str] = (), config_dir: str | None = None) -> Any
     from .config import FROM_CLI, as_config, check_workload, register_configs
 
     register_configs()
-    cdir = config_dir or os.environ.get("CHRONOMPI_CONF")
-    if cdir is None and (Path.cwd() / "conf" / "config.yaml").is_file():
-        cdir = str(Path.cwd() / "conf")
-    if cdir is None:
-        cdir = str(Path(__file__).parent / "conf")
+    cdir = conf_dir(config_dir)
     try:
-        with initialize_config_dir(config_dir=str(Path(cdir).resolve()), version_base=None):
+        with initialize_config_dir(config_dir=str(cdir), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise _override_error(exc, overrides) from None
@@ -85,8 +89,59 @@ def _override_error(exc: BaseException, overrides: Sequence[str]) -> ChronoError
     return err
 
 
+RUN_USAGE = """usage: chronompi mpirun -n N chronompi run [OVERRIDES...] [--verify]
+       chronompi run --help [OVERRIDES...]       this text, with the config the overrides give
+       chronompi run --cfg job [OVERRIDES...]    only that config (YAML), without running anything
+
+The workload simulator: rank 0 is the visor, then the keepers and graphers of the layout; every
+other rank is a client that logs workload.events events. OVERRIDES are Hydra's: group=option
+selects a group's option, key=value sets one key, +experiment=NAME adds an experiment.
+--verify reads the store back afterwards and checks every event of the run.
+"""
+
+
+def _yaml_of(cfg: Any) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg)).rstrip("\n")
+
+
+def run_help(overrides: Sequence[str] = ()) -> str:
+    """``chronompi run --help``: Hydra's help layout (groups, then the composed config with its defaults)."""
+    cdir = conf_dir()
+    groups = []
+    for d in sorted(p for p in cdir.iterdir() if p.is_dir()):
+        options = ", ".join(sorted(f.stem for f in d.glob("*.yaml")))
+        groups.append(f"{'+' if d.name == 'experiment' else ''}{d.name}: {options}")
+    return (
+        f"{RUN_USAGE}\n== Configuration groups ==\nCompose your configuration from those groups (group=option)\n"
+        f"(from {cdir})\n\n" + "\n".join(groups) + "\n\n== Config ==\n"
+        "Override anything in the config (foo.bar=value); the keys and their defaults"
+        + (f" with {' '.join(overrides)}" if overrides else "")
+        + ":\n\n"
+        + _yaml_of(compose(overrides))
+        + "\n"
+    )
+
+
+def _alone_hint(cfg: Any) -> str:
+    """What to type when ``chronompi run`` was started without mpirun (a single rank)."""
+    need = 2 + cfg.layout.keepers + cfg.layout.graphers + cfg.layout.spares
+    return (
+        f"started as a single process, but the run needs at least {need} ranks; launch it under mpirun, "
+        f"e.g. chronompi mpirun -n {max(need, 8)} chronompi run"
+    )
+
+
 def cmd_run(argv: Sequence[str]) -> int:
     """The workload: rank 0 composes the config, every rank gets it by broadcast."""
+    args = list(argv)
+    if "-h" in args or "--help" in args:
+        print(run_help([a for a in args if a not in ("-h", "--help", "--verify")]))
+        return 0
+    if args[:2] == ["--cfg", "job"]:
+        print(_yaml_of(compose([a for a in args[2:] if a != "--verify"])))
+        return 0
     from mpi4py import MPI
 
     from .session import last_summary, session
@@ -107,6 +162,9 @@ def cmd_run(argv: Sequence[str]) -> int:
             print(f"chronompi run: {value}", file=sys.stderr)
         return 2
     cfg = value
+    if comm.Get_size() == 1:  # plain `chronompi run`: say how to start it, not only that ranks are missing
+        print(f"chronompi run: {_alone_hint(cfg)}", file=sys.stderr)
+        return 2
     with session(comm, cfg) as client:
         if client is not None:
             run_workload(client, cfg.workload)

@@ -32,6 +32,7 @@ FORMATS_REPLAY = ("text", "jsonl", "csv", "log")
 FORMATS_EXPORT = ("jsonl", "csv", "parquet")
 CSV_COLUMNS = ("chronicle", "story", "time", "time_iso", "client", "seq", "payload_encoding", "payload")
 
+
 # -- times ----------------------------------------------------------------
 def parse_time(value: str | None, what: str = "time") -> int | None:
     """ns since the epoch from a command-line time: an integer (ns) or ISO-8601 (naive means UTC, ns kept)."""
@@ -55,13 +56,31 @@ def iso_ns(t: int) -> str:
 
 
 # -- payloads -------------------------------------------------------------
+TEXT_HEX_BYTES = 32  # bytes of a binary payload shown (as hex) on a text line
+
+
+def _escape_char(c: str) -> str:
+    named = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+    if c in named:
+        return named[c]
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
+
+
 def payload_text(p: bytes) -> str:
-    """A payload for a text line: the text itself when it is printable UTF-8, else a ``b'...'`` literal."""
+    """A payload for one text line, for people (``--format jsonl`` keeps every byte):
+
+    - UTF-8 text as itself, characters that are not printable escaped (``\\t``, ``\\n``, ``\\x1b``),
+      so an event stays one line;
+    - anything else as its size and its first ``TEXT_HEX_BYTES`` bytes in hex: ``<64 B> 2c7f98…``.
+    """
     try:
         s = p.decode("utf-8")
     except UnicodeDecodeError:
-        return repr(p)
-    return s if s.isprintable() else repr(p)
+        more = "\u2026" if len(p) > TEXT_HEX_BYTES else ""
+        return f"<{len(p)} B> {bytes(p[:TEXT_HEX_BYTES]).hex()}{more}"
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else _escape_char(c) for c in s)
 
 
 def payload_field(p: bytes) -> tuple[str, str]:

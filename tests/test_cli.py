@@ -156,8 +156,8 @@ def text_payload(p: bytes) -> str:
     try:
         s = p.decode("utf-8")
     except UnicodeDecodeError:
-        return repr(p)
-    return s if s.isprintable() else repr(p)
+        return f"<{len(p)} B> {p[:32].hex()}" + ("\u2026" if len(p) > 32 else "")
+    return s.replace("\t", "\\t").replace("\n", "\\n")
 
 
 # -- help and dispatch --------------------------------------------------------------------------------------------
@@ -219,7 +219,15 @@ def test_replay_text(built: Built, capsys: pytest.CaptureFixture[str], story: st
 def test_replay_text_payload_forms(built: Built, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = cli(capsys, "replay", built.root, "heat", "bin")
     payloads = [line.split("\t", 3)[3] for line in out.splitlines()]
-    assert payloads == [r"b'\x00\xff\xfe'", "", r"b'tab\there'", "h\u00e9llo \u2713", r"b'\x80abc'", r"b'line1\nline2'"]
+    # readable: text as itself (control characters escaped, one event a line), binary as size + hex; no b'...'
+    assert payloads == ["<3 B> 00fffe", "", r"tab\there", "h\u00e9llo \u2713", "<4 B> 80616263", r"line1\nline2"]
+
+
+def test_replay_text_long_binary_and_control_characters() -> None:
+    from chronompi.export import payload_text
+
+    assert payload_text(bytes(range(200, 256))) == "<56 B> " + bytes(range(200, 232)).hex() + "\u2026"
+    assert payload_text(b"\x1b[31mred\r") == r"\x1b[31mred\r"  # no terminal escape reaches the screen
 
 
 def test_replay_jsonl(built: Built, capsys: pytest.CaptureFixture[str]) -> None:
