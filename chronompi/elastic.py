@@ -140,6 +140,7 @@ class Coordinator:
             return e.number
         now = time.time_ns()
         start = window_end(window_of(now + int(self.cfg.lead_ms * 1e6), self.window_ns), self.window_ns)
+        start = max(start, e.start + self.window_ns)  # (epochs start in order, a window apart at least)
         epoch, activate = plan(e, keepers, graphers, sorted(self.spares), self.clients, start, reason, now)
         self.members.add(epoch)
         table = self.members.to_json()
@@ -209,7 +210,8 @@ class Coordinator:
         c = self.change
         if c is not None:
             c.waiting -= self.done_clients()
-            if not c.waiting:
+            # a change is over once it is in force, too: scale() returns when the new members serve
+            if not c.waiting and (c.phase != "announce" or time.time_ns() >= c.epoch.start):
                 self._advance(c)
         if self.cfg.auto and time.monotonic() >= self.next_policy:
             self.next_policy = time.monotonic() + LOAD_PERIOD_S
