@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -184,6 +185,7 @@ def cmd_run(argv: Sequence[str]) -> int:
 
 def cmd_mpirun(argv: Sequence[str]) -> int:
     from .launch import mpi_env, mpirun_argv
+    from .report import STDOUT_TTY
 
     p = argparse.ArgumentParser(prog="chronompi mpirun", description="mpirun with the environment chronompi needs")
     p.add_argument("-n", "--np", type=int, required=True, help="number of ranks")
@@ -197,6 +199,9 @@ def cmd_mpirun(argv: Sequence[str]) -> int:
     if not rest:
         p.error("give the program to run, e.g. chronompi mpirun -n 8 chronompi run")
     env = mpi_env()
+    env.setdefault(STDOUT_TTY, "1" if sys.stdout.isatty() else "0")  # ranks cannot tell (see report.py)
+    if sys.stdout.isatty():
+        env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))  # the ranks' pty says 80
     argv_full = mpirun_argv(a.np, rest, extra, env)
     os.execvpe(argv_full[0], argv_full, env)
     return 0  # not reached

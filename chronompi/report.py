@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -16,9 +18,26 @@ def _fmt_bytes(n: float) -> str:
     return str(n)
 
 
+STDOUT_TTY = "CHRONOMPI_STDOUT_TTY"  # set by `chronompi mpirun`: 1 if its own stdout is a terminal, else 0
+
+
+def stdout_is_terminal() -> bool:
+    """Whether what this rank prints ends up on a terminal.
+
+    Under mpirun a rank cannot tell: Open MPI hands its ranks a pseudo-terminal even when mpirun's output goes
+    to a file. ``chronompi mpirun`` therefore says what its own stdout is in ``$CHRONOMPI_STDOUT_TTY``; without
+    it, the rank's own stdout decides (``TERM=dumb`` counts as no terminal)."""
+    said = os.environ.get(STDOUT_TTY)
+    if said in ("0", "1"):
+        return said == "1"
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
-    """Print the visor's run summary: totals, then one row per service rank and client totals."""
-    con = console or Console(width=110)
+    """Print the visor's run summary: totals, then one row per service rank and client totals.
+
+    No colours or other escape codes unless stdout is a terminal (:func:`stdout_is_terminal`)."""
+    con = console or Console(width=110, force_terminal=stdout_is_terminal())
     t = Table(title=f"chronompi run {summary['run']}", show_header=False)
     t.add_column("what", style="bold")
     t.add_column("value")

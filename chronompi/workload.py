@@ -102,6 +102,9 @@ def run_workload(client: Client, w: WorkloadConfig) -> Result:
     comm.Barrier()
     pool = payload_pool(w)
     counter = [0] * w.threads
+    # how client 0 shows progress ("bar" on a terminal, "lines" otherwise, None): its decision, for every client
+    mode = comm.bcast(progress_mode() if w.progress and comm.Get_rank() == 0 else None, root=0)
+    watch = _Watch(client, w, counter, mode) if mode else None
     t0 = time.perf_counter()
     threads = [
         threading.Thread(target=_drive, args=(client, w, t, pool, counter), name=f"workload-{t}")
@@ -109,36 +112,155 @@ def run_workload(client: Client, w: WorkloadConfig) -> Result:
     ]
     for th in threads:
         th.start()
-    batch_job = any(k in os.environ for k in ("SLURM_JOB_ID", "PBS_JOBID")) or os.environ.get("TERM") == "dumb"
-    show = w.progress and comm.Get_rank() == 0 and not batch_job  # no bar redrawn into a job's output file
-    if show:
-        watcher = threading.Thread(target=_progress, args=(w, counter, comm.Get_size()), daemon=True)
-        watcher.start()
-    _drive(client, w, 0, pool, counter)
-    for th in threads:
-        th.join()
-    client.flush()
-    if show:
-        counter.append(-1)  # tells the progress thread to finish
-        watcher.join()
+    try:
+        _drive(client, w, 0, pool, counter)
+        for th in threads:
+            th.join()
+        client.flush()
+    finally:
+        if watch is not None:
+            watch.finish()  # client 0: waits until every client reported its last count
     return Result(sum(counter[: w.threads]), time.perf_counter() - t0)
 
 
-def _progress(w: WorkloadConfig, counter: list[int], n_clients: int) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+# -- progress of the whole run, shown by client 0 ----------------------------------------------------------------------
+TAG_COUNT = 7  # on the Dup of client.comm that only progress uses: (events so far, finished)
+REPORT_S = 0.2  # how often a client reports its count to client 0
+LINE_S = 2.0  # how often a text line is printed when stdout is not a terminal
 
-    with Progress(
-        TextColumn("client 0 of {task.fields[n]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=False,
-    ) as bar:
-        task = bar.add_task("log", total=w.events, n=n_clients)
-        while counter[-1] != -1:
-            bar.update(task, completed=sum(counter[: w.threads]))
+
+def progress_mode() -> str | None:
+    """``bar`` when stdout is a terminal, ``lines`` (plain text, no escape codes) when it is not, ``None`` in
+    batch jobs (Slurm, PBS: the job's output file gets the summary only)."""
+    from .report import stdout_is_terminal
+
+    if any(k in os.environ for k in ("SLURM_JOB_ID", "PBS_JOBID")):
+        return None
+    return "bar" if stdout_is_terminal() else "lines"
+
+
+def rate_text(n: float) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else f"{n:.0f}"
+
+
+class _Watch:
+    """Every client sends its running count to client 0 every ``REPORT_S`` (point to point on a communicator
+    of its own, so nothing mixes with the application's messages); client 0 adds them up and shows the whole
+    run: events of all clients, events/s, and the membership (keepers, graphers) the visor reports."""
+
+    def __init__(self, client: Client, w: WorkloadConfig, counter: list[int], mode: str) -> None:
+        self.client, self.w, self.counter, self.mode = client, w, counter, mode
+        self.comm = client.comm.Dup()  # collective over the clients
+        self.done = threading.Event()
+        target = self._show if self.comm.Get_rank() == 0 else self._report
+        self.thread = threading.Thread(target=target, name="workload-progress", daemon=True)
+        self.thread.start()
+
+    def mine(self) -> int:
+        return sum(self.counter[: self.w.threads])
+
+    def finish(self) -> None:
+        self.done.set()
+        self.thread.join()
+        self.comm.Free()
+
+    def _report(self) -> None:
+        last = -1
+        while not self.done.wait(REPORT_S):
+            if self.mine() != last:
+                last = self.mine()
+                self.comm.send((last, False), dest=0, tag=TAG_COUNT)  # a few bytes: sent eagerly
+        self.comm.send((self.mine(), True), dest=0, tag=TAG_COUNT)  # the last message of this rank on the tag
+
+    def _show(self) -> None:
+        from mpi4py import MPI
+
+        n = self.comm.Get_size()
+        counts = [0] * n
+        finished = {0}
+        total = self.w.events * n
+        t0 = time.perf_counter()
+        samples = [(t0, 0)]  # (time, events) over the last second, for the current rate
+        status = MPI.Status()
+        render = _Bar(total, n) if self.mode == "bar" else _Lines(total, n)
+        members, asked = "", 0.0
+        while True:
+            while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_COUNT, status=status):
+                src = status.Get_source()
+                counts[src], end = self.comm.recv(source=src, tag=TAG_COUNT)
+                if end:
+                    finished.add(src)
+            counts[0] = self.mine()
+            now = time.perf_counter()
+            if now - asked > 1.0:
+                members, asked = _members(self.client), now
+            done = sum(counts)
+            samples = [s for s in samples if now - s[0] <= 1.0] + [(now, done)]
+            dt = samples[-1][0] - samples[0][0]
+            rate = (samples[-1][1] - samples[0][1]) / dt if dt > 0 else 0.0
+            last = self.done.is_set() and len(finished) == n
+            render.update(done, rate, now - t0, members, last)
+            if last:
+                break
             time.sleep(0.1)
-        bar.update(task, completed=sum(counter[: w.threads]))
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _members(client: Client) -> str:
+    """``1 keeper, 2 graphers`` (plus spares and the epoch once the membership changed) from the visor."""
+    try:
+        m = client.members()
+    except Exception:  # progress is decoration: never let it end a run
+        return ""
+    text = f"{_count(len(m['keepers']), 'keeper')}, {_count(len(m['graphers']), 'grapher')}"
+    if m.get("spares"):
+        text += f", {_count(len(m['spares']), 'spare')}"
+    if m.get("epoch") or m.get("changing"):
+        text += f" (epoch {m['epoch']}{', changing' if m.get('changing') else ''})"
+    return text
+
+
+class _Bar:
+    """rich's progress bar on a terminal."""
+
+    def __init__(self, total: int, n_clients: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn(f"{_count(n_clients, 'client')}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} events/s  {task.fields[members]}"),
+            TimeElapsedColumn(),
+        )
+        self.task = self.progress.add_task("log", total=total, rate="0", members="")
+        self.progress.start()
+
+    def update(self, done: int, rate: float, elapsed: float, members: str, last: bool) -> None:
+        self.progress.update(self.task, completed=done, rate=rate_text(rate), members=members)
+        if last:
+            self.progress.stop()
+
+
+class _Lines:
+    """Plain text when stdout is not a terminal: a line every ``LINE_S`` and a last one, no escape codes."""
+
+    def __init__(self, total: int, n_clients: int) -> None:
+        self.total, self.n_clients, self.printed = total, n_clients, -LINE_S
+
+    def update(self, done: int, rate: float, elapsed: float, members: str, last: bool) -> None:
+        if not last and elapsed - self.printed < LINE_S:
+            return
+        self.printed = elapsed
+        avg = done / elapsed if elapsed > 0 else 0.0
+        shown = f"{avg if last else rate:,.0f} events/s{' on average' if last else ''}"
+        line = (
+            f"progress: {done:,}/{self.total:,} events of {_count(self.n_clients, 'client')}, {shown}, {elapsed:.1f} s"
+        )
+        print(line + (f"; {members}" if members else ""), flush=True)
 
 
 def verify(root: str, summary: dict[str, Any], w: WorkloadConfig) -> dict[str, Any]:
