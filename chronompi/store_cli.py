@@ -415,6 +415,42 @@ def scan(st: Any) -> tuple[dict[tuple[str, str], _StoryStats], dict[str, _RunSta
     return stories, runs
 
 
+def epoch_rows(st: Any, records: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """One row per membership epoch of every run that changed its membership: when, why, members,
+    how long the change took, and the run's events stamped inside the epoch (and their rate)."""
+    import numpy as np
+
+    from .protocol import client_id
+
+    rows: list[list[Any]] = []
+    for r in records:
+        epochs = r.get("epochs") or []
+        if len(epochs) < 2:
+            continue
+        run_id = int(str(r["run"]), 16)
+        ids = np.array([client_id(run_id, k) for k in range(int(r.get("ranks") or 0))], np.uint64)
+        starts = np.array([e["start"] if e.get("start") is not None else -(2**63) for e in epochs], np.int64)
+        counts = np.zeros(len(epochs), np.int64)
+        first = last = None
+        for c in st.chronicles():
+            for s in st.stories(c):
+                for ev, _heap in st.iter_replay_raw(c, s):
+                    t = ev["time"][np.isin(ev["client"], ids)]
+                    if len(t):
+                        counts += np.bincount(np.searchsorted(starts, t, side="right") - 1, minlength=len(epochs))
+                        first = int(t[0]) if first is None else min(first, int(t[0]))
+                        last = int(t[-1]) if last is None else max(last, int(t[-1]))
+        for i, e in enumerate(epochs):
+            begin = e.get("start") if e.get("start") is not None else first
+            end = epochs[i + 1]["start"] if i + 1 < len(epochs) else last
+            span = (end - begin) / 1e9 if isinstance(begin, int) and isinstance(end, int) and end > begin else None
+            rows.append(
+                [r["run"], e["epoch"], _iso(e.get("start")), len(e["keepers"]), len(e["graphers"]),
+                 e.get("reason", ""), e.get("change_s"), int(counts[i]), counts[i] / span if span else None]
+            )  # fmt: skip
+    return rows
+
+
 def cmd_stats(argv: Sequence[str]) -> int:
     p = _parser("stats", "per story: events, bytes, time span, rate, segments, runs, late runs; per run totals")
     _add_plain(p)
@@ -423,6 +459,7 @@ def cmd_stats(argv: Sequence[str]) -> int:
     with _reading(a.store, a.skip_damaged, "stats") as st:
         per_story, per_run = scan(st)
         records = st.runs()
+        epochs = epoch_rows(st, records)
     story_rows: list[list[Any]] = []
     for (c, s), ss in sorted(per_story.items()):
         span_s = (ss.last - ss.first) / 1e9 if ss.first is not None and ss.last is not None else None
@@ -461,7 +498,19 @@ def cmd_stats(argv: Sequence[str]) -> int:
                  ("events", "d"), ("in_store", "d"), ("bytes", "d"), ("segments", "d"), ("dropped", "d")],
                 run_rows,
             ),
-        ],
+        ]
+        + (
+            [
+                (
+                    f"{a.store}: membership epochs",
+                    [("run", ""), ("epoch", "d"), ("start", ""), ("keepers", "d"), ("graphers", "d"), ("reason", ""),
+                     ("change_s", ".3f"), ("events", "d"), ("events_per_s", ".1f")],
+                    epochs,
+                )
+            ]
+            if epochs
+            else []
+        ),
         _human(a),
     )  # fmt: skip
     return 0

@@ -7,6 +7,8 @@ exactly once, payload bytes as logged, total order, per (client, story) seq dens
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,15 @@ def test_scale_while_logging(name: str, store: Path, outdir: Path) -> None:
     assert served_k == {k for e in epochs for k in e["keepers"]}, (served_k, epochs)
     assert served_g == {g for e in epochs for g in e["graphers"]}, (served_g, epochs)
     assert any(e.get("retired_epoch") for e in roles["keeper"] + roles["grapher"]), "nobody retired"
+    # chronompi stats lists every epoch, and the epochs' events add up to the run's
+    out = subprocess.run(
+        [sys.executable, "-m", "chronompi", "stats", str(store)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    table = out.stdout.split("\nrun\tepoch\t")[1].splitlines()[1:]
+    rows = [line.split("\t") for line in table if line.strip()]
+    assert [int(r[1]) for r in rows] == list(range(len(epochs)))
+    assert sum(int(r[7]) for r in rows) == stored
     scaled = json.loads((outdir / "scaled.json").read_text())
     assert [(len(s["keepers"]), len(s["graphers"])) for s in scaled] == [tuple(x) for x in steps]
 
