@@ -9,7 +9,12 @@
 # Needs root and no init system (daemons are started directly, not through systemd).
 # Exit status: 0 when the node is up; 1 with a one-line reason on stderr otherwise.
 #
+# .ci/slurm-up.sh --stop NAME...   stops those daemons (slurmd, slurmctld, munged; in the order given), e.g. the
+#                                  names SLURM_UP_STARTED collected; tests/test_slurm.py does this when it ends.
+#
 # Settings (environment):
+#   SLURM_UP_STARTED=FILE  append the name of each daemon this run started (munged, slurmctld, slurmd: those that
+#                          were not running) to FILE, so that whoever called it can stop them again, and only them
 #   SLURM_UP_TIMEOUT       seconds to wait for slurmctld and then for the node (default 120 each)
 #   SLURM_UP_NO_INSTALL=1  never call apt-get (fail if Slurm is missing)
 #   SLURM_UP_PMIX=0        do not install libpmix-dev (without it `srun --mpi=pmix` fails: Slurm's pmix
@@ -31,6 +36,54 @@ die() {
   exit 1
 }
 note() { echo ".ci/slurm-up.sh: $*" >&2; }
+started() { if [ -n "${SLURM_UP_STARTED:-}" ]; then echo "$1" >>"$SLURM_UP_STARTED"; fi; }
+
+alive() { # alive PID NAME: PID is a live (not zombie) process called NAME
+  [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ] &&
+    [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
+pid_of() { # pid_of PIDFILE NAME: the daemon NAME named by the pid file, else any live NAME (started elsewhere)
+  local pid p
+  pid=$(cat "$1" 2>/dev/null || true)
+  if alive "$pid" "$2"; then
+    echo "$pid"
+    return 0
+  fi
+  for p in /proc/[0-9]*; do
+    p=${p#/proc/}
+    if alive "$p" "$2"; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+running() { pid_of "$@" >/dev/null; }
+stop() { # stop PIDFILE NAME: end that one daemon, wait up to 10 s, then SIGKILL it
+  local pid
+  pid=$(pid_of "$1" "$2") || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    alive "$pid" "$2" || return 0
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  sleep 0.5
+}
+
+if [ "${1:-}" = --stop ]; then
+  shift
+  for daemon in "$@"; do
+    case "$daemon" in
+      slurmd) stop "$SLURMD_PID" slurmd ;;
+      slurmctld) stop "$CTLD_PID" slurmctld ;;
+      munged) stop /run/munge/munged.pid munged ;;
+      *) die "--stop: unknown daemon '$daemon' (slurmd, slurmctld or munged)" ;;
+    esac
+    note "stopped $daemon"
+  done
+  exit 0
+fi
 
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages, writes /etc/slurm and starts daemons)"
 
@@ -93,6 +146,7 @@ if ! munge_ok; then
   else
     su -s /bin/sh munge -c munged || die "munged did not start (see /var/log/munge/munged.log)"
   fi
+  started munged
   for _ in $(seq 50); do munge_ok && break; sleep 0.1; done
   munge_ok || die "munged runs but 'munge -n | unmunge' fails (see /var/log/munge/munged.log)"
 fi
@@ -153,39 +207,9 @@ if ! cmp -s "$new_conf" "$CONF"; then
 fi
 
 # -- daemons --------------------------------------------------------------------------------------------------------
-alive() { # alive PID NAME: PID is a live (not zombie) process called NAME
-  [ -n "$1" ] && [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$2" ] &&
-    [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
-}
-pid_of() { # pid_of PIDFILE NAME: the daemon NAME named by the pid file, else any live NAME (started elsewhere)
-  local pid p
-  pid=$(cat "$1" 2>/dev/null || true)
-  if alive "$pid" "$2"; then
-    echo "$pid"
-    return 0
-  fi
-  for p in /proc/[0-9]*; do
-    p=${p#/proc/}
-    if alive "$p" "$2"; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
-running() { pid_of "$@" >/dev/null; }
-stop() { # stop PIDFILE NAME: end that one daemon, wait up to 10 s, then SIGKILL it
-  local pid
-  pid=$(pid_of "$1" "$2") || return 0
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do
-    alive "$pid" "$2" || return 0
-    sleep 0.1
-  done
-  kill -9 "$pid" 2>/dev/null || true
-  sleep 0.5
-}
-
+ctld_was=0 slurmd_was=0 # running before this run (a restart below keeps them someone else's)
+running "$CTLD_PID" slurmctld && ctld_was=1
+running "$SLURMD_PID" slurmd && slurmd_was=1
 if [ "$conf_changed" = 1 ]; then
   # a new config (first run, or a new host name / CPU count): restart what runs with the old one
   stop "$SLURMD_PID" slurmd
@@ -196,6 +220,7 @@ fi
 if ! running "$CTLD_PID" slurmctld; then
   note "starting slurmctld"
   slurmctld || die "slurmctld did not start (see $LOGDIR/slurmctld.log)"
+  [ "$ctld_was" = 1 ] || started slurmctld
 fi
 for _ in $(seq "$((TIMEOUT * 5))"); do
   scontrol ping 2>/dev/null | grep -q 'is UP' && break
@@ -206,6 +231,7 @@ scontrol ping 2>/dev/null | grep -q 'is UP' ||
 if ! running "$SLURMD_PID" slurmd; then
   note "starting slurmd"
   slurmd || die "slurmd did not start (see $LOGDIR/slurmd.log)"
+  [ "$slurmd_was" = 1 ] || started slurmd
 fi
 
 # -- wait for the node ------------------------------------------------------------------------------------------------

@@ -39,21 +39,73 @@ def _unavailable(why: str) -> None:
     pytest.skip(why)
 
 
+def slurm_up(started: Path) -> subprocess.CompletedProcess[str]:
+    """Run .ci/slurm-up.sh; it appends the daemons it started (those not running before) to ``started``."""
+    env = dict(os.environ, SLURM_UP_STARTED=str(started))
+    return subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True, timeout=UP_TIMEOUT, env=env)
+
+
+def slurm_down(started: Path) -> list[str]:
+    """Stop what ``slurm_up`` started (last started first) and nothing else; returns those names."""
+    names = started.read_text().split() if started.exists() else []
+    if names:
+        subprocess.run(["bash", str(SLURM_UP), "--stop", *reversed(names)], capture_output=True, timeout=120)
+        started.unlink()
+    return names
+
+
 @pytest.fixture(scope="session")
-def slurm() -> None:
-    """A one-node Slurm, up and idle (or skip with the reason)."""
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A one-node Slurm, up and idle (or skip with the reason); at the end of the session the daemons that
+    were started for it (munged, slurmctld, slurmd) are stopped again, those already running are left alone."""
     if not sys.platform.startswith("linux"):
         _unavailable("the local Slurm needs Linux")
+    started = tmp_path_factory.mktemp("slurm") / "started"
     try:
-        r = subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True, timeout=UP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        _unavailable(f".ci/slurm-up.sh did not finish in {UP_TIMEOUT} s")
-    if r.returncode != 0:
-        lines = (r.stderr or r.stdout).strip().splitlines()
-        _unavailable(f".ci/slurm-up.sh failed: {lines[-1] if lines else f'exit status {r.returncode}'}")
-    for tool in ("sbatch", "scancel", "squeue", "srun"):
-        if shutil.which(tool) is None:
-            _unavailable(f"{tool} is not on PATH after .ci/slurm-up.sh")
+        try:
+            r = slurm_up(started)
+        except subprocess.TimeoutExpired:
+            _unavailable(f".ci/slurm-up.sh did not finish in {UP_TIMEOUT} s")
+        if r.returncode != 0:
+            lines = (r.stderr or r.stdout).strip().splitlines()
+            _unavailable(f".ci/slurm-up.sh failed: {lines[-1] if lines else f'exit status {r.returncode}'}")
+        for tool in ("sbatch", "scancel", "squeue", "srun"):
+            if shutil.which(tool) is None:
+                _unavailable(f"{tool} is not on PATH after .ci/slurm-up.sh")
+        yield
+    finally:
+        slurm_down(started)
+
+
+def daemons() -> set[str]:
+    """Names of the Slurm and munge daemons running now (zombies not counted: nothing may reap them here)."""
+    out = set()
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            name, state = (p / "comm").read_text().strip(), (p / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            out.add(name)
+    return out & {"munged", "slurmctld", "slurmd"}
+
+
+def test_slurm_up_stops_only_what_it_started(slurm: None, tmp_path: Path) -> None:
+    """Daemons already running are not recorded (so never stopped); one that slurm-up starts is, and --stop
+    ends exactly it. Here slurmd is stopped and brought back, as a test session that started it would."""
+    record = tmp_path / "started"
+    r = slurm_up(record)
+    assert r.returncode == 0, r.stderr
+    assert not record.exists() or record.read_text() == "", "nothing was started: everything was up"
+    subprocess.run(["bash", str(SLURM_UP), "--stop", "slurmd"], capture_output=True, timeout=120, check=True)
+    assert "slurmd" not in daemons()
+    r = slurm_up(record)  # brings slurmd back (and waits until the node takes jobs)
+    assert r.returncode == 0, r.stderr
+    assert record.read_text().split() == ["slurmd"]
+    assert daemons() == {"munged", "slurmctld", "slurmd"}
+    record.write_text("slurmd\n")
+    assert slurm_down(record) == ["slurmd"] and daemons() == {"munged", "slurmctld"}
+    assert slurm_up(record).returncode == 0 and daemons() == {"munged", "slurmctld", "slurmd"}  # for the others
 
 
 @pytest.fixture
