@@ -103,6 +103,9 @@ class WorkloadConfig:
     payload_avg: int = 64
     payload_max: int = 64
     rate: float = 0.0  # events/s per client; 0 = as fast as possible
+    burst_s: float = 0.0  # > 0: bursts this long at `rate` alternate with ...
+    quiet_s: float = 0.0  # ... this long at `quiet_rate` (a bursty load, +experiment=autoscale)
+    quiet_rate: float = 100.0
     mode: str = "log"  # log | log_many
     many: int = 1000  # events per log_many call
     threads: int = 1  # threads logging concurrently in each client
@@ -352,6 +355,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "workload.stories": (_at_least(1), ">= 1"),
     "workload.events": (_at_least(0), ">= 0"),
     "workload.rate": (_at_least(0), ">= 0 (0: as fast as possible)"),
+    "workload.burst_s": (_at_least(0), ">= 0 (0: no bursts)"),
+    "workload.quiet_s": (_at_least(0), ">= 0"),
+    "workload.quiet_rate": (_above(0), "> 0"),
     "workload.mode": (_one_of("log", "log_many"), "'log' or 'log_many'"),
     "workload.many": (_at_least(1), ">= 1"),
     "workload.threads": (_at_least(1), ">= 1"),

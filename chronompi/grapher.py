@@ -64,6 +64,7 @@ class Grapher(Service):
         self.epoch_seen: dict[int, int] = dict.fromkeys(self.wm, 0)  # the epoch each keeper said it knows
         self.ended: set[int] = set()
         self.leave_at: tuple[int, int] | None = None  # (start, number) of the epoch this grapher is not part of
+        self.by_epoch: dict[int, int] = {}  # events written, by the membership epoch of their window
         self.pending: dict[tuple[int, int], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         self.late_flag: set[tuple[int, int]] = set()
         self.names: dict[int, tuple[str, str]] = {}
@@ -158,6 +159,10 @@ class Grapher(Service):
         except OSError as exc:  # nothing of these windows is committed: they wait for a retry
             self._storage_failed(exc)
             return False
+        for story_runs in by_story.values():  # events per membership epoch (of their window), for the summary
+            for run in story_runs:
+                e = self.members.epoch_of_window(run.window, self.window_ns).number
+                self.by_epoch[e] = self.by_epoch.get(e, 0) + len(run.events)
         for key in ready:  # committed: only now do the windows leave memory
             del self.pending[key]
             if key in self.late_flag:
@@ -315,6 +320,7 @@ class Grapher(Service):
             late_runs=self.n_late_runs,
             queries=self.n_queries,
             syncs=self.syncs.confirmed,
+            events_by_epoch={str(e): n for e, n in sorted(self.by_epoch.items())},
             fsyncs=w.fsyncs,
             fsync_s=round(w.fsync_seconds, 3),
             chunks=self.n_chunks,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -52,6 +53,26 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     for f in summary["failures"]:
         t.add_row("[red]failure[/red]", f"rank {f['rank']} on {f['host']}: {f['error']}")
     con.print(t)
+    epochs = summary.get("epochs") or []
+    if len(epochs) > 1:  # the membership changed during the run
+        ep = Table(title="membership epochs")
+        for col in ("epoch", "from", "keepers", "graphers", "events", "events/s", "change", "reason"):
+            ep.add_column(col)
+        for e in epochs:
+            start = e.get("start")
+            ep.add_row(
+                str(e["epoch"]),
+                "start"
+                if start is None
+                else time.strftime("%H:%M:%S", time.gmtime(start / 1e9)) + f".{start // 10**6 % 1000:03d}",
+                str(len(e["keepers"])),
+                str(len(e["graphers"])),
+                f"{e.get('events', 0):,}",
+                "-" if e.get("events_per_s") is None else f"{e['events_per_s']:,.0f}",
+                "-" if e.get("change_s") is None else f"{e['change_s']:.2f} s",
+                str(e.get("reason", "")),
+            )
+        con.print(ep)
     roles = summary.get("roles", {})
     r = Table(title="per role")
     for col in ("role", "rank", "events", "bytes", "detail"):

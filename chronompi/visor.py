@@ -378,8 +378,26 @@ class Visor(Service):
             },
             "roles": roles,
             "registry": self.registry.to_json(),
-            "epochs": self.elastic.history,
+            "epochs": self._epochs_with_counts(graphers, first, last),
         }
+
+    def _epochs_with_counts(
+        self, graphers: list[dict[str, Any]], first: int | None, last: int | None
+    ) -> list[dict[str, Any]]:
+        """The membership history, each epoch with the events of its windows and their rate."""
+        counts: dict[int, int] = {}
+        for g in graphers:
+            for e, n in g.get("events_by_epoch", {}).items():
+                counts[int(e)] = counts.get(int(e), 0) + n
+        out = []
+        history = self.elastic.history
+        for i, e in enumerate(history):
+            begin = e.get("start") or first
+            end = history[i + 1]["start"] if i + 1 < len(history) else last
+            span = (end - begin) / 1e9 if begin and end and end > begin else None
+            n = counts.get(e["epoch"], 0)
+            out.append({**e, "events": n, "events_per_s": round(n / span, 1) if span else None})
+        return out
 
     def _write_manifest(self, status: str = "complete", **extra: Any) -> None:
         self.summary = self.summary_dict()

@@ -69,12 +69,13 @@ def _drive(client: Client, w: WorkloadConfig, thread: int, pool: list[bytes], co
     t0 = time.perf_counter()
     done = 0
     step = max(1, min(w.many, 1000))
+    pace = _Pace(w, t0)
     while done < n_total:
         for k, st in enumerate(stories):
             seq0 = st._seq
             if seq0 >= per[k]:
                 continue
-            m = min(step, per[k] - seq0)
+            m = min(step, per[k] - seq0, pace.chunk())
             if w.mode == "log_many":
                 st.log_many([pool[pick(rank, idx[k], s)] for s in range(seq0, seq0 + m)])
             else:
@@ -83,12 +84,45 @@ def _drive(client: Client, w: WorkloadConfig, thread: int, pool: list[bytes], co
                     log(pool[pick(rank, idx[k], s)])
             done += m
             counter[thread] = done
-            if w.rate > 0:
-                ahead = done / (w.rate / w.threads) - (time.perf_counter() - t0)
-                if ahead > 0:
-                    time.sleep(ahead)
+            pace.wait(m)
     for st in stories:
         st.release()
+
+
+class _Pace:
+    """The load of one thread: ``rate`` (0: as fast as it can); with ``burst_s`` > 0, bursts at
+    ``rate`` alternate with ``quiet_s`` at ``quiet_rate`` (the autoscaler's demo: +experiment=autoscale)."""
+
+    def __init__(self, w: WorkloadConfig, t0: float) -> None:
+        self.w = w
+        self.phase: tuple[int, bool] = (0, True)
+        self.p_t0 = t0
+        self.p_done = 0
+        self.t0 = t0
+
+    def rate(self) -> float:
+        w = self.w
+        if w.burst_s <= 0:
+            return w.rate / w.threads
+        now = time.perf_counter() - self.t0
+        period = w.burst_s + w.quiet_s
+        phase = (int(now // period), now % period < w.burst_s)
+        if phase != self.phase:
+            self.phase, self.p_t0, self.p_done = phase, time.perf_counter(), 0
+        return (w.rate if phase[1] else w.quiet_rate) / w.threads
+
+    def chunk(self) -> int:
+        """Events to log in one call: about 10 ms worth when paced."""
+        r = self.rate()
+        return max(1, int(r / 100)) if r > 0 else 1 << 30
+
+    def wait(self, m: int) -> None:
+        self.p_done += m
+        r = self.rate()
+        if r > 0:
+            ahead = self.p_done / r - (time.perf_counter() - self.p_t0)
+            if ahead > 0:
+                time.sleep(min(ahead, 0.05))
 
 
 def run_workload(client: Client, w: WorkloadConfig) -> Result:

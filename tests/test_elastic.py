@@ -202,3 +202,29 @@ def test_autoscaler_grows_under_a_burst_and_shrinks_when_idle(store: Path, outdi
     assert any(r.startswith("auto: idle") for r in reasons), reasons
     grew = sizes.index(max(sizes))
     assert max(sizes) > sizes[0] and min(sizes[grew:]) < max(sizes), sizes
+
+
+def test_chronompi_run_autoscale_preset(tmp_path: Path) -> None:
+    """`chronompi run +experiment=autoscale`: the bursty workload makes the visor grow and then shrink,
+    the run record says so, and --verify finds every event once, in order, byte for byte."""
+    from chronompi.launch import run_mpi
+
+    store = tmp_path / "store"
+    args = [
+        "+experiment=autoscale",
+        f"storage.root={store}",
+        "workload.events=400000",
+        "workload.burst_s=1.0",
+        "workload.quiet_s=3.5",
+        "workload.progress=false",
+        "service.summary=false",
+        "--verify",
+    ]
+    r = run_mpi(10, [sys.executable, "-m", "chronompi", "run", *args], timeout=150, capture_output=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = manifest(store)
+    reasons = [e["reason"] for e in m["epochs"][1:]]
+    assert any(x.startswith("auto: clients blocked") for x in reasons), reasons
+    assert any(x.startswith("auto: idle") for x in reasons), reasons
+    assert m["events_stored"] == 5 * 400000
+    assert sum(e["events"] for e in m["epochs"]) == m["events_stored"]
