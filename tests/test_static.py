@@ -27,6 +27,7 @@ def test_public_api_is_pinned() -> None:
             "LogHandler",
             "PayloadTooLarge",
             "RemoteError",
+            "ScaleError",
             "SessionClosed",
             "Store",
             "StoreError",
