@@ -222,9 +222,8 @@ class Client:
         arrays = self._batch.take()
         cut = int(np.searchsorted(arrays[0], start))
         old = self._route.switched()
-        self._emit(
-            codec.END, old, tuple(a[:cut] for a in arrays[:4]) + (arrays[4][: int(arrays[3][:cut].sum())],), start - 1
-        )
+        before = tuple(a[:cut] for a in arrays[:4]) + (arrays[4][: int(arrays[3][:cut].sum())],)
+        self._emit(codec.LEAVE, old, before, start - 1)
         if cut < len(arrays[0]):
             rest = tuple(a[cut:] for a in arrays[:4]) + (arrays[4][int(arrays[3][:cut].sum()) :],)
             self._batch.segments.append(rest)  # type: ignore[arg-type]
@@ -236,7 +235,7 @@ class Client:
                 cut_at += 1
             self._decls, decls = decls[:cut_at], decls[cut_at:]
             self._emit(codec.DATA, self._route.keeper, _no_events(), max(_time_ns() + self._offset, self._last))
-        self._decls = decls + [d for d in self._decls if d[0] not in {x[0] for x in decls}]
+        self._decls = decls
 
     def _emit(self, kind: int, keeper: int, arrays: tuple[np.ndarray, ...], promise: int) -> None:
         """Encode and Isend one batch to ``keeper`` (lock held)."""
@@ -244,7 +243,7 @@ class Client:
         n = len(t)
         promise = max(promise, self._last)
         self._last = promise  # every later event is stamped after the promise
-        if kind == codec.END:
+        if kind in (codec.END, codec.LEAVE):
             promise = FOREVER
         if not self._wait_room(n, kind):
             self.n_dropped += n
@@ -338,7 +337,7 @@ class Client:
                 raise RuntimeError(f"client rank {self.rank}: unexpected {msg[0]!r} from the visor")
             self._ctrl.pop(0)
         if self._auto and time.monotonic() >= self._next_load:
-            self._next_load = time.monotonic() + 0.5
+            self._next_load = time.monotonic() + self.ctx.cfg.elastic.period_s
             load = {"wait_s": self.wait_s, "events": float(self.n_events)}
             self._comm.send((LOAD, self.rank, "client", load), dest=self._visor, tag=TAG_CTRL)
 

@@ -29,6 +29,7 @@ END = 1  # the client has sent its last batch
 QUERY = 2  # an online replay request: the heap holds one QUERY record
 RECEIPT = 3  # events, then: the client waits until its keeper has applied this batch (sync until="received")
 SYNC = 4  # events, then: the client waits until every event it sent so far is committed (sync())
+LEAVE = 5  # events, then: the client moves to another keeper (membership epochs); like END, but it may come back
 
 # chunk kinds
 CHUNK = 0  # a closed window (or a late run, see FLAG_LATE) of one story

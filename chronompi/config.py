@@ -79,6 +79,7 @@ class ElasticConfig:
     grow_after_s: float = 1.0  # grow when clients blocked (or rings stayed full) for this long ...
     shrink_after_s: float = 5.0  # ... shrink when idle for this long
     cooldown_s: float = 3.0  # no automatic change sooner than this after the last one
+    period_s: float = 0.5  # clients, keepers and graphers report their load, and the policy runs, this often
 
 
 @dataclass
@@ -329,6 +330,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "elastic.grow_after_s": (_above(0), "> 0"),
     "elastic.shrink_after_s": (_above(0), "> 0"),
     "elastic.cooldown_s": (_at_least(0), ">= 0"),
+    "elastic.period_s": (_above(0), "> 0"),
     "client.batch_bytes": (_above(0), "> 0"),
     "client.batch_ms": (_above(0), "> 0"),
     "client.max_inflight": (_at_least(1), ">= 1"),

@@ -36,7 +36,6 @@ from .protocol import (
     EPOCH_ACK,
     GONE,
     LOAD,
-    LOAD_PERIOD_S,
     MOVED,
     RETIRE,
     TAG_CTRL,
@@ -82,7 +81,7 @@ class Coordinator:
         self.load: dict[int, tuple[float, dict[str, float]]] = {}
         self.hot_since: float | None = None
         self.idle_since: float | None = None
-        self.next_policy = time.monotonic() + LOAD_PERIOD_S
+        self.next_policy = time.monotonic() + self.cfg.period_s
         self.prev_wait: dict[int, float] = {}
 
     # -- what the visor asks ----------------------------------------------
@@ -214,7 +213,7 @@ class Coordinator:
             if not c.waiting and (c.phase != "announce" or time.time_ns() >= c.epoch.start):
                 self._advance(c)
         if self.cfg.auto and time.monotonic() >= self.next_policy:
-            self.next_policy = time.monotonic() + LOAD_PERIOD_S
+            self.next_policy = time.monotonic() + self.cfg.period_s
             self._policy()
 
     def _advance(self, c: Change) -> None:
@@ -261,12 +260,12 @@ class Coordinator:
         """Grow when clients block (or keeper rings stay full) for grow_after_s; shrink when idle for
         shrink_after_s; bounded, with a cool-down, one member at a time."""
         now = time.monotonic()
-        fresh = {r: v for r, (t, v) in self.load.items() if now - t < 3 * LOAD_PERIOD_S}
+        fresh = {r: v for r, (t, v) in self.load.items() if now - t < 3 * self.cfg.period_s}
         waits = []
         for r in self.clients:
             if r in fresh:
                 w = fresh[r].get("wait_s", 0.0)
-                waits.append(max(0.0, w - self.prev_wait.get(r, w)) / LOAD_PERIOD_S)
+                waits.append(max(0.0, w - self.prev_wait.get(r, w)) / self.cfg.period_s)
                 self.prev_wait[r] = w
         blocked = max(waits, default=0.0)
         ring = max((v.get("ring", 0.0) for r, v in fresh.items() if r in self.alive_keepers), default=0.0)

@@ -60,6 +60,7 @@ class Keeper(Service):
         self.promise: dict[int, int] = {}  # by client rank
         self.heard: dict[int, int] = {}
         self.ended: set[int] = set()
+        self.moved: set[int] = set()  # clients that left for another keeper (LEAVE): ended here, until given back
         self._take_clients(self.members.latest)
         self.sequencer: Sequencer[tuple[int, int]] = Sequencer()
         self.names: dict[int, tuple[str, str]] = {}
@@ -115,9 +116,11 @@ class Keeper(Service):
         n = len(b.records)
         if n:
             self._cut(b)
-        if b.kind == codec.END:
+        if b.kind in (codec.END, codec.LEAVE):
             self.ended.add(src)
             self.promise[src] = FOREVER
+            if b.kind == codec.LEAVE:  # moved to another keeper (it may be given back later)
+                self.moved.add(src)
         elif b.promise > self.promise[src]:
             self.promise[src] = b.promise
         if b.kind == codec.SYNC:
@@ -258,10 +261,11 @@ class Keeper(Service):
         """Clients the epoch gives this keeper: until its start they promise nothing older than it."""
         now_wall, now_mono = time.time_ns(), time.monotonic_ns()
         for c, k in epoch.keeper_of.items():
-            if k != self.ctx.rank or (c in self.clients and c not in self.ended):
-                continue
+            if k != self.ctx.rank or (c in self.clients and c not in self.moved):
+                continue  # (an ended client stays ended; one that moved away may come back)
             self.clients.add(c)
             self.ended.discard(c)
+            self.moved.discard(c)
             if epoch.start == NEVER or epoch.start <= now_wall:
                 self.promise[c], self.heard[c] = NEVER, now_mono
             else:  # silent until the epoch starts: that is no silence (acceptance_ms counts from the start)

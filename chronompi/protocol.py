@@ -58,7 +58,7 @@ SEAL = "seal"  # (SEAL,): visor -> keepers: every client is done, no more member
 GONE = "gone"  # (GONE, client rank): visor -> keeper: a client that ended without ever sending to you
 SCALED = "scaled"  # (SCALED, reason): visor's record of an automatic decision (only in the run record)
 LOAD = "load"  # (LOAD, rank, role, numbers): periodic load report to the visor (elastic.auto)
-LOAD_PERIOD_S = 0.5  # ... this often
+# (this often: elastic.period_s)
 
 
 @dataclass

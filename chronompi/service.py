@@ -27,7 +27,6 @@ from .protocol import (
     FORCE_END,
     GONE,
     LOAD,
-    LOAD_PERIOD_S,
     RELEASE,
     RETIRE,
     SEAL,
@@ -143,7 +142,7 @@ class Service:
             self._ctrl()
             self.backoff.step(self.step())
             if self._auto and time.monotonic() >= self._next_load:
-                self._next_load = time.monotonic() + LOAD_PERIOD_S
+                self._next_load = time.monotonic() + self.ctx.cfg.elastic.period_s
                 self._send_visor((LOAD, self.ctx.rank, self.role, self.load_figures()))
         self.close()
         if self.leaving and not self.forced:

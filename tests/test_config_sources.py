@@ -43,7 +43,7 @@ def no_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 @pytest.mark.parametrize(
     ("cfg", "words"),
     [
-        ({"storag": {"root": "x"}}, ["unknown config key 'storag'; known keys here: client, keeper, layout"]),
+        ({"storag": {"root": "x"}}, ["unknown config key 'storag'; known keys here: client, elastic, keeper, layout"]),
         ({"storage": {"rooot": "x"}}, ["unknown config key 'storage.rooot'; known keys here: ", "root"]),
         ({"storage": {"segment_bytes": "abc"}}, ["storage.segment_bytes='abc'", "not an integer"]),
         ({"layout": {"per_node": "maybe"}}, ["layout.per_node='maybe'", "true or false"]),

@@ -173,14 +173,7 @@ def _heading(b: Block) -> str:
 ALL = [b for doc in DOCS for b in blocks(doc)]
 # Blocks known not to run yet, by (document, heading): each an expected failure (strict: once fixed, the entry
 # must go), named so that the owner of that section sees it.
-KNOWN: dict[tuple[str, str], str] = {
-    ("README.md", "## Durability: what survives a crash"): (
-        "the sync example is a fragment: no `import chronompi`, `residual`, `write_checkpoint` or chronicle 'heat'"
-    ),
-    ("README.md", "## Elasticity: adding and removing keepers and graphers while the job runs"): (
-        "no `import chronompi`, and it needs 8 ranks: a `<!-- doc-test: mpirun -n 8 -->` line above the block"
-    ),
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")

@@ -214,8 +214,12 @@ def test_chronompi_run_autoscale_preset(tmp_path: Path) -> None:
         "+experiment=autoscale",
         f"storage.root={store}",
         "workload.events=400000",
-        "workload.burst_s=1.0",
-        "workload.quiet_s=3.5",
+        "workload.burst_s=0.6",
+        "workload.quiet_s=2.5",
+        "elastic.period_s=0.1",
+        "elastic.grow_after_s=0.2",
+        "elastic.shrink_after_s=1.0",
+        "elastic.cooldown_s=0.3",
         "workload.progress=false",
         "service.summary=false",
         "--verify",
@@ -228,3 +232,12 @@ def test_chronompi_run_autoscale_preset(tmp_path: Path) -> None:
     assert any(x.startswith("auto: idle") for x in reasons), reasons
     assert m["events_stored"] == 5 * 400000
     assert sum(e["events"] for e in m["epochs"]) == m["events_stored"]
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.002, 0.005, 0.02])
+def test_clients_ending_while_a_change_starts(delay_s: float, store: Path) -> None:
+    """Clients that end (without ever logging) just as a change is announced: refused or done, the
+    session ends on every rank (a keeper never waits for a client that ended, even one moved to it)."""
+    r = mpirun(8, "elastic_race.py", str(store), json.dumps({"cfg": cfg(1, 1, 2), "delay_s": delay_s}), timeout=60)
+    assert "RACE scaled" in r.stdout or "RACE refused" in r.stdout, r.stdout
+    assert manifest(store)["status"] == "complete"

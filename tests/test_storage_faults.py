@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import APPS, mpirun
+from test_bad_input import rank_lines
 
 import chronompi
 from chronompi.codec import EVENT
@@ -79,7 +80,7 @@ def _startup_fails(cfg: dict, *fragments: str) -> list[str]:
     t0 = time.monotonic()
     r = mpirun(4, "config_error.py", json.dumps(cfg), timeout=60, check=False)
     assert r.returncode != 0
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RANK ")]
+    lines = rank_lines(r.stdout)  # (robust to MPICH's launcher gluing lines of different ranks)
     assert sorted(int(ln.split()[1]) for ln in lines) == [0, 1, 2, 3], r.stdout + r.stderr
     for ln in lines:
         assert "ConfigError" in ln, ln
