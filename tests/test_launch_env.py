@@ -1,0 +1,32 @@
+"""The environment chronompi gives mpirun: a singleton MPI start-up's job identity never leaks into it.
+
+Under Open MPI 4.1, ``import mpi4py.MPI`` in a program not started by mpirun writes the identity of that
+one-process job (PMIX_*, OMPI_MCA_ess, ...) into the process environment; a child mpirun that inherits it
+exits 1 at once without a message (measured here with Debian's Open MPI 4.1.4 and mpi4py built from source).
+"""
+
+from __future__ import annotations
+
+from chronompi.launch import mpi_env
+
+SINGLETON = {  # what Open MPI 4.1.4's singleton start-up set here (`env` in a child after MPI init)
+    "OMPI_APP_CTX_NUM_PROCS": "1",
+    "OMPI_MCA_ess": "singleton",
+    "OMPI_MCA_orte_ess_num_procs": "1",
+    "OMPI_MCA_orte_launch": "1",
+    "OMPI_MCA_orte_precondition_transports": "x-y",
+    "OMPI_MCA_pmix": "^s1,s2,cray,isolated",
+    "ORTE_SCHIZO_DETECTION": "ORTE",
+    "PMIX_NAMESPACE": "1234",
+    "PMIX_RANK": "0",
+    "PMIX_SERVER_URI41": "pmix-server.1;tcp4://127.0.0.1:1",
+}
+
+
+def test_singleton_job_identity_is_not_passed_to_mpirun() -> None:
+    user = {"PATH": "/usr/bin", "OMPI_MCA_btl": "self,vader", "PMIX_MCA_gds": "hash", "HOME": "/root"}
+    env = mpi_env({**SINGLETON, **user})
+    assert not set(SINGLETON) & set(env), sorted(set(SINGLETON) & set(env))
+    for k, v in user.items():
+        if k != "PATH":
+            assert env[k] == v  # the user's own MCA settings are kept
