@@ -24,8 +24,27 @@ def bin_dir() -> str:
     return str(Path(sys.executable).parent)
 
 
+# What an MPI library's singleton start-up (``import mpi4py.MPI`` in a program not started by
+# mpirun) writes into the process environment: the identity of *that* one-process job. Open MPI
+# 4.1 does this; a child mpirun that inherits them fails at once (exit 1, no message). Never
+# passed on to a new mpirun.
+_SINGLETON_KEYS = {
+    "OMPI_APP_CTX_NUM_PROCS",
+    "OMPI_MCA_ess",
+    "OMPI_MCA_orte_ess_num_procs",
+    "OMPI_MCA_orte_launch",
+    "OMPI_MCA_orte_precondition_transports",
+    "OMPI_MCA_pmix",
+    "ORTE_SCHIZO_DETECTION",
+}
+
+
+def _inherited_job(key: str) -> bool:
+    return key in _SINGLETON_KEYS or (key.startswith("PMIX_") and not key.startswith("PMIX_MCA_"))
+
+
 def mpi_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not _inherited_job(k)}
     defaults = {
         # Open MPI 5 (PRRTE): allow more ranks than cores, do not pin ranks to cores
         "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe",
