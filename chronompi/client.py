@@ -404,6 +404,7 @@ class Client:
                     self._emit(kind, k, _no_events(), point)
             keepers_left = set(asked)
             graphers_owed = 0  # grapher answers the keepers announced, minus those that came
+            announced = got = 0  # grapher answers announced so far / answers (keepers' and graphers') in
             ack = np.empty(1, codec.SYNC_ACK)
             status = MPI.Status()
             backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
@@ -415,7 +416,7 @@ class Client:
                         msg.Recv([ack.view(np.uint8), MPI.BYTE])
                 if msg is None:
                     if timeout is not None and time.perf_counter() - t_start > timeout:
-                        raise SyncTimeout(timeout, until, len(asked) - len(keepers_left), len(asked))
+                        raise SyncTimeout(timeout, until, got, max(len(asked) + announced, got + 1))
                     backoff.sleep()
                     continue
                 backoff.reset()
@@ -423,9 +424,11 @@ class Client:
                 k = int(a["keeper"])
                 if asked.get(k) != int(a["sync_no"]):
                     continue  # the answer to an earlier sync that timed out
+                got += 1
                 if int(a["rank"]) == k:
                     keepers_left.discard(k)
                     graphers_owed += int(a["expect"])
+                    announced += int(a["expect"])
                 else:
                     graphers_owed -= 1
         took = time.perf_counter() - t_start
