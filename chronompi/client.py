@@ -216,7 +216,7 @@ class Client:
 
     def _switch_keeper(self) -> None:
         """An epoch gave us another keeper and its start is here: the events before it go to the old
-        keeper with END, the new keeper learns every story, the rest of the batch stays for it."""
+        keeper with LEAVE, the new keeper learns every story, the rest of the batch stays for it."""
         assert self._route.switch is not None
         start = self._route.switch[0]
         arrays = self._batch.take()

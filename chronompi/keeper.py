@@ -344,7 +344,12 @@ class Keeper(Service):
         self.finished = True
 
     def serve(self) -> bool:
-        return self._receive()  # only replay queries of clients still running arrive now
+        # only replay queries and syncs of clients still running arrive now (a client that moved away
+        # syncs here until it drops this keeper): everything is shipped, so a sync passes on at once
+        got = self._receive()
+        due = self.syncs.take_all()
+        self._pass_syncs(due)
+        return got or bool(due)
 
     def shutdown(self) -> None:
         # released: no client will send again, withdraw the ring's receives

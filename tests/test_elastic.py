@@ -41,6 +41,11 @@ CASES = {
         8,
         {"cfg": cfg(1, 1, 2), "scale": [[1, 2], [1, 3], [1, 1], [1, 2]], "stories": 3, "mode": "mixed", "rate": 3000},
     ),
+    # syncs (and receipts) while keepers come and go: a client syncs the keeper it left until it drops it
+    "n8-syncs-across-changes": (
+        8,
+        {"cfg": cfg(1, 1, 2), "scale": [[2, 1], [1, 1], [2, 2], [1, 1]], "stories": 2, "rate": 2000, "sync_every": 25},
+    ),
     "n12-both-threads": (
         12,
         {
