@@ -164,17 +164,27 @@ def write_atomic(path: Path, data: bytes | memoryview, space_margin: int | None 
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        discard(tmp)
         raise
     if fsync:
-        dirfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        fsync_dir(path.parent)
+
+
+def discard(path: Path) -> None:
+    """Remove a temporary file after a failed write; a file already gone is fine."""
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` durable."""
+    dirfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
 
 
 def part_files(root: str | os.PathLike[str]) -> list[Path]:

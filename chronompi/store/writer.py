@@ -46,7 +46,7 @@ from .._faults import fault_point
 from ..codec import EVENT
 from ..config import StorageConfig
 from ..errors import StorageFull
-from .format import SCHEMA_VERSION, SEGMENTS, WINDOW
+from .format import SCHEMA_VERSION, SEGMENTS, WINDOW, discard, fsync_dir
 from .space import check_dir, chunk_growth, ensure_free, free_bytes
 
 log = logging.getLogger(__name__)
@@ -106,17 +106,10 @@ def move_into_store(src: Path, dst: Path) -> None:
             fault_point("move")  # copied, not yet renamed: the store must not show it
             os.replace(tmp, dst)
         except BaseException:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+            discard(tmp)
             raise
         src.unlink()
-    dirfd = os.open(dst.parent, os.O_RDONLY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
+    fsync_dir(dst.parent)
 
 
 class SegmentWriter:
