@@ -184,7 +184,7 @@ def cmd_run(argv: Sequence[str]) -> int:
 
 
 def cmd_mpirun(argv: Sequence[str]) -> int:
-    from .launch import mpi_env, mpirun_argv
+    from .launch import exec_mpi, mpi_env, mpirun_argv
     from .report import STDOUT_TTY
 
     p = argparse.ArgumentParser(prog="chronompi mpirun", description="mpirun with the environment chronompi needs")
@@ -203,8 +203,7 @@ def cmd_mpirun(argv: Sequence[str]) -> int:
     if sys.stdout.isatty():
         env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))  # the ranks' pty says 80
     argv_full = mpirun_argv(a.np, rest, extra, env)
-    os.execvpe(argv_full[0], argv_full, env)
-    return 0  # not reached
+    return exec_mpi(argv_full, env)
 
 
 # -- store tools ----------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import ConfigError
@@ -86,6 +86,14 @@ def mpirun_argv(
     return [find_mpirun(env), "-n", str(n), *mpirun_args, *command]
 
 
+def retrying_argv(n: int, command: Sequence[str]) -> list[str]:
+    """``chronompi mpirun -n N -- command`` with this Python: for callers that start the job themselves
+    (``Popen``) and still want a launch that failed before any rank ran tried again (:func:`exec_mpi`)."""
+    if n < 1:
+        raise ConfigError(f"-n {n}: the number of ranks must be at least 1")
+    return [sys.executable, "-m", "chronompi", "mpirun", "-n", str(n), "--", *command]
+
+
 def run_mpi(
     n: int,
     command: Sequence[str],
@@ -103,13 +111,68 @@ def run_mpi(
     """
     full_env = mpi_env(env)
     argv = mpirun_argv(n, command, mpirun_args, full_env)
-    for attempt in range(3):
+    for attempt in range(LAUNCH_ATTEMPTS):
         r = subprocess.run(argv, env=full_env, timeout=timeout, text=True, **kwargs)  # type: ignore[call-overload]
         err = r.stderr if isinstance(r.stderr, str) else ""
-        if not (r.returncode == PMIX_LISTENER_FAILED and "listener thread failed to start" in err) or attempt == 2:
+        if not launcher_failed(r.returncode, err) or attempt == LAUNCH_ATTEMPTS - 1:
             return r  # type: ignore[no-any-return]
         time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 
 
 PMIX_LISTENER_FAILED = 213
+LAUNCH_ATTEMPTS = 3
+
+
+def launcher_failed(returncode: int, stderr: str) -> bool:
+    """Open MPI's launcher gave up before starting any rank (its PMIx listener did not start)."""
+    return returncode == PMIX_LISTENER_FAILED and "listener thread failed to start" in stderr
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def exec_mpi(argv: Sequence[str], env: Mapping[str, str]) -> int:
+    """Run mpirun in the foreground as ``chronompi mpirun`` does, and give its exit code.
+
+    stdin and stdout pass straight through; stderr is copied through as it comes, so that a
+    launch that failed before any rank started (:func:`launcher_failed`) can be tried again,
+    up to :data:`LAUNCH_ATTEMPTS` times. SIGTERM and SIGHUP are passed on to mpirun; SIGINT is
+    ignored here because Ctrl-C reaches mpirun itself (same process group), and a second one
+    would make it abort at once. mpirun gets SIGTERM if this process dies first (Linux).
+    """
+    import signal
+
+    for attempt in range(LAUNCH_ATTEMPTS):
+        proc = subprocess.Popen(argv, env=dict(env), stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+        forward = {s: signal.signal(s, _passer(proc)) for s in _FORWARDED}
+        forward[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        tail = b""
+        try:
+            assert proc.stderr is not None
+            while chunk := os.read(proc.stderr.fileno(), 65536):
+                os.write(2, chunk)
+                tail = (tail + chunk)[-4096:]
+            rc = proc.wait()
+        finally:
+            for s, old in forward.items():
+                signal.signal(s, old)
+        if not launcher_failed(rc, tail.decode(errors="replace")) or attempt == LAUNCH_ATTEMPTS - 1:
+            return rc if rc >= 0 else 128 - rc
+        sys.stderr.write(f"chronompi mpirun: the launcher did not start (exit {rc}); trying again\n")
+        time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _passer(proc: subprocess.Popen[bytes]) -> Callable[[int, object], None]:
+    return lambda sig, _frame: proc.send_signal(sig)
+
+
+_FORWARDED = (15, 1)  # SIGTERM, SIGHUP

@@ -25,7 +25,7 @@ import pytest
 from conftest import APPS
 
 import chronompi
-from chronompi.launch import mpi_env, mpirun_argv
+from chronompi.launch import mpi_env, retrying_argv
 from chronompi.protocol import client_id
 from chronompi.store.format import read_runs
 from chronompi.store.fsck import fsck
@@ -70,7 +70,7 @@ def launch(
     if fault:
         env["CHRONOMPI_FAULT"] = fault
         env["CHRONOMPI_FAULT_DIR"] = str(tmp)
-    argv = mpirun_argv(n, [sys.executable, str(APPS / "crashy.py"), str(store), str(refdir), json.dumps(spec)], env=env)
+    argv = retrying_argv(n, [sys.executable, str(APPS / "crashy.py"), str(store), str(refdir), json.dumps(spec)])
     return subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -26,7 +26,7 @@ import chronompi
 from chronompi.codec import EVENT
 from chronompi.config import StorageConfig
 from chronompi.errors import StorageFull
-from chronompi.launch import mpi_env, mpirun_argv
+from chronompi.launch import mpi_env, retrying_argv
 from chronompi.protocol import client_id
 from chronompi.store.format import init_store, read_runs
 from chronompi.store.fsck import fsck
@@ -177,9 +177,7 @@ def launch(store: Path, refdir: Path, stage: Path, tmp: Path, events: int, retry
     env["CHRONOMPI_TEST_HANG_S"] = "50"
     (tmp / "shm").mkdir(exist_ok=True)  # an aborted job cannot remove its shared-memory files
     env["OMPI_MCA_btl_sm_backing_directory"] = str(tmp / "shm")
-    argv = mpirun_argv(
-        N, [sys.executable, str(APPS / "fill_store.py"), str(store), str(refdir), json.dumps(spec)], env=env
-    )
+    argv = retrying_argv(N, [sys.executable, str(APPS / "fill_store.py"), str(store), str(refdir), json.dumps(spec)])
     return subprocess.Popen(
         argv, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
