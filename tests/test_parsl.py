@@ -57,12 +57,12 @@ def test_encoding_round_trips_what_parsl_sends() -> None:
         "$dollar": {"$datetime": "not a tag"},
         "nested": [{"a": [now, None, True, 1.5]}],
     }
-    payload = encode_message("NODE_INFO", body)
+    payload = encode_message("NODE_INFO", body, version=1)
     assert payload.isascii()
     doc = json.loads(payload)  # plain JSON, no NaN/Infinity literals
     assert doc["v"] == 1 and doc["type"] == "NODE_INFO"
     assert "$dict" in doc["msg"]  # a key starting with "$" makes the whole dict a list of pairs
-    plain = json.loads(encode_message("TASK_INFO", {"timestamp": now, "n": 1}))["msg"]
+    plain = json.loads(encode_message("TASK_INFO", {"timestamp": now, "n": 1}, version=1))["msg"]
     assert plain == {"timestamp": {"$datetime": "2026-11-25T07:41:02.123456"}, "n": 1}
     kind, back = decode_message(payload)
     assert kind == "NODE_INFO"

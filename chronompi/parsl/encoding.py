@@ -1,6 +1,9 @@
-"""The pickle-free payload encoding of Parsl monitoring messages (documented in docs/parsl.md).
+"""The pickle-free payload encodings of Parsl monitoring messages (documented in docs/parsl.md).
 
-One event = one message = one UTF-8 JSON object::
+Version 2 (the default, compact binary) is :mod:`chronompi.parsl.packed`; its
+payloads start with the byte 0x02. :func:`decode_message` reads both versions.
+
+Version 1: one event = one message = one UTF-8 JSON object::
 
     {"v": 1, "type": "TASK_INFO", "msg": <the message body, encoded>}
 
@@ -37,20 +40,13 @@ import datetime as _dt
 import enum
 import json
 import math
-import sys
 from typing import Any
 
-from ..errors import ChronoError
+from . import packed
+from .packed import EncodingError, _find_enum, _hashable, _qualname
 
-VERSION = 1
-
-
-class EncodingError(ChronoError, ValueError):
-    """A payload is not a chronompi-encoded Parsl monitoring message."""
-
-
-def _qualname(t: type) -> str:
-    return f"{t.__module__}:{t.__qualname__}"
+VERSION = 1  # the JSON encoding below
+LATEST = packed.VERSION  # what encode_message writes by default
 
 
 def encode_value(x: Any) -> Any:
@@ -110,18 +106,6 @@ def encode_value(x: Any) -> Any:
     return {"$repr": [_qualname(t), repr(x)]}
 
 
-def _find_enum(name: str) -> type[enum.Enum] | None:
-    module, _, qual = name.partition(":")
-    obj: Any = sys.modules.get(module)
-    for part in qual.split("."):
-        if obj is None:
-            return None
-        obj = getattr(obj, part, None)
-    if isinstance(obj, type) and issubclass(obj, enum.Enum):
-        return obj
-    return None
-
-
 def decode_value(x: Any) -> Any:
     """The inverse of :func:`encode_value` (``$repr`` values come back as their repr string)."""
     if type(x) is list:
@@ -170,23 +154,31 @@ def _decode_tag(tag: str, v: Any) -> Any:
     raise EncodingError(f"unknown tag {tag!r} (written by a newer chronompi?)")
 
 
-def _hashable(k: Any) -> Any:
-    if isinstance(k, list):
-        return tuple(_hashable(i) for i in k)
-    if isinstance(k, set):
-        return frozenset(k)
-    return k
-
-
-def encode_message(kind: str, body: Any) -> bytes:
-    """One monitoring message (type name, body) as an event payload."""
+def encode_message(kind: str, body: Any, version: int = LATEST) -> bytes:
+    """One monitoring message (type name, body) as an event payload: version 2 (binary) or 1 (JSON)."""
+    if version == 2:
+        return packed.encode(kind, body)
+    if version != 1:
+        raise ValueError(f"encoding version {version!r}: give 2 (compact binary, the default) or 1 (JSON)")
     return json.dumps(
         {"v": VERSION, "type": kind, "msg": encode_value(body)}, separators=(",", ":"), allow_nan=False
     ).encode()
 
 
+def payload_version(payload: bytes | str) -> int:
+    """The encoding version of a payload: its first byte for binary versions (2...), 1 for JSON."""
+    if isinstance(payload, (bytes, bytearray, memoryview)) and len(payload) and payload[0] < 0x20:
+        return int(payload[0])
+    return 1
+
+
 def decode_message(payload: bytes | str) -> tuple[str, Any]:
-    """(type name, body) of an event payload written by :func:`encode_message`."""
+    """(type name, body) of an event payload written by :func:`encode_message` (any version)."""
+    v = payload_version(payload)
+    if v == packed.VERSION:
+        return packed.decode(payload)  # type: ignore[arg-type]  # bytes-like, by payload_version
+    if v != 1:
+        raise EncodingError(f"payload version {v} is newer than this chronompi reads ({LATEST})")
     try:
         doc = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -194,5 +186,5 @@ def decode_message(payload: bytes | str) -> tuple[str, Any]:
     if not isinstance(doc, dict) or "type" not in doc or "msg" not in doc:
         raise EncodingError(f"payload is not a chronompi Parsl message: {str(payload)[:80]!r}")
     if doc.get("v", 0) > VERSION:
-        raise EncodingError(f"payload version {doc.get('v')} is newer than this chronompi reads ({VERSION})")
+        raise EncodingError(f"payload version {doc.get('v')} is newer than this chronompi reads ({LATEST})")
     return str(doc["type"]), decode_value(doc["msg"])

@@ -7,12 +7,14 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ChronicleExists, ChronoError
-from .encoding import encode_message
+from .encoding import LATEST, encode_message
 
 if TYPE_CHECKING:
     from ..client import Client, Story
 
 DEFAULT_CHRONICLE = "parsl"
+#: The chronicle attribute ``encoding`` per encoding version (payloads carry their version themselves).
+ENCODING_NAMES = {1: "chronompi.parsl/json-v1", 2: "chronompi.parsl/packed-v2"}
 #: Story of messages that are not a (MessageType, body) pair; kept so nothing is lost silently.
 MALFORMED = "MALFORMED"
 
@@ -32,18 +34,24 @@ def kind_of(tag: Any) -> str:
 class ChronicleSink:
     """Logs tagged monitoring messages ``(MessageType, body)`` into ``chronicle``, one story per type.
 
-    Thread-safe (the client is); stories are acquired on first use.
+    Thread-safe (the client is); stories are acquired on first use. ``version``: the payload
+    encoding (2, compact binary, by default; 1, JSON, as chronompi wrote before).
     """
 
-    def __init__(self, client: Client, chronicle: str = DEFAULT_CHRONICLE, create: bool = True) -> None:
+    def __init__(
+        self, client: Client, chronicle: str = DEFAULT_CHRONICLE, create: bool = True, version: int = LATEST
+    ) -> None:
+        if version not in ENCODING_NAMES:
+            raise ValueError(f"encoding version {version!r}: give one of {sorted(ENCODING_NAMES)}")
         self.client = client
         self.chronicle = chronicle
+        self.version = version
         self._stories: dict[str, Story] = {}
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
         if create:
             try:
-                client.create_chronicle(chronicle, {"kind": "parsl-monitoring", "encoding": "chronompi.parsl/json-v1"})
+                client.create_chronicle(chronicle, {"kind": "parsl-monitoring", "encoding": ENCODING_NAMES[version]})
             except ChronicleExists:
                 pass
 
@@ -65,7 +73,7 @@ class ChronicleSink:
             kind, body = MALFORMED, message
         if kind == MALFORMED:
             body = {"tag": message[0], "body": message[1]} if isinstance(message, tuple) and len(message) == 2 else body
-        t = self.story(kind).log(encode_message(kind, body))
+        t = self.story(kind).log(encode_message(kind, body, self.version))
         self.counts[kind] = self.counts.get(kind, 0) + 1
         return t
 
