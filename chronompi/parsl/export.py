@@ -26,85 +26,19 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
-import sqlite3
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..store.reader import Store, open_store
 from .encoding import EncodingError, decode_message
+from .extract import Change, Extractor, make_extractor
+from .schema import COLUMNS, PRIMARY_KEYS, SCHEMA, TABLES  # noqa: F401 - SCHEMA: public here since version 1
 from .sink import DEFAULT_CHRONICLE, ParslMonitoringError
 
-TABLES = ("workflow", "task", "try", "status", "resource", "node", "block")
-
-#: Parsl's monitoring schema (parsl 2026.10.26, as SQLAlchemy creates it on SQLite); used when Parsl is not importable.
-SCHEMA = """
-CREATE TABLE workflow (
-    run_id TEXT NOT NULL, workflow_name TEXT, workflow_version TEXT, time_began DATETIME NOT NULL,
-    time_completed DATETIME, host TEXT NOT NULL, user TEXT NOT NULL, rundir TEXT NOT NULL,
-    tasks_failed_count INTEGER NOT NULL, tasks_completed_count INTEGER NOT NULL, PRIMARY KEY (run_id));
-CREATE TABLE task (
-    task_id INTEGER NOT NULL, run_id TEXT NOT NULL, task_depends TEXT, task_func_name TEXT NOT NULL,
-    task_memoize TEXT NOT NULL, task_hashsum TEXT, task_inputs TEXT, task_outputs TEXT, task_stdin TEXT,
-    task_stdout TEXT, task_stderr TEXT, task_time_invoked DATETIME, task_time_returned DATETIME,
-    task_fail_count INTEGER NOT NULL, task_fail_cost FLOAT NOT NULL, PRIMARY KEY (task_id, run_id));
-CREATE INDEX ix_task_task_hashsum ON task (task_hashsum);
-CREATE TABLE try (
-    try_id INTEGER NOT NULL, task_id INTEGER NOT NULL, run_id TEXT NOT NULL, block_id TEXT, hostname TEXT,
-    task_executor TEXT NOT NULL, task_try_time_launched DATETIME, task_try_time_running DATETIME,
-    task_try_time_returned DATETIME, task_fail_history TEXT, task_joins TEXT,
-    PRIMARY KEY (try_id, task_id, run_id));
-CREATE TABLE node (
-    id INTEGER NOT NULL, run_id TEXT NOT NULL, hostname TEXT NOT NULL, uid TEXT NOT NULL, block_id TEXT NOT NULL,
-    cpu_count INTEGER NOT NULL, total_memory BIGINT NOT NULL, active BOOLEAN NOT NULL, worker_count INTEGER NOT NULL,
-    python_v TEXT NOT NULL, timestamp DATETIME NOT NULL, last_heartbeat DATETIME NOT NULL, PRIMARY KEY (id));
-CREATE TABLE block (
-    run_id TEXT NOT NULL, executor_label TEXT NOT NULL, block_id TEXT NOT NULL, job_id TEXT,
-    timestamp DATETIME NOT NULL, status TEXT NOT NULL, PRIMARY KEY (run_id, block_id, executor_label, timestamp));
-CREATE TABLE status (
-    task_id INTEGER NOT NULL, task_status_name TEXT NOT NULL, timestamp DATETIME NOT NULL, run_id TEXT NOT NULL,
-    try_id INTEGER NOT NULL, PRIMARY KEY (task_id, run_id, task_status_name, timestamp),
-    FOREIGN KEY(run_id) REFERENCES workflow (run_id));
-CREATE TABLE resource (
-    try_id INTEGER NOT NULL, task_id INTEGER NOT NULL, run_id TEXT NOT NULL, timestamp DATETIME NOT NULL,
-    resource_monitoring_interval FLOAT, psutil_process_pid INTEGER, psutil_process_memory_percent FLOAT,
-    psutil_process_children_count FLOAT, psutil_process_time_user FLOAT, psutil_process_time_system FLOAT,
-    psutil_process_memory_virtual FLOAT, psutil_process_memory_resident FLOAT, psutil_process_disk_read FLOAT,
-    psutil_process_disk_write FLOAT, psutil_process_status TEXT, psutil_cpu_num TEXT,
-    psutil_process_num_ctx_switches_voluntary FLOAT, psutil_process_num_ctx_switches_involuntary FLOAT,
-    PRIMARY KEY (try_id, task_id, run_id, timestamp), FOREIGN KEY(run_id) REFERENCES workflow (run_id));
-"""
-
-COLUMNS: dict[str, list[str]] = {
-    "workflow": "run_id workflow_name workflow_version time_began time_completed host user rundir "
-    "tasks_failed_count tasks_completed_count".split(),
-    "task": "task_id run_id task_depends task_func_name task_memoize task_hashsum task_inputs task_outputs "
-    "task_stdin task_stdout task_stderr task_time_invoked task_time_returned task_fail_count task_fail_cost".split(),
-    "try": "try_id task_id run_id block_id hostname task_executor task_try_time_launched task_try_time_running "
-    "task_try_time_returned task_fail_history task_joins".split(),
-    "status": "task_id task_status_name timestamp run_id try_id".split(),
-    "resource": "try_id task_id run_id timestamp resource_monitoring_interval psutil_process_pid "
-    "psutil_process_memory_percent psutil_process_children_count psutil_process_time_user "
-    "psutil_process_time_system psutil_process_memory_virtual psutil_process_memory_resident "
-    "psutil_process_disk_read psutil_process_disk_write psutil_process_status psutil_cpu_num "
-    "psutil_process_num_ctx_switches_voluntary psutil_process_num_ctx_switches_involuntary".split(),
-    "node": "id run_id hostname uid block_id cpu_count total_memory active worker_count python_v timestamp "
-    "last_heartbeat".split(),
-    "block": "run_id executor_label block_id job_id timestamp status".split(),
-}
-PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
-    "workflow": ("run_id",),
-    "task": ("task_id", "run_id"),
-    "try": ("try_id", "task_id", "run_id"),
-    "status": ("task_id", "run_id", "task_status_name", "timestamp"),
-    "resource": ("try_id", "task_id", "run_id", "timestamp"),
-    "node": ("id",),
-    "block": ("run_id", "block_id", "executor_label", "timestamp"),
-}
 # the columns Parsl's DatabaseManager updates, per kind of update
 _WORKFLOW_END = ["run_id", "tasks_failed_count", "tasks_completed_count", "time_completed"]
 _WORKFLOW_COUNTS = ["run_id", "tasks_failed_count", "tasks_completed_count"]
@@ -162,6 +96,8 @@ class Rebuild:
     _ended: set[Any] = field(default_factory=set)
     _last_time: dict[Any, int] = field(default_factory=dict)
     _node_id: int = 0
+    #: keys of rows inserted or updated since the last :meth:`take_changes`, per table
+    dirty: dict[str, set[Any]] = field(default_factory=lambda: {t: set() for t in TABLES})
 
     def _insert(self, table: str, msg: dict[str, Any]) -> None:
         row = {c: msg.get(c) for c in COLUMNS[table]}
@@ -174,6 +110,7 @@ class Rebuild:
             self.duplicates[table] = self.duplicates.get(table, 0) + 1
             return
         rows[key] = row
+        self.dirty[table].add(key)
 
     def _update(self, table: str, columns: list[str], msg: dict[str, Any]) -> None:
         key = tuple(msg.get(k) for k in PRIMARY_KEYS[table])
@@ -181,6 +118,7 @@ class Rebuild:
         if row is not None:  # like SQL UPDATE ... WHERE pk: no row, no effect; absent values become NULL
             for c in columns:
                 row[c] = msg.get(c)
+            self.dirty[table].add(key)
 
     def apply(self, time_ns: int, kind: str, msg: Any) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
@@ -245,62 +183,39 @@ class Rebuild:
         for (run,), row in self.rows["workflow"].items():
             if run not in self._ended and row.get("time_completed") is None and run in self._last_time:
                 row["time_completed"] = _dt.datetime.fromtimestamp(self._last_time[run] / 1e9)
+                self.dirty["workflow"].add((run,))
+
+    def take_changes(self) -> dict[str, Change]:
+        """The rows inserted or updated since the previous call, per table (the dirty marks are cleared)."""
+        out = {t: Change(upsert=[dict(self.rows[t][k]) for k in keys]) for t, keys in self.dirty.items() if keys}
+        self.dirty = {t: set() for t in TABLES}
+        return out
 
     def table(self, name: str) -> list[dict[str, Any]]:
         return list(self.rows[name].values())
 
 
-def _sql_value(v: Any) -> Any:
-    """A value as SQLAlchemy's SQLite dialect stores it (for the sqlite3 fallback)."""
-    if isinstance(v, _dt.datetime):
-        return v.strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(v, bool):
-        return int(v)
-    if v is None or isinstance(v, (int, float, str, bytes)):
-        return v
-    return str(v)
-
-
-def _parsl_metadata() -> Any:
-    try:
-        from parsl.monitoring.db_manager import Database
-    except Exception:  # noqa: BLE001 - Parsl or SQLAlchemy missing: use the copy
-        return None
-    return Database.Base.metadata
+def diff(old: dict[str, dict[Any, dict[str, Any]]], new: dict[str, dict[Any, dict[str, Any]]]) -> dict[str, Change]:
+    """What turns tables ``old`` into ``new``: rows to upsert and keys to delete, per table."""
+    out = {}
+    for t in TABLES:
+        o, n = old.get(t, {}), new.get(t, {})
+        ch = Change(upsert=[dict(r) for k, r in n.items() if o.get(k) != r], delete=[k for k in o if k not in n])
+        if ch:
+            out[t] = ch
+    return out
 
 
 def write_sqlite(rb: Rebuild, db_path: str | os.PathLike[str], use_parsl_schema: bool = True) -> dict[str, int]:
     """Write the rebuilt tables into a new SQLite file; returns rows per table."""
-    path = Path(db_path)
-    if path.exists():
-        raise ParslMonitoringError(f"{path} exists; remove it or choose another output file")
-    meta = _parsl_metadata() if use_parsl_schema else None
-    written = {t: len(rb.rows[t]) for t in TABLES}
-    if meta is not None:
-        import sqlalchemy as sa
+    write_tables(rb, make_extractor("sqlite", db_path, use_parsl_schema=use_parsl_schema))
+    return {t: len(rb.rows[t]) for t in TABLES}
 
-        eng = sa.create_engine(f"sqlite:///{path}")
-        try:
-            meta.create_all(eng)
-            with eng.begin() as conn:
-                for t in TABLES:
-                    rows = rb.table(t)
-                    if rows:
-                        conn.execute(meta.tables[t].insert(), rows)
-        finally:
-            eng.dispose()
-        return written
-    con = sqlite3.connect(path)
-    try:
-        con.executescript(SCHEMA)
-        for t in TABLES:
-            cols = COLUMNS[t]
-            sql = f'INSERT INTO "{t}" ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})'
-            con.executemany(sql, [[_sql_value(r[c]) for c in cols] for r in rb.table(t)])
-        con.commit()
-    finally:
-        con.close()
-    return written
+
+def write_tables(rb: Rebuild, extractor: Extractor) -> None:
+    """Everything ``rb`` holds, in one step, into a new output of ``extractor``."""
+    with extractor:
+        extractor.write(rb.rows, {t: Change(upsert=rb.table(t)) for t in TABLES}, final=True)
 
 
 def export_parsl(
@@ -308,8 +223,10 @@ def export_parsl(
     db_path: str | os.PathLike[str],
     chronicle: str = DEFAULT_CHRONICLE,
     use_parsl_schema: bool = True,
+    fmt: str = "sqlite",
 ) -> Rebuild:
-    """Rebuild Parsl's monitoring database from ``store`` into a new SQLite file ``db_path``."""
+    """Rebuild Parsl's monitoring database from ``store`` into a new SQLite file ``db_path``
+    (``fmt="parquet"``: a new directory of Parquet files, one per table)."""
     st = store if isinstance(store, Store) else open_store(store)
     try:
         rb = Rebuild()
@@ -321,7 +238,8 @@ def export_parsl(
                 f"chronicle {chronicle!r} holds a payload that is not a Parsl message: {exc}"
             ) from None
         rb.finish()
-        write_sqlite(rb, db_path, use_parsl_schema)
+        options = {"use_parsl_schema": use_parsl_schema} if fmt == "sqlite" else {}
+        write_tables(rb, make_extractor(fmt, db_path, **options))
         return rb
     finally:
         if not isinstance(store, Store):
@@ -329,20 +247,35 @@ def export_parsl(
 
 
 def main_export_parsl(argv: list[str] | None = None) -> int:
-    """``chronompi export parsl STORE monitoring.db [--chronicle parsl]``."""
+    """``chronompi export parsl STORE OUT [--format sqlite|parquet] [--follow ...] [--chronicle parsl]``."""
     p = argparse.ArgumentParser(
         prog="chronompi export parsl",
-        description="Rebuild Parsl's monitoring SQLite database (for parsl-visualize) from a chronompi store.",
+        description="Rebuild Parsl's monitoring database (SQLite, for parsl-visualize; or Parquet files) "
+        "from a chronompi store, once or (--follow) live while the workflow runs.",
     )
-    p.add_argument("store", help="the chronompi store directory")
-    p.add_argument("db", help="the SQLite file to create (must not exist)")
+    p.add_argument("store", help="the chronompi store directory (with --follow it may not exist yet)")
+    p.add_argument("db", help="the SQLite file (or, --format parquet, the directory) to create (must not exist)")
     p.add_argument("--chronicle", default=DEFAULT_CHRONICLE, help="chronicle the hub recorded into (default: parsl)")
     p.add_argument("--no-parsl-schema", action="store_true", help="use chronompi's copy of Parsl's schema")
+    p.add_argument("--format", default="sqlite", choices=["sqlite", "parquet"], help="output format (sqlite)")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep the output current while the job records: stop when its run ends, after --until-idle, or Ctrl-C",
+    )
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="--follow: poll every S seconds (1)")
+    p.add_argument(
+        "--hold", type=float, default=None, metavar="S", help="--follow: apply events S seconds after reading them"
+    )
+    p.add_argument("--until-idle", type=float, default=None, metavar="S", help="--follow: stop after S s idle")
     args = p.parse_args(argv)
     from ..errors import ChronoError
 
+    options = {"use_parsl_schema": not args.no_parsl_schema} if args.format == "sqlite" else {}
     try:
-        rb = export_parsl(args.store, args.db, args.chronicle, use_parsl_schema=not args.no_parsl_schema)
+        if args.follow:
+            return _follow(args, options)
+        rb = export_parsl(args.store, args.db, args.chronicle, not args.no_parsl_schema, fmt=args.format)
     except (ChronoError, KeyError) as exc:
         print(f"chronompi export parsl: {exc}", file=sys.stderr)
         return 1
@@ -350,4 +283,35 @@ def main_export_parsl(argv: list[str] | None = None) -> int:
     print(f"{args.db}: {tables} rows from {sum(rb.counts.values())} messages")
     if rb.duplicates:
         print(f"skipped rows with a repeated primary key: {rb.duplicates}", file=sys.stderr)
+    return 0
+
+
+def _follow(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    from .follow import Follower
+
+    if args.format == "sqlite":
+        options["wal"] = True  # parsl-visualize reads while we write
+    fol = Follower(
+        args.store,
+        make_extractor(args.format, args.db, **options),
+        args.chronicle,
+        interval_s=args.interval,
+        hold_s=args.hold,
+        until_idle_s=args.until_idle,
+    )
+    fol.extractor.open()
+    print(f"following {args.store} into {args.db} (every {args.interval:g} s; Ctrl-C stops)", flush=True)
+    try:
+        st = fol.run()
+    finally:
+        fol.close()
+    tables = ", ".join(f"{t} {len(fol.rb.rows[t])}" for t in TABLES)
+    print(
+        f"{args.db}: {tables} rows from {st.messages} messages; stopped: {st.stopped}; {st.polls} polls, "
+        f"{st.steps} steps, {st.reorders} re-derivations; lag message -> output: median {st.lag(0.5):.2f} s, "
+        f"max {st.lag(1.0):.2f} s",
+        flush=True,
+    )
+    if fol.rb.duplicates:
+        print(f"skipped rows with a repeated primary key: {fol.rb.duplicates}", file=sys.stderr)
     return 0
