@@ -1,0 +1,117 @@
+"""Live export: ``chronompi export parsl --follow`` keeps monitoring.db current while a real Parsl workflow runs.
+
+An HTEX workflow (tasks in waves, resource monitoring, one retried failure per wave) records through
+ChronompiHub under ``mpirun -n 4``; a ``--follow`` process started before the job writes monitoring.db
+while the test reads it; the task table must grow across reads taken before the workflow ended, and the
+followed database must equal the offline export of the finished store row for row.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("parsl")
+
+from conftest import APPS  # noqa: E402
+
+from chronompi.launch import mpi_env, mpirun_argv  # noqa: E402
+from chronompi.parsl import export_parsl  # noqa: E402
+from chronompi.parsl.export import TABLES  # noqa: E402
+
+
+def _tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    con = sqlite3.connect(db)
+    try:
+        return {t: sorted(con.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in TABLES}
+    finally:
+        con.close()
+
+
+def _count(db: Path) -> int | None:
+    """Rows of the task table as a reader sees them now (None: the database is not there yet)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    except sqlite3.OperationalError:
+        return None
+    try:
+        return int(con.execute("SELECT count(*) FROM task").fetchone()[0])
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        con.close()
+
+
+def _stop(p: subprocess.Popen[str]) -> str:
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+    out, err = p.communicate()
+    return f"{out}\n{err}"
+
+
+@pytest.mark.mpi
+def test_follow_shows_a_running_workflow_and_ends_equal_to_the_offline_export(tmp_path: Path) -> None:
+    store, db, out = tmp_path / "store", tmp_path / "live.db", tmp_path / "out"
+    out.mkdir()
+    env = mpi_env()
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "chronompi", "export", "parsl", "--follow", "--interval", "0.5", str(store), str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    job = subprocess.Popen(
+        mpirun_argv(4, [sys.executable, str(APPS / "parsl_follow.py"), str(out), str(store), "6", "4", "1.0"]),
+        env={**env, "CHRONOMPI_TEST_HANG_S": "110"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    readings: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while job.poll() is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the workflow job hung:\n{_stop(job)}\nfollower:\n{_stop(follow)}")
+            if not (out / "workflow-done").exists():
+                n = _count(db)
+                if n is not None and not (out / "workflow-done").exists():  # read before the workflow ended
+                    readings.append(n)
+            time.sleep(0.25)
+        job_out = job.communicate()
+        assert job.returncode == 0, f"job failed:\n{job_out[0]}\n{job_out[1]}"
+        try:
+            f_out, f_err = follow.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the follower did not stop after the run ended:\n{_stop(follow)}")
+        assert follow.returncode == 0, f"follower failed:\n{f_out}\n{f_err}"
+    finally:
+        for p in (job, follow):
+            if p.poll() is None:
+                _stop(p)
+    print(f_out, "\ntask rows seen while the workflow ran:", readings)
+    grew = sorted(set(n for n in readings if n > 0))
+    assert readings == sorted(readings), readings  # a reader never sees the table shrink
+    assert len(grew) >= 2, f"task rows seen while the workflow ran: {readings}"
+    assert "stopped: the run ended" in f_out
+    lag = re.search(r"median ([\d.]+) s, max ([\d.]+) s", f_out)
+    assert lag is not None and float(lag.group(1)) < 5, f_out
+    followed = _tables(db)
+    export_parsl(store, tmp_path / "offline.db")
+    offline = _tables(tmp_path / "offline.db")
+    assert followed == offline
+    assert len(offline["task"]) == 6 * 5 and offline["resource"] and offline["node"] and offline["block"]
+    assert len(offline["try"]) == 6 * 5 + 6  # the flaky app of each wave ran twice
+    wal = sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0]
+    assert wal == "wal"
