@@ -230,17 +230,14 @@ def _rows(db: Path, table: str, cols: list[str], order: str = "") -> list[tuple[
         con.close()
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One chronompi run under mpirun (4 ranks) and one reference run with Parsl's own monitoring."""
-    out = tmp_path_factory.mktemp("parsl")
-    ref = out / "ref"
+def reference_run(ref: Path, executors: str = "threads,htex") -> Path:
+    """parsl_workflow.py with Parsl's own SQLite monitoring, without MPI; returns its database."""
     ref.mkdir()
     env = mpi_env()  # puts the venv's bin (interchange.py, process_worker_pool.py) on PATH
     for k in [k for k in env if k.startswith(("OMPI_", "PMIX_", "PRTE_"))]:
         del env[k]
     r = subprocess.run(
-        [sys.executable, str(APPS / "parsl_workflow.py"), "parsl", str(ref)],
+        [sys.executable, str(APPS / "parsl_workflow.py"), "parsl", str(ref), executors],
         env=env,
         cwd=ref,
         capture_output=True,
@@ -248,6 +245,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         timeout=120,
     )
     assert r.returncode == 0, f"reference run failed:\n{r.stdout}\n{r.stderr}"
+    return ref / "reference.db"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One chronompi run under mpirun (4 ranks) and one reference run with Parsl's own monitoring."""
+    out = tmp_path_factory.mktemp("parsl")
+    ref = out / "ref"
+    reference_run(ref)
     chrono = out / "chrono"
     chrono.mkdir()
     store = chrono / "store"

@@ -4,6 +4,9 @@
   Parsl driver records every monitoring message into a chronicle, one story per message type.
 * :class:`ChronompiRadio` -- a monitoring radio whose senders record directly where tasks run in a process
   that holds a chronompi client.
+* :func:`serve_pools` -- HTEX worker pools on client ranks: client rank 0 gets a :class:`ChronompiPoolProvider`
+  for its ``HighThroughputExecutor``, the other client ranks run the pools and record their workers' messages
+  (sent through :class:`ChronompiPoolRadio`) themselves.
 * :func:`export_parsl` -- rebuild Parsl's monitoring SQLite database from the store (``chronompi export parsl``).
 
 See docs/parsl.md. The encoding (:mod:`chronompi.parsl.encoding`) and the export need no Parsl.
@@ -21,6 +24,8 @@ __all__ = [
     "DEFAULT_CHRONICLE",
     "ChronicleSink",
     "ChronompiHub",
+    "ChronompiPoolProvider",
+    "ChronompiPoolRadio",
     "ChronompiRadio",
     "EncodingError",
     "ParslMonitoringError",
@@ -32,6 +37,7 @@ __all__ = [
     "main_export_parsl",
     "register_client",
     "registered_client",
+    "serve_pools",
 ]
 
 
@@ -44,4 +50,12 @@ def __getattr__(name: str) -> Any:  # the Parsl-dependent classes import Parsl o
         from . import radio
 
         return getattr(radio, name)
+    if name in ("ChronompiPoolProvider", "serve_pools"):
+        from . import pool
+
+        return getattr(pool, name)
+    if name == "ChronompiPoolRadio":
+        from .channel import ChronompiPoolRadio
+
+        return ChronompiPoolRadio
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -52,12 +52,10 @@ class ChronompiRadioReceiver(MonitoringRadioReceiver):
             self.fallback.shutdown()
 
 
-class ChronompiRadio(RadioConfig, RepresentationMixin):
-    """``HighThroughputExecutor(remote_monitoring_radio=ChronompiRadio(fallback=HTEXRadio()))`` and the like."""
+class FallbackRadio(RadioConfig, RepresentationMixin):
+    """A radio whose senders record directly where they can and use ``fallback``'s sender elsewhere."""
 
-    def __init__(self, chronicle: str = DEFAULT_CHRONICLE, fallback: RadioConfig | None = None) -> None:
-        self.chronicle = chronicle
-        self.fallback = fallback
+    fallback: RadioConfig | None
 
     def create_receiver(self, *, run_dir: str, resource_msgs: Queue) -> MonitoringRadioReceiver:
         inner = None
@@ -65,16 +63,30 @@ class ChronompiRadio(RadioConfig, RepresentationMixin):
             inner = self.fallback.create_receiver(run_dir=run_dir, resource_msgs=resource_msgs)
         return ChronompiRadioReceiver(inner)
 
+    def fallback_sender(self, why: str) -> MonitoringRadioSender:
+        """The fallback's sender, or :class:`RadioError` saying ``why`` there is no direct one."""
+        if self.fallback is not None:
+            return self.fallback.create_sender()
+        raise RadioError(f"{type(self).__name__}: {why}, and the radio has no fallback; {self.fallback_hint}")
+
+    fallback_hint = "give one, e.g. fallback=HTEXRadio()"
+
+
+class ChronompiRadio(FallbackRadio):
+    """``HighThroughputExecutor(remote_monitoring_radio=ChronompiRadio(fallback=HTEXRadio()))`` and the like."""
+
+    fallback_hint = "give one, e.g. ChronompiRadio(fallback=HTEXRadio())"
+
+    def __init__(self, chronicle: str = DEFAULT_CHRONICLE, fallback: RadioConfig | None = None) -> None:
+        self.chronicle = chronicle
+        self.fallback = fallback
+
     def create_sender(self) -> MonitoringRadioSender:
         client = registered_client()
         if client is not None:
             return ChronompiRadioSender(sink_for(client, self.chronicle))
-        if self.fallback is not None:
-            return self.fallback.create_sender()
-        raise RadioError(
-            "ChronompiRadio: this process has no chronompi client registered "
-            "(chronompi.parsl.register_client(client) on a client rank) and the radio has no fallback; "
-            "give one, e.g. ChronompiRadio(fallback=HTEXRadio())"
+        return self.fallback_sender(
+            "this process has no chronompi client registered (chronompi.parsl.register_client(client) on a client rank)"
         )
 
     def __getstate__(self) -> dict[str, Any]:

@@ -31,6 +31,17 @@ def kind_of(tag: Any) -> str:
     return MALFORMED
 
 
+def encode_tagged(message: Any, version: int = LATEST) -> tuple[str, bytes]:
+    """``(story name, payload)`` of a tagged message ``(MessageType, body)``; anything else goes to MALFORMED."""
+    if isinstance(message, tuple) and len(message) == 2:
+        kind, body = kind_of(message[0]), message[1]
+        if kind == MALFORMED:
+            body = {"tag": message[0], "body": message[1]}
+    else:
+        kind, body = MALFORMED, message
+    return kind, encode_message(kind, body, version)
+
+
 class ChronicleSink:
     """Logs tagged monitoring messages ``(MessageType, body)`` into ``chronicle``, one story per type.
 
@@ -67,13 +78,11 @@ class ChronicleSink:
 
     def record(self, message: Any) -> int:
         """Log one tagged message; returns its event time (ns)."""
-        if isinstance(message, tuple) and len(message) == 2:
-            kind, body = kind_of(message[0]), message[1]
-        else:
-            kind, body = MALFORMED, message
-        if kind == MALFORMED:
-            body = {"tag": message[0], "body": message[1]} if isinstance(message, tuple) and len(message) == 2 else body
-        t = self.story(kind).log(encode_message(kind, body, self.version))
+        return self.record_encoded(*encode_tagged(message, self.version))
+
+    def record_encoded(self, kind: str, payload: bytes) -> int:
+        """Log a payload already encoded (by :func:`encode_tagged`, e.g. in a worker) into story ``kind``."""
+        t = self.story(kind).log(payload)
         self.counts[kind] = self.counts.get(kind, 0) + 1
         return t
 
