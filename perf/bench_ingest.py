@@ -1,28 +1,38 @@
-"""End-to-end ingest: events/s and MB/s from clients to closed HDF5 windows, with ``log`` and ``log_many``,
-for several payload sizes, plus CPU seconds of all ranks per million events; then, in the same job, the
-baselines of ``bench_baselines`` for the same event counts, and every chronompi result as a ratio to them.
+"""End-to-end ingest: chronompi's ``log`` and ``log_many`` against the peers an HPC user would pick
+instead (ADIOS2 BP5 and h5py, one file per client rank; ``peers/``), in the same MPI job, on the same
+events, over several rounds; then the baselines of ``bench_baselines`` once per payload.
 
-End to end = from the moment the clients start logging (after a barrier of the clients) until ``session()``
-has returned on every rank, i.e. every event is in HDF5, every window index row written and every
-segment file closed and renamed.
+Every client rank holds a fixed number of distinct events (``events.py``), made before any timing. A
+chronompi run is timed from a barrier of all ranks before ``chronompi.session()`` is entered until
+``session()`` has returned on every rank (every event in HDF5, every window index row written, every
+segment closed): ``seconds`` / ``events_per_s``. The same run also reports the time from the clients'
+barrier just before their first ``log`` (``seconds_from_first_log``). A peer run is timed from a barrier
+to every file closed. ``harness.run_rounds`` alternates the systems over ``rounds`` rounds; each system's
+row has the median, min and max events/s and the load average before and after.
 
 Standalone: ``mpirun -n 8 python perf/bench_ingest.py '{"payloads": [64], "events": 20000}' out.jsonl``
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import time
 from typing import Any
 
 import benchlib
-import numpy as np
 from bench_baselines import run_all
-from benchlib import Recorder, cpu_seconds, main_guard, quiet_barrier, ratio, remove_store, scratch_dir, session_cfg
+from benchlib import Recorder, cpu_seconds, main_guard, quiet_barrier, remove_store, scratch_dir, session_cfg
+from events import Events, make_events
+from harness import aggregate, loadavg, peer_run, ratios, run_rounds, writers_comm
+from peers import select
 
 CHRONICLE, STORY = "perf", "ingest"
+PEERS = ["adios2", "adios2_mpi", "h5py"]
 
 
 def per_client_events(params: dict[str, Any], payload: int, events: int | None = None) -> int:
+    """Events per client for a payload size: ``events``, but at most ``max_bytes`` of payload per client."""
     n = int(params.get("events", 20000) if events is None else events)
     return max(1, min(n, int(params.get("max_bytes", 1 << 24)) // max(payload, 1)))
 
@@ -37,42 +47,41 @@ def _pace(done: int, rate: float, t0: float, deadline: float) -> bool:
 
 
 def _log_loop(
-    story: Any, payload: int, mode: str, n: int, params: dict[str, Any], rate: float, sample_every: int, seconds: float
+    story: Any, events: Events, mode: str, params: dict[str, Any], rate: float, sample_every: int, seconds: float
 ) -> tuple[int, list[tuple[int, int]]]:
-    """Log ``n`` events (or until ``seconds`` passed); every ``sample_every``-th event is timed for durability.
+    """Log every event of ``events`` (or until ``seconds`` passed); every ``sample_every``-th is timed.
 
     Returns (events logged, [(event timestamp, wall ns when its log call returned)]).
     """
-    rng = np.random.default_rng(payload)
+    n = events.n
     many = max(1, int(params.get("many", 1000)))
     samples: list[tuple[int, int]] = []
     now = time.time_ns
-    chunk = max(1, sample_every) if sample_every else 1000
+    chunk = max(1, sample_every) if sample_every else 4096
     t0 = time.perf_counter()
     deadline = t0 + seconds
     done = 0
     if mode == "log":
-        pool = [rng.integers(0, 256, payload, dtype=np.uint8).tobytes() for _ in range(64)]
+        items = events.as_bytes()  # made before timing: cached on the Events
         log = story.log
         while done < n:
             m = min(chunk, n - done)
+            first = done
             if sample_every:
-                samples.append((log(pool[done & 63]), now()))
-                for i in range(done + 1, done + m):
-                    log(pool[i & 63])
-            else:
-                for i in range(done, done + m):
-                    log(pool[i & 63])
+                samples.append((log(items[done]), now()))
+                first += 1
+            for p in items[first : done + m]:
+                log(p)
             done += m
             if _pace(done, rate, t0, deadline):
                 break
     else:
-        rows = rng.integers(0, 256, (many, payload), dtype=np.uint8)
+        rows = events.rows
         log_many = story.log_many
         step = 0
         while done < n:
             m = min(many, n - done)
-            ts = log_many(rows if m == many else rows[:m])
+            ts = log_many(rows[done : done + m])
             if sample_every and step % max(1, sample_every // many) == 0:
                 samples.append((int(ts[-1]), now()))
             step += 1
@@ -89,6 +98,7 @@ def chronompi_run(
     mode: str,
     n: int,
     *,
+    events: Events | None = None,
     rate: float = 0.0,
     sample_every: int = 0,
     seconds: float | None = None,
@@ -96,20 +106,28 @@ def chronompi_run(
 ) -> dict[str, Any]:
     """One chronompi session over ``comm``: every client logs ``n`` events (``rate`` events/s per client if > 0).
 
-    Collective. Returns the result on every rank (computed on rank 0, broadcast).
+    ``events`` (this rank's, made by the caller) or else made here before the timing starts. ``seconds``
+    caps the logging time (paced runs); None takes ``params["seconds"]``, and when that is absent or 0 the
+    clients log all ``n`` events. Collective. Returns the result on every rank (computed on rank 0).
     """
     import chronompi
     from chronompi.session import last_summary
 
-    seconds = float(params.get("seconds", 10.0) if seconds is None else seconds)
+    cap = params.get("seconds") if seconds is None else seconds
+    cap = float(cap) if cap else math.inf
     rank = comm.Get_rank()
+    if events is None or events.n != n or events.payload != payload:
+        events = make_events(rank, payload, n)
+    if mode == "log":
+        events.as_bytes()
     root = scratch_dir(params, comm, f"{mode}-{payload}")
     method = benchlib.install_commit_hook() if sample_every else ""
     benchlib.COMMITS.clear()
     cfg = session_cfg(params, root)
     info: dict[str, Any] = {"role": "service"}
+    la0 = loadavg()
     quiet_barrier(comm)
-    c0 = cpu_seconds()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     with chronompi.session(comm, cfg) as client:
         if client is not None:
             ccomm = client.comm
@@ -119,7 +137,7 @@ def chronompi_run(
             story = client.acquire_story(CHRONICLE, STORY)
             ccomm.Barrier()
             t_start = time.perf_counter()
-            done, samples = _log_loop(story, payload, mode, n, params, rate, sample_every, seconds)
+            done, samples = _log_loop(story, events, mode, params, rate, sample_every, cap)
             t_logged = time.perf_counter()
             info = {
                 "role": "client",
@@ -135,11 +153,13 @@ def chronompi_run(
     quiet_barrier(comm)
     t_end = time.perf_counter()
     cpu = cpu_seconds() - c0
+    info["session_s"] = t_end - t0
     if info["role"] == "client":
         info["e2e_s"] = t_end - info["t_start"]
     info["cpu_s"] = cpu
     info["commits"] = list(benchlib.COMMITS)
     info["summary"] = last_summary() if rank == 0 else None
+    info["loadavg"] = [la0, loadavg()]
     if offsets is None:
         offsets = benchlib.clock_offsets(comm)
     infos = comm.gather(info, root=0)
@@ -158,6 +178,7 @@ def _summarise(
     c0 = next(i for i in clients if i["crank"] == 0)
     events = sum(i["events"] for i in clients)
     e2e = c0["e2e_s"]
+    session_s = infos[0]["session_s"]  # rank 0: barrier before session() .. barrier after it, all ranks
     log_s = max(i["log_s"] for i in clients)
     cpu = sum(i["cpu_s"] for i in infos)
     roles = c0["roles"]
@@ -165,6 +186,8 @@ def _summarise(
     graphers = summary.get("roles", {}).get("grapher", [])
     keepers = summary.get("roles", {}).get("keeper", [])
     res: dict[str, Any] = {
+        "system": f"chronompi {mode}",
+        "label": f"chronompi {mode}" + (" (1000 per call)" if mode == "log_many" else ""),
         "payload": payload,
         "mode": mode,
         "clients": len(clients),
@@ -173,9 +196,11 @@ def _summarise(
         "events": events,
         "events_per_client": {str(r): i["events"] for r, i in enumerate(infos) if i["role"] == "client"},
         "bytes": events * payload,
-        "seconds": round(e2e, 6),
-        "events_per_s": round(events / e2e, 1),
-        "mb_per_s": round(events * payload / e2e / 1e6, 3),
+        "seconds": round(session_s, 6),
+        "events_per_s": round(events / session_s, 1),
+        "mb_per_s": round(events * payload / session_s / 1e6, 3),
+        "seconds_from_first_log": round(e2e, 6),
+        "events_per_s_from_first_log": round(events / e2e, 1),
         "log_seconds": round(log_s, 6),
         "client_events_per_s": round(events / log_s, 1) if log_s > 0 else None,
         "cpu_s": round(cpu, 4),
@@ -189,6 +214,8 @@ def _summarise(
         "keeper_batches": sum(k.get("batches", 0) for k in keepers),
         "cpu_s_by_role": _cpu_by_role(infos, roles),
         "roles": roles,
+        "loadavg_start": infos[0]["loadavg"][0],
+        "loadavg_end": infos[0]["loadavg"][1],
     }
     if sample_every:
         res.update(_durable(infos, offsets, root, method))
@@ -252,34 +279,57 @@ def _durable(infos: list[dict[str, Any]], offsets: list[int], root: str, method:
     return out
 
 
-def vs(res: dict[str, Any], base: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """chronompi events/s divided by each baseline's events/s."""
-    return {k: ratio(res["events_per_s"], b["events_per_s"]) for k, b in base.items()}
+def warm_up(comm: Any, params: dict[str, Any]) -> tuple[dict[str, Any], Events]:
+    """A short untimed chronompi session: first-use costs out of the rounds.
+
+    Returns the session's layout as the clients saw it (which ranks are clients) and its events.
+    """
+    ev = make_events(comm.Get_rank(), 64, 2000)
+    res = chronompi_run(comm, params, 64, "log_many", ev.n, events=ev, offsets=[0] * comm.Get_size())
+    return dict(res["roles"]), ev
 
 
 def main(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
     offsets = benchlib.clock_offsets(comm)
-    for payload in [int(p) for p in params.get("payloads", [0, 64, 1024, 65536])]:
+    rank = comm.Get_rank()
+    rounds = int(params.get("rounds", 3))
+    batch = int(params.get("peer_batch", 4096))
+    modes = list(params.get("modes", ["log", "log_many"]))
+    sample_every = int(params.get("sample_every", 0))
+    peers, skipped = select(list(params.get("peers", PEERS)))
+    roles, warm = warm_up(comm, params)
+    wcomm = writers_comm(comm, roles["clients"])
+    for peer in peers:  # untimed too
+        peer_run(comm, wcomm, params, peer, warm, batch)
+    for payload in [int(p) for p in params.get("payloads", [64, 1024])]:
         n = per_client_events(params, payload)
-        results = []
-        for mode in params.get("modes", ["log", "log_many"]):
-            res = chronompi_run(
-                comm, params, payload, mode, n, sample_every=int(params.get("sample_every", 0)), offsets=offsets
-            )
-            results.append(res)
-        counts = {
-            int(r): min(int(x[r]) for x in (res["events_per_client"] for res in results))
-            for r in results[0]["events_per_client"]
-        }
-        counts = comm.bcast(counts, root=0)
+        events = make_events(rank, payload, n)  # every rank (only clients write): the same events for all
+        if "log" in modes:
+            events.as_bytes()
+        run = functools.partial(chronompi_run, comm, params, payload, n=n, events=events, offsets=offsets)
+        systems = [(f"chronompi {m}", functools.partial(run, mode=m, sample_every=sample_every)) for m in modes]
+        systems += [(p.name, functools.partial(peer_run, comm, wcomm, params, p, events, batch)) for p in peers]
+        rows = {name: aggregate(runs) for name, runs in run_rounds(comm, systems, rounds).items()}
+        del events, run, systems  # free this payload's events before the baselines
+        counts = {int(r): n for r in roles["clients"]}
         # batches for the storage baseline: the average run chronompi's graphers wrote
-        stored = results[-1]
+        stored = rows[f"chronompi {modes[-1]}"]
         storage_batch = max(1, stored["events"] // max(1, stored["windows_written"]))
-        base = run_all(comm, params, results[0]["roles"], payload, counts, storage_batch)
+        base = run_all(comm, params, roles, payload, counts, storage_batch)
         for b in base.values():
             rec.emit("baseline", payload=payload, clients=len(counts), **b)
-        for res in results:
-            rec.emit("chronompi", **res, vs=vs(res, base))
+        peer_rows = {p.name: rows[p.name] for p in peers}
+        for name, why in skipped.items():
+            rec.emit("peer", system=name, payload=payload, skipped=why)
+        for row in peer_rows.values():
+            rec.emit("peer", **row, vs=ratios(row, peer_rows))
+        for mode in modes:
+            row = rows[f"chronompi {mode}"]
+            rec.emit("chronompi", **row, vs={**ratios(row, base), **ratios(row, peer_rows)})
+    from mpi4py import MPI
+
+    if wcomm != MPI.COMM_NULL:
+        wcomm.Free()
 
 
 if __name__ == "__main__":

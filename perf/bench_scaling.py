@@ -7,9 +7,10 @@ per entry of ``scaling.configs``). In each job:
 - ``strong``: the clients share ``strong_total`` events (total fixed);
 - ``durable`` (when ``durable_seconds`` > 0): a paced run at ``durable_fraction`` of the weak run's rate.
 
-Both unpaced runs also sample time to durable (at saturation, so it includes queueing). Each run is
-bounded by ``seconds``. On a machine with fewer cores than ranks the sweep oversubscribes; results record
-the machine, so compare only rows of the same machine.
+Both unpaced runs also sample time to durable (at saturation, so it includes queueing). Runs log a
+fixed number of distinct events; ``scaling.seconds`` (if set) caps the logging time. On a machine with
+fewer cores than ranks the sweep oversubscribes; results record the machine, so compare only rows of
+the same machine.
 
 Standalone: ``mpirun -n 8 python perf/bench_scaling.py '{"layout": {"keepers": 1, "graphers": 1}}' out.jsonl``
 """
@@ -27,7 +28,7 @@ def main(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
     sc = dict(params.get("scaling", {}))
     payload = int(sc.get("payload", 64))
     mode = str(sc.get("mode", "log"))
-    seconds = float(sc.get("seconds", params.get("seconds", 10.0)))
+    seconds = float(sc.get("seconds") or 0)  # 0: no cap, every client logs all its events
     every = int(params.get("sample_every", 100)) or 100
     lay = params.get("layout", {})
     clients = comm.Get_size() - 1 - int(lay.get("keepers", 1)) - int(lay.get("graphers", 1))

@@ -193,7 +193,7 @@ def scratch_dir(params: dict[str, Any], comm: Any, name: str) -> str:
     """A fresh store directory on a file system every rank sees (rank 0 picks it)."""
     path = ""
     if comm.Get_rank() == 0:
-        base = Path(params.get("scratch") or PERF / "results" / ".scratch")
+        base = Path(params.get("scratch") or PERF / "out" / "scratch")
         base.mkdir(parents=True, exist_ok=True)
         path = str(base / f"{name}-{uuid.uuid4().hex[:8]}")
     return str(comm.bcast(path, root=0))

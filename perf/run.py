@@ -1,14 +1,17 @@
 """Run the perf suite: ``python perf/run.py [hydra overrides]`` (config: ``perf/conf/perf.yaml``).
 
 Launches one ``mpirun`` job per benchmark (and one per layout of the scaling sweep), each with a
-wall-clock limit, and collects their results as JSON lines in ``perf/results/<date>-<host>.jsonl``.
-Then writes ``perf/results/summary.md`` (and PNG plots when matplotlib is installed) with ``perf/plot.py``.
+wall-clock limit, and collects their results as JSON lines in ``perf/out/<date>-<host>.jsonl`` (ignored
+by git: a run leaves the tree clean; ``out=FILE`` elsewhere). Then writes ``summary.md`` and PNG plots
+(when matplotlib is installed) beside it with ``perf/plot.py`` and prints the peer table: chronompi's
+``log`` and ``log_many`` against ADIOS2 and h5py, same job, same events, median over rounds.
+``publish=true`` also writes them into ``perf/results`` (committed) and copies the results file there.
 
 Examples::
 
-    python perf/run.py                                   # quick suite (< 3 min on 2 cores)
+    python perf/run.py                                   # quick suite (~4 min on 2 cores)
+    python perf/run.py benches=[ingest]                  # only the ingest comparison (peer table)
     python perf/run.py quick=false                       # full suite
-    python perf/run.py benches=[ingest] profiles.quick.payloads=[64]
     python perf/run.py layout.clients=30 layout.keepers=2 layout.graphers=2 quick=false
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,6 +54,8 @@ def jobs(cfg: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
         "chronompi": cfg["chronompi"],
         "scratch": cfg["scratch"],
         "baselines": cfg["baselines"],
+        "peers": cfg["peers"],
+        "peer_batch": cfg["peer_batch"],
         "hang_s": max(10.0, float(cfg["timeout_s"]) - 10.0),
         "profile": "quick" if cfg["quick"] else "full",
     }
@@ -141,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(sys.argv[1:] if argv is None else argv)
     cfg = compose(overrides)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(cfg["out"]) if cfg["out"] else PERF / "results" / f"{stamp}-{socket.gethostname()}.jsonl"
+    out = Path(cfg["out"]) if cfg["out"] else PERF / "out" / f"{stamp}-{socket.gethostname()}.jsonl"
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.with_suffix(".log")
@@ -163,12 +169,21 @@ def main(argv: list[str] | None = None) -> int:
     with out.open("a") as f:
         f.write(json.dumps(suite) + "\n")
     print(f"== suite done in {wall:.1f} s: {out}", flush=True)
-    if cfg["summary"]:
+    if cfg["summary"] or cfg["publish"]:
         sys.path.insert(0, str(PERF))
         import plot
 
         md = plot.main([str(out), "--outdir", str(out.parent)])
         print(f"== summary: {md}", flush=True)
+        if cfg["publish"]:
+            results = PERF / "results"
+            if out.parent.resolve() != results.resolve():
+                shutil.copy2(out, results / out.name)
+            md = plot.main([str(results / out.name), "--outdir", str(results)])
+            print(f"== published: {md} and its PNGs, {results / out.name}", flush=True)
+        rows = plot.load([out])
+        if plot.peer_rows(rows):
+            print("\n== peers (same MPI job, same events; median over rounds)\n" + plot.peer_table(rows), flush=True)
     return 0 if all(s["returncode"] == 0 and not s["timed_out"] for s in statuses) else 1
 
 

@@ -22,7 +22,7 @@ TINY = [
     "timeout_s=45",
     "profiles.quick.payloads=[64]",
     "profiles.quick.events=3000",
-    "profiles.quick.seconds=0.5",
+    "profiles.quick.rounds=1",
     "profiles.quick.baseline_seconds=0.2",
     "profiles.quick.baseline_events=2000",
     "profiles.quick.rpc_seconds=0.2",
@@ -33,7 +33,6 @@ TINY = [
     "profiles.quick.durable_seconds=0.5",
     "profiles.quick.scaling.weak_events=2000",
     "profiles.quick.scaling.strong_total=3000",
-    "profiles.quick.scaling.seconds=0.5",
     "profiles.quick.scaling.configs=[[1,1,1]]",
 ]
 
@@ -91,8 +90,10 @@ def test_ingest_rows(results: tuple[list[dict], Path]) -> None:
     for r in chron:
         _positive(r, "events", "seconds", "events_per_s", "mb_per_s", "cpu_s_per_million", "log_seconds")
         assert r["events_stored"] == r["events"] and r["dropped"] == 0
-        assert set(r["vs"]) == {"transport", "storage", "logging", "rpc"}
+        assert {"transport", "storage", "logging", "rpc", "h5py"} <= set(r["vs"])
         assert all(v > 0 for v in r["vs"].values())
+        assert r["events_per_s_min"] <= r["events_per_s"] <= r["events_per_s_max"]
+        assert r["loadavg_start"] and r["loadavg_end"]
         if r.get("durable_method"):
             _positive(r, "samples", "durable_ms_p50", "durable_ms_p99", "durable_ms_max")
             assert r["unmatched"] == 0
@@ -100,6 +101,21 @@ def test_ingest_rows(results: tuple[list[dict], Path]) -> None:
     assert set(base) == {"transport", "storage", "logging", "rpc"}
     for r in base.values():
         _positive(r, "events", "seconds", "events_per_s", "mb_per_s")
+
+
+def test_peer_rows(results: tuple[list[dict], Path]) -> None:
+    """h5py always runs; ADIOS2 runs when installed (the perf extra), else its row says why it was skipped."""
+    rows, _ = results
+    peers = {r["system"]: r for r in rows if r["kind"] == "peer"}
+    assert {"h5py", "adios2", "adios2_mpi"} <= set(peers), sorted(peers)
+    for name, r in peers.items():
+        if r.get("skipped"):
+            assert name != "h5py" and isinstance(r["skipped"], str)
+            continue
+        _positive(r, "events", "seconds", "events_per_s", "events_per_s_min", "cpu_s_per_million")
+        assert r["events_stored"] == r["events"] == 2 * 3000, r
+    chron = next(r for r in rows if r["kind"] == "chronompi")
+    assert chron["events"] == peers["h5py"]["events"]  # the same events per client for every system
 
 
 def test_client_cost_and_durable_rows(results: tuple[list[dict], Path]) -> None:
