@@ -43,7 +43,7 @@ def write_steps(adios: Any, path: str, events: Events, batch: int, steps: int | 
         k = b - a
         t = time.time_ns()
         ts = np.arange(t, t + k, dtype=np.int64)
-        off = np.arange(0, k * w, max(w, 1), dtype=np.uint64)[:k]
+        off = np.arange(k, dtype=np.uint64) * np.uint64(w)
         engine.BeginStep()
         v_t.SetSelection([[], [k]])
         v_o.SetSelection([[], [k]])

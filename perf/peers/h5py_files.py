@@ -39,7 +39,7 @@ class H5pyFiles(Peer):
                 t_ds.resize((b,))
                 t_ds[a:b] = np.arange(t, t + (b - a), dtype=np.int64)
                 o_ds.resize((b,))
-                o_ds[a:b] = np.arange(a * w, b * w, max(w, 1), dtype=np.uint64)[: b - a]
+                o_ds[a:b] = np.arange(a, b, dtype=np.uint64) * np.uint64(w)
                 if w:
                     p_ds.resize((b * w,))
                     p_ds[a * w : b * w] = events.rows[a:b].reshape(-1)
