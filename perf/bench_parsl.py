@@ -258,11 +258,29 @@ def main() -> int:
     )
     seg_bytes = sum(p.stat().st_size for p in (store / "segments").glob("*.h5"))
     results[1]["bytes_on_disk"] = seg_bytes
+    # bytes per message by encoding (payload only; each event adds a 36-byte row) and Parsl's rows
+    from chronompi.parsl.encoding import encode_message
+
+    for v in (1, 2):
+        results[1][f"payload_v{v}_bytes_per_msg"] = sum(len(encode_message(k.name, b, v)) for k, b in msgs) / len(msgs)
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    results[0]["rows"] = sum(
+        con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
+        for t in ("workflow", "task", "try", "status", "resource", "node", "block")
+    )
+    con.close()
     print(f"{len(msgs)} monitoring messages ({tasks} tasks), {os.cpu_count()} cores")
     print(f"{'sink':36} {'seconds':>8} {'msg/s':>10} {'B/msg on disk':>14}")
     for r in results:
         per = f"{r['bytes_on_disk'] / len(msgs):.0f}" if "bytes_on_disk" in r else "-"
         print(f"{r['sink']:36} {r['seconds']:8.3f} {r['msgs_per_s']:10.0f} {per:>14}")
+    print(
+        f"payload bytes per message: JSON (v1) {results[1]['payload_v1_bytes_per_msg']:.0f}, "
+        f"packed (v2, recorded) {results[1]['payload_v2_bytes_per_msg']:.0f}, + 36 per event row; "
+        f"Parsl's SQLite: {results[0]['rows']} rows"
+    )
     if out is not None:
         with out.open("a") as f:
             for r in results:

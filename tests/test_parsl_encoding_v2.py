@@ -106,6 +106,18 @@ def test_records_use_the_schema_and_unknown_keys_round_trip() -> None:
     assert decode_message(payload)[1] == body
 
 
+def test_large_bodies_are_compressed() -> None:
+    node = {"run_id": "r", "timestamp": NOW, "packages": {f"package-{i}": f"1.{i}.0" for i in range(80)}}
+    payload = encode_message("NODE_INFO", node)
+    assert payload[2] == 0x97 and len(payload) < len(encode_message("NODE_INFO", {**node, "packages": {}})) + 600
+    assert decode_message(payload) == ("NODE_INFO", node)
+    for cut in range(3, len(payload)):
+        with pytest.raises(EncodingError):
+            decode_message(payload[:cut])
+    small = encode_message("TASK_INFO", {"task_id": 1})
+    assert 0x97 not in small[2:3]
+
+
 def test_never_unpickles_and_rejects_damage() -> None:
     class Thing:
         def __repr__(self) -> str:

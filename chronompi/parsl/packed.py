@@ -34,6 +34,10 @@ type byte              value
 ``0x96``               record: schema byte (a code of ``KINDS``), bitmap of ``ceil(len(fields) / 8)``
                        bytes (bit i, least significant first: field i is present), the present fields'
                        values in schema order, varint count of other keys, then key value, value value
+``0x97``               only as the body: a compressed body (a body of 400 bytes or more that zlib shrinks by
+                       a quarter or more, e.g. NODE_INFO's ``packages``): varint length of the encoded body,
+                       varint length of the zlib stream (RFC 1950), the stream; decompressed, it is one value
+                       (with its own datetime base)
 ====================== ===================================================================
 
 A body that is a dict with str keys is written as a record of its message
@@ -51,6 +55,7 @@ import math
 import struct
 import sys
 import uuid
+import zlib
 from typing import Any
 
 from ..errors import ChronoError
@@ -77,7 +82,7 @@ _RESOURCE = (
     "psutil_process_memory_virtual psutil_process_memory_resident psutil_process_time_user psutil_process_time_system "
     "psutil_process_children_count psutil_process_disk_write psutil_process_disk_read psutil_process_create_time "
     "psutil_process_cwd psutil_process_exe psutil_process_nice psutil_process_name psutil_process_ppid "
-    "psutil_process_username first_msg last_msg block_id"
+    "psutil_process_username psutil_process_cpu_num first_msg last_msg block_id"
 )
 #: Field names per record schema (index = the code in KINDS), in bitmap order.
 SCHEMAS: dict[int, tuple[str, ...]] = {
@@ -90,7 +95,8 @@ SCHEMAS: dict[int, tuple[str, ...]] = {
     4: tuple(_RESOURCE.split()),
     5: tuple(
         "run_id timestamp block_id start_time tasks worker_count max_capacity active draining drain_time hostname "
-        "last_heartbeat idle_since parsl_version python_version python_v uid cpu_count total_memory packages".split()
+        "last_heartbeat idle_since parsl_version python_version python_v uid cpu_count total_memory packages type "
+        "parsl_v prefetch_capacity os dir".split()
     ),
     6: tuple("run_id timestamp executor_label block_id job_id status".split()),
 }
@@ -106,6 +112,8 @@ _STRING_CODE = {s: i for i, s in enumerate(STRINGS)}
 
 T_INT, T_FLOAT, T_FLOATINT, T_STR, T_BYTES, T_LIST, T_TUPLE, T_SET, T_DICT = range(0x83, 0x8C)
 T_DT, T_DT_AWARE, T_DT_DELTA, T_DATE, T_TIME, T_TIMEDELTA, T_ENUM, T_ISTR, T_UUID, T_REPR, T_RECORD = range(0x8C, 0x97)
+T_ZBODY = 0x97
+_ZMIN = 400  # bodies of this many bytes or more are tried with zlib
 T_NONE, T_FALSE, T_TRUE = 0x80, 0x81, 0x82
 _FIXSTR = 0xA0
 _EPOCH = _dt.datetime(1970, 1, 1)
@@ -304,6 +312,7 @@ def encode(kind: str, body: Any) -> bytes:
     out.append(code)
     if code == 0:
         enc.string(kind)
+    start = len(out)
     if code in SCHEMAS and type(body) is dict and all(type(k) is str for k in body):
         enc.record(body, code)
     elif code == 6 and type(body) is list and all(type(m) is dict and all(type(k) is str for k in m) for m in body):
@@ -313,6 +322,15 @@ def encode(kind: str, body: Any) -> bytes:
             enc.record(m, code)
     else:
         enc.value(body)
+    n = len(out) - start
+    if n >= _ZMIN:
+        z = zlib.compress(out[start:], 6)
+        if len(z) * 4 <= n * 3:  # only when it saves a quarter
+            del out[start:]
+            out.append(T_ZBODY)
+            _varint(n, out)
+            _varint(len(z), out)
+            out += z
     return bytes(out)
 
 
@@ -337,12 +355,13 @@ def _hashable(k: Any) -> Any:
 
 
 class _Decoder:
-    __slots__ = ("buf", "pos", "base")
+    __slots__ = ("buf", "pos", "base", "body_at")
 
     def __init__(self, buf: bytes) -> None:
         self.buf = buf
         self.pos = 0
         self.base: _dt.datetime | None = None
+        self.body_at = -1  # where a compressed body may start
 
     def varint(self) -> int:
         buf, pos = self.buf, self.pos
@@ -438,6 +457,16 @@ class _Decoder:
         if t == T_REPR:
             self.value()
             return self.value()
+        if t == T_ZBODY and self.pos == self.body_at + 1:
+            n = self.varint()
+            raw = zlib.decompressobj().decompress(self.take(self.varint()), n)
+            if len(raw) != n:
+                raise EncodingError(f"a compressed body of {len(raw)} bytes, not {n}")
+            inner = _Decoder(raw)
+            body = inner.value()
+            if inner.pos != n:
+                raise EncodingError(f"{n - inner.pos} stray bytes in a compressed body")
+            return body
         raise EncodingError(f"unknown type byte 0x{t:02x} at {self.pos - 1} (written by a newer chronompi?)")
 
     def record(self) -> dict[str, Any]:
@@ -475,6 +504,7 @@ def decode(payload: bytes) -> tuple[str, Any]:
             kind = KINDS[code]
         else:
             raise EncodingError(f"unknown message type code {code} (written by a newer chronompi?)")
+        dec.body_at = dec.pos
         body = dec.value()
     except EncodingError:
         raise
