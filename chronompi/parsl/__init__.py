@@ -8,6 +8,8 @@
   for its ``HighThroughputExecutor``, the other client ranks run the pools and record their workers' messages
   (sent through :class:`ChronompiPoolRadio`) themselves.
 * :func:`export_parsl` -- rebuild Parsl's monitoring SQLite database from the store (``chronompi export parsl``).
+* :class:`Follower` -- the same, live while the workflow runs (``chronompi export parsl --follow``), into any
+  extractor (:func:`make_extractor`: ``sqlite``, ``parquet``).
 
 See docs/parsl.md. The encoding (:mod:`chronompi.parsl.encoding`) and the export need no Parsl.
 """
@@ -18,6 +20,8 @@ from typing import Any
 
 from .encoding import EncodingError, decode_message, encode_message
 from .export import export_parsl, iter_messages, main_export_parsl
+from .extract import Extractor, make_extractor
+from .follow import Follower
 from .sink import DEFAULT_CHRONICLE, ChronicleSink, ParslMonitoringError, register_client, registered_client
 
 __all__ = [
@@ -28,6 +32,8 @@ __all__ = [
     "ChronompiPoolRadio",
     "ChronompiRadio",
     "EncodingError",
+    "Extractor",
+    "Follower",
     "ParslMonitoringError",
     "RadioError",
     "decode_message",
@@ -35,6 +41,7 @@ __all__ = [
     "export_parsl",
     "iter_messages",
     "main_export_parsl",
+    "make_extractor",
     "register_client",
     "registered_client",
     "serve_pools",
