@@ -24,7 +24,7 @@ import benchlib
 from bench_baselines import run_all
 from benchlib import Recorder, cpu_seconds, main_guard, quiet_barrier, remove_store, scratch_dir, session_cfg
 from events import Events, make_events
-from harness import aggregate, loadavg, peer_run, ratios, run_rounds, writers_comm
+from harness import aggregate, loadavg, peer_run, peer_system, ratios, run_rounds, writers_comm
 from peers import select
 
 CHRONICLE, STORY = "perf", "ingest"
@@ -297,6 +297,7 @@ def main(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
     modes = list(params.get("modes", ["log", "log_many"]))
     sample_every = int(params.get("sample_every", 0))
     peers, skipped = select(list(params.get("peers", PEERS)))
+    shapes = list(params.get("peer_shapes", ["arrays", "events"]))
     roles, warm = warm_up(comm, params)
     wcomm = writers_comm(comm, roles["clients"])
     for peer in peers:  # untimed too
@@ -304,11 +305,15 @@ def main(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
     for payload in [int(p) for p in params.get("payloads", [64, 1024])]:
         n = per_client_events(params, payload)
         events = make_events(rank, payload, n)  # every rank (only clients write): the same events for all
-        if "log" in modes:
+        if "log" in modes or "events" in shapes:
             events.as_bytes()
         run = functools.partial(chronompi_run, comm, params, payload, n=n, events=events, offsets=offsets)
         systems = [(f"chronompi {m}", functools.partial(run, mode=m, sample_every=sample_every)) for m in modes]
-        systems += [(p.name, functools.partial(peer_run, comm, wcomm, params, p, events, batch)) for p in peers]
+        systems += [
+            (peer_system(p, shape), functools.partial(peer_run, comm, wcomm, params, p, events, batch, shape))
+            for p in peers
+            for shape in shapes
+        ]
         rows = {name: aggregate(runs) for name, runs in run_rounds(comm, systems, rounds).items()}
         del events, run, systems  # free this payload's events before the baselines
         counts = {int(r): n for r in roles["clients"]}
@@ -318,7 +323,7 @@ def main(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
         base = run_all(comm, params, roles, payload, counts, storage_batch)
         for b in base.values():
             rec.emit("baseline", payload=payload, clients=len(counts), **b)
-        peer_rows = {p.name: rows[p.name] for p in peers}
+        peer_rows = {name: row for name, row in rows.items() if not name.startswith("chronompi ")}
         for name, why in skipped.items():
             rec.emit("peer", system=name, payload=payload, skipped=why)
         for row in peer_rows.values():

@@ -35,7 +35,14 @@ def writers_comm(comm: Any, clients: list[int]) -> Any:
     return comm.Split(0 if rank in clients else MPI.UNDEFINED, rank)
 
 
-def peer_run(comm: Any, wcomm: Any, params: dict[str, Any], peer: Peer, events: Events, batch: int) -> dict[str, Any]:
+def peer_system(peer: Peer, shape: str) -> str:
+    """A peer's name in results and tables: ``adios2`` for arrays, ``adios2 events`` one event at a time."""
+    return peer.name if shape == "arrays" else f"{peer.name} {shape}"
+
+
+def peer_run(
+    comm: Any, wcomm: Any, params: dict[str, Any], peer: Peer, events: Events, batch: int, shape: str = "arrays"
+) -> dict[str, Any]:
     """One timed run of ``peer``: a barrier of all ranks, every writer writes its events, files closed, barrier.
 
     Collective over ``comm``; the ranks outside ``wcomm`` (chronompi's service ranks) wait in a sleeping
@@ -45,13 +52,13 @@ def peer_run(comm: Any, wcomm: Any, params: dict[str, Any], peer: Peer, events: 
 
     rank = comm.Get_rank()
     writer = wcomm != MPI.COMM_NULL
-    root = scratch_dir(params, comm, f"peer-{peer.name}")
+    root = scratch_dir(params, comm, f"peer-{peer.name}-{shape}")
     if rank == 0:
         Path(root).mkdir(parents=True)
     la0 = loadavg()
     with measured(comm) as m:  # barrier .. barrier: from before the first open to every file closed
         if writer:
-            peer.write(wcomm, events, Path(root), batch)
+            peer.write(wcomm, events, Path(root), batch, shape)
     la1 = loadavg()
     events_total = int(comm.allreduce(events.n if writer else 0))
     nbytes = int(comm.allreduce(events.nbytes if writer else 0))
@@ -60,8 +67,10 @@ def peer_run(comm: Any, wcomm: Any, params: dict[str, Any], peer: Peer, events: 
     remove_store(comm, root)
     wall = m["wall_s"]
     res = {
-        "system": peer.name,
-        "label": peer.label,
+        "system": peer_system(peer, shape),
+        "label": peer.label
+        + (f", arrays of {batch}" if shape == "arrays" else f", one event at a time ({batch} a write)"),
+        "shape": shape,
         "payload": events.payload,
         "clients": writers,
         "events": events_total,

@@ -33,7 +33,15 @@ TARGETS = [
     ("64 B log vs ADIOS2", "issue 11: median events/s, same job, >= 0.8 x ADIOS2", 64, "log", "adios2", 0.8),
 ]  # fmt: skip
 # rows of the peer table, in this order: chronompi's systems, the peers, then the user-facing baselines
-SYSTEMS = ["chronompi log", "chronompi log_many", "adios2", "adios2_mpi", "h5py", "logging", "rpc"]
+SYSTEMS = [
+    "chronompi log",
+    "chronompi log_many",
+    *(f"{p}{s}" for p in ("adios2", "adios2_mpi", "h5py") for s in ("", " events")),
+    "logging",
+    "rpc",
+]
+# the peer row of the same input shape as a chronompi call (log: one event at a time; log_many: arrays)
+SAME_SHAPE = {"chronompi log": "adios2 events", "chronompi log_many": "adios2"}
 LABELS = {
     "adios2": "ADIOS2 BP5, one file per rank",
     "adios2_mpi": "ADIOS2 BP5, one file, MPI aggregation",
@@ -141,7 +149,7 @@ def peer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mine = [r for r in ingest if r.get("payload") == payload]
         by = {r.get("system") or r.get("baseline"): r for r in mine if r.get("kind") in ("chronompi", "peer")}
         by.update({r["baseline"]: r for r in mine if r.get("kind") == "baseline" and r["baseline"] in SYSTEMS})
-        ref = {k: by[k]["events_per_s"] for k in ("adios2", "h5py") if k in by and not by[k].get("skipped")}
+        ref = {k: r["events_per_s"] for k, r in by.items() if r.get("events_per_s") and not r.get("skipped")}
         for name in SYSTEMS:
             r = by.get(name)
             if r is None:
@@ -162,6 +170,7 @@ def peer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "max": r.get("events_per_s_max", rate),
                     "x_adios2": rate / ref["adios2"] if rate and "adios2" in ref else None,
                     "x_h5py": rate / ref["h5py"] if rate and "h5py" in ref else None,
+                    "x_same": rate / ref[SAME_SHAPE[name]] if rate and SAME_SHAPE.get(name) in ref else None,
                     "cpu_s_per_million": r.get("cpu_s_per_million"),
                     "loadavg": [r.get("loadavg_start"), r.get("loadavg_end")],
                 }
@@ -179,7 +188,7 @@ def peer_table(rows: list[dict[str, Any]]) -> str:
     body = []
     for p in peer_rows(rows):
         if p["skipped"]:
-            body.append([size(p["payload"]), p["label"], "skipped: " + p["skipped"], *["–"] * 8])
+            body.append([size(p["payload"]), p["label"], "skipped: " + p["skipped"], *["–"] * 9])
             continue
         body.append(
             [
@@ -192,12 +201,13 @@ def peer_table(rows: list[dict[str, Any]]) -> str:
                 _rate(p["max"]),
                 f"{p['x_adios2']:.2f}x" if p["x_adios2"] else "–",
                 f"{p['x_h5py']:.2f}x" if p["x_h5py"] else "–",
+                f"{p['x_same']:.2f}x" if p["x_same"] else "–",
                 p["cpu_s_per_million"],
                 la(p["loadavg"]),
             ]
         )
     head = ["payload", "system", "events", "rounds", "events/s median", "min", "max", "x ADIOS2", "x h5py"]
-    return table([*head, "CPU s / M events", "load avg (1 min) start -> end"], body)
+    return table([*head, "x ADIOS2 same input", "CPU s / M events", "load avg (1 min) start -> end"], body)
 
 
 def _rate(x: float | None) -> str:
@@ -220,7 +230,9 @@ def markdown(rows: list[dict[str, Any]], sources: list[Path]) -> str:
         parts += ["## Peers (same MPI job, same events; from a barrier to every file closed)", "", peer_table(rows), ""]
         parts += [
             "chronompi: from a barrier of all ranks before `chronompi.session()` until it has returned on every "
-            "rank; peers: from a barrier to every file closed. Ratios: median / median of the same job.",
+            "rank; peers: from a barrier to every file closed. Ratios: median / median of the same job; x ADIOS2 "
+            "and x h5py against the peer fed arrays; x ADIOS2 same input: `log` against ADIOS2 fed one event at a "
+            "time, `log_many` against ADIOS2 fed arrays.",
             "",
         ]
     chron = [r for r in rows if r.get("kind") == "chronompi"]

@@ -1,20 +1,20 @@
 """Peer: ADIOS2's BP5 engine with the serial ``adios2`` wheel, one file (BP directory) per client rank.
 
 Every batch is one ADIOS2 step of three local-array variables: ``payload`` (uint8, the batch's bytes
-back to back), ``time`` (int64) and ``offset`` (uint64, into the step's ``payload``). Timestamps as in
-the h5py peer. ``Put`` is deferred (ADIOS2's default): BP5 gathers the step and writes it at ``EndStep``.
+back to back), ``time`` (int64) and ``offset`` (uint64, into the step's ``payload``). Timestamps as
+:func:`peers.base.feed` takes them. ``Put`` is deferred (ADIOS2's default): BP5 gathers the step and
+writes it at ``EndStep``.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from events import Events
 
-from .base import Peer, batches
+from .base import Peer, feed
 
 
 def missing_adios2() -> str | None:
@@ -25,24 +25,22 @@ def missing_adios2() -> str | None:
     return None
 
 
-def write_steps(adios: Any, path: str, events: Events, batch: int, steps: int | None = None) -> None:
-    """Write ``events`` to one BP5 output in steps of ``batch`` events (``steps``: pad with empty steps)."""
+def write_steps(
+    adios: Any, path: str, events: Events, batch: int, shape: str = "arrays", steps: int | None = None
+) -> None:
+    """Write ``events`` to one BP5 output, one step a batch (``steps``: pad with empty steps)."""
     from adios2 import bindings as ab
 
-    w, n = events.payload, events.n
+    w = events.payload
     io = adios.DeclareIO("events")  # a fresh ADIOS object per output: one IO each
     io.SetEngine("BP5")
-    k0 = min(batch, max(n, 1))
-    v_p = io.DefineVariable("payload", np.empty(k0 * w, np.uint8), [], [], [k0 * w], False)
-    v_t = io.DefineVariable("time", np.empty(k0, np.int64), [], [], [k0], False)
-    v_o = io.DefineVariable("offset", np.empty(k0, np.uint64), [], [], [k0], False)
+    v_p = io.DefineVariable("payload", np.empty(1, np.uint8), [], [], [1], False)
+    v_t = io.DefineVariable("time", np.empty(1, np.int64), [], [], [1], False)
+    v_o = io.DefineVariable("offset", np.empty(1, np.uint64), [], [], [1], False)
     engine = io.Open(path, ab.Mode.Write)
     done = 0
-    for a in batches(n, batch):
-        b = min(n, a + batch)
-        k = b - a
-        t = time.time_ns()
-        ts = np.arange(t, t + k, dtype=np.int64)
+    for heap, ts in feed(events, batch, shape):
+        k = len(ts)
         off = np.arange(k, dtype=np.uint64) * np.uint64(w)
         engine.BeginStep()
         v_t.SetSelection([[], [k]])
@@ -51,7 +49,7 @@ def write_steps(adios: Any, path: str, events: Events, batch: int, steps: int | 
         engine.Put(v_o, off)
         if w:
             v_p.SetSelection([[], [k * w]])
-            engine.Put(v_p, events.rows[a:b].reshape(-1))
+            engine.Put(v_p, heap)
         engine.EndStep()  # deferred puts: the arrays above stay referenced until here
         done += 1
     for _ in range(done, steps or 0):  # collective engines: every rank takes part in every step
@@ -83,10 +81,11 @@ class Adios2BP5(Peer):
     def unavailable(self) -> str | None:
         return missing_adios2()
 
-    def write(self, comm: Any, events: Events, root: Path, batch: int) -> None:
+    def write(self, comm: Any, events: Events, root: Path, batch: int, shape: str = "arrays") -> None:
         from adios2 import bindings as ab
 
-        write_steps(ab.ADIOS(), str(root / f"rank{comm.Get_rank():05d}.bp"), events, batch)
+        adios = ab.ADIOS()  # kept until the engine is closed
+        write_steps(adios, str(root / f"rank{comm.Get_rank():05d}.bp"), events, batch, shape)
 
     def stored(self, root: Path) -> int:
         return sum(count_events(p) for p in sorted(root.glob("rank*.bp")))

@@ -34,11 +34,12 @@ class Adios2Mpi(Peer):
             )
         return None
 
-    def write(self, comm: Any, events: Events, root: Path, batch: int) -> None:
+    def write(self, comm: Any, events: Events, root: Path, batch: int, shape: str = "arrays") -> None:
         from adios2 import bindings as ab
 
         steps = comm.allreduce(-(-events.n // max(1, batch)), op=_max())
-        write_steps(ab.ADIOS(comm), str(root / "all.bp"), events, batch, steps)
+        adios = ab.ADIOS(comm)  # kept until the engine is closed
+        write_steps(adios, str(root / "all.bp"), events, batch, shape, steps)
 
     def stored(self, root: Path) -> int:
         return count_events(root / "all.bp")

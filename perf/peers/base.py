@@ -4,15 +4,26 @@ A peer writes one client rank's events (``perf/events.py``) in batches, from ope
 the harness (``perf/harness.py``) puts a barrier of all ranks before and after, so a peer's time is
 "from a barrier to every file closed", the same bracket as chronompi's session. Peers do not order
 events across ranks (chronompi does); users compare the number they see all the same.
+
+How the events reach a peer (``shape``, see :func:`feed`) mirrors chronompi's two calls: ``arrays`` (the
+application holds rows of an array, like ``log_many``) and ``events`` (one event at a time, like ``log``).
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from events import Events
+
+SHAPES = ("arrays", "events")
+# joins into a writable buffer: adios2's Put does not take a read-only array as an array (it picks the
+# overload for a sequence of ints, and crashes), so bytes.join would need a second copy
+JOIN = bytearray().join
 
 
 class Peer(ABC):
@@ -26,8 +37,10 @@ class Peer(ABC):
         return None
 
     @abstractmethod
-    def write(self, comm: Any, events: Events, root: Path, batch: int) -> None:
+    def write(self, comm: Any, events: Events, root: Path, batch: int, shape: str = "arrays") -> None:
         """Write ``events`` of this rank under ``root`` in batches of ``batch`` events; return once closed.
+
+        ``shape``: how the application hands the events over (:func:`feed`).
 
         ``comm`` holds exactly the writing (client) ranks; per-rank peers use it only for their rank.
         """
@@ -41,5 +54,33 @@ class Peer(ABC):
         return {}
 
 
-def batches(n: int, batch: int) -> range:
-    return range(0, n, max(1, batch))
+def feed(events: Events, batch: int, shape: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(payload bytes back to back as uint8, int64 timestamps) of every batch of ``batch`` events.
+
+    ``arrays``: the events are rows of an array already; a batch is a view of ``batch`` rows, stamped
+    with one clock read plus the event's index. ``events``: one event at a time, as an application that
+    produces them one by one: every event's ``bytes`` and a ``time_ns()`` are appended to two lists,
+    joined into arrays when ``batch`` events are pending (call ``events.as_bytes()`` before timing).
+    """
+    n, batch = events.n, max(1, batch)
+    if shape == "arrays":
+        for a in range(0, n, batch):
+            b = min(n, a + batch)
+            t = time.time_ns()
+            yield events.rows[a:b].reshape(-1), np.arange(t, t + (b - a), dtype=np.int64)
+    elif shape == "events":
+        now = time.time_ns
+        pending: list[bytes] = []
+        times: list[int] = []
+        put, stamp = pending.append, times.append
+        for p in events.as_bytes():
+            put(p)
+            stamp(now())
+            if len(pending) == batch:
+                yield np.frombuffer(JOIN(pending), np.uint8), np.array(times, np.int64)
+                pending, times = [], []
+                put, stamp = pending.append, times.append
+        if pending:
+            yield np.frombuffer(JOIN(pending), np.uint8), np.array(times, np.int64)
+    else:
+        raise ValueError(f"unknown peer input shape {shape!r}; known: {', '.join(SHAPES)}")
