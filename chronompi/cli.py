@@ -12,7 +12,8 @@ store tools (STORE is a store directory, e.g. ./chronompi-store)
   replay STORE CHRONICLE STORY           events of a story in total order
          [--start T] [--end T] [--limit N] [--format text|jsonl|csv|log]
   stats STORE                            per story: events, bytes, span, rate, segments, late runs; per run
-  export parsl STORE DB                      rebuild Parsl's monitoring database (SQLite) from the store
+  export parsl STORE DB [--follow]       rebuild Parsl's monitoring database (SQLite, or --format parquet)
+                                         from the store; --follow: live while the job runs
   export STORE [--format jsonl|csv|parquet] [--output FILE] [--chronicle C] [--story S]
   fsck STORE [--dry-run]                 check the store and repair what a crash left behind
 

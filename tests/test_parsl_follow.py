@@ -165,3 +165,19 @@ def test_follow_rederives_late_events_and_writes_parquet(tmp_path: Path) -> None
     import pyarrow.parquet as pqm
 
     assert pqm.read_table(pq / "task.parquet").num_rows == len(offline["task"])
+
+    # a run the record says is still running (and fresh): --until-idle ends the follow
+    import json
+
+    rec = next((store / "runs").glob("r*.json"))
+    rec.write_text(json.dumps({**json.loads(rec.read_text()), "status": "running"}))
+    r = subprocess.run(
+        [sys.executable, "-m", "chronompi", "export", "parsl", "--follow", "--interval", "0.2"]
+        + ["--chronicle", "v2", "--until-idle", "1", str(store), str(tmp_path / "idle.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "stopped: idle for 1 s" in r.stdout
+    assert _tables(tmp_path / "idle.db") == offline

@@ -16,7 +16,8 @@ offline export of the same events gives.
 It stops when every run that the store's run records show running has ended (then
 a last poll reads everything and workflows without an end message get their
 ``time_completed`` as in the offline export), after ``until_idle_s`` without new
-events, or on Ctrl-C. A run record still ``running`` but not rewritten for
+events, or on Ctrl-C (then a workflow without an end message keeps ``time_completed``
+NULL: it may still be running). A run record still ``running`` but not rewritten for
 ``stale_s`` (the job rewrites it every 10 s) counts as ended: its job died.
 """
 
@@ -157,8 +158,13 @@ class Follower:
             return np.empty(0, REPLAY)
         return _sorted(np.concatenate(take))
 
-    def apply(self, everything: bool = False) -> int:
-        """Apply the due pending events and write what changed as one step; returns how many."""
+    def apply(self, everything: bool = False, finish: bool | None = None) -> int:
+        """Apply the due pending events and write what changed as one step; returns how many.
+
+        ``everything``: all pending events, as the last step. ``finish`` (default: ``everything``):
+        workflows without an end message end at their last message, as in the offline export
+        (not when following stops while the run still runs).
+        """
         ev = self._ready(everything)
         changes: dict[str, Change] = {}
         if len(ev):
@@ -169,7 +175,7 @@ class Follower:
                     self.rb.apply(t, *_decode(payload))
                 self._applied.append(ev)
             self._last = max(self._last or _key(ev[-1]), _key(ev[-1]))
-        if everything:
+        if everything if finish is None else finish:
             self.rb.finish()
         for t, ch in self.rb.take_changes().items():  # after a re-derivation: finish()'s updates
             changes.setdefault(t, Change()).upsert.extend(ch.upsert)
@@ -237,7 +243,7 @@ class Follower:
         except KeyboardInterrupt:
             self.stats.stopped = "interrupted"
         self.read_new()
-        self.apply(everything=True)
+        self.apply(everything=True, finish=self.stats.stopped == "the run ended")
         return self.stats
 
     def close(self) -> None:
