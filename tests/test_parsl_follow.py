@@ -44,7 +44,15 @@ def _count(db: Path) -> int | None:
     except sqlite3.OperationalError:
         return None
     try:
-        return int(con.execute("SELECT count(*) FROM task").fetchone()[0])
+        n = int(con.execute("SELECT count(*) FROM task").fetchone()[0])
+        # one step = one transaction: a task is never seen without the try and status rows of its message
+        for table in ("try", "status"):
+            orphans = con.execute(
+                f'SELECT count(*) FROM task WHERE NOT EXISTS (SELECT 1 FROM "{table}" AS o '
+                "WHERE o.task_id = task.task_id AND o.run_id = task.run_id)"
+            ).fetchone()[0]
+            assert orphans == 0, f"{orphans} task rows without their {table} rows"
+        return n
     except sqlite3.OperationalError:
         return None
     finally:

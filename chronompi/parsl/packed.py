@@ -365,6 +365,10 @@ class _Decoder:
 
     def varint(self) -> int:
         buf, pos = self.buf, self.pos
+        b = buf[pos]
+        if b < 0x80:  # the common case: one byte
+            self.pos = pos + 1
+            return b
         n = shift = 0
         while True:
             b = buf[pos]
@@ -475,11 +479,15 @@ class _Decoder:
         fields = SCHEMAS.get(schema)
         if fields is None:
             raise EncodingError(f"unknown record schema {schema}")
-        bitmap = self.take((len(fields) + 7) // 8)
+        bits = int.from_bytes(self.take((len(fields) + 7) // 8), "little")
+        if bits >> len(fields):
+            raise EncodingError(f"record bitmap names fields past the {len(fields)} of schema {schema}")
         out: dict[str, Any] = {}
-        for i, f in enumerate(fields):
-            if bitmap[i >> 3] & (1 << (i & 7)):
-                out[f] = self.value()
+        value = self.value
+        while bits:  # the set bits, lowest (first field) first
+            low = bits & -bits
+            out[fields[low.bit_length() - 1]] = value()
+            bits ^= low
         for _ in range(self.varint()):
             k = self.value()
             if type(k) is not str:
