@@ -583,6 +583,7 @@ class Client:
                 if st._state != ACTIVE:
                     return
                 st._state = RELEASED
+                self._batch.settle()
                 self._seq_of[st.id] = st._seq
             self._request("release", st.chronicle, st.name)
 
@@ -625,6 +626,12 @@ class Client:
                 raise RuntimeError(f"client rank {self.rank} expected release, got {msg[0]!r}")
         self.summary = msg[1]
 
+    def _story_seqs(self) -> dict[str, int]:
+        """Next seq of every story this client acquired."""
+        with self._lock:
+            self._batch.settle()
+            return {f"{c}/{s}": st._seq for (c, s), st in self._stories.items()}
+
     def stats(self) -> dict[str, Any]:
         return {
             "host": self.ctx.host,
@@ -646,7 +653,7 @@ class Client:
             "first_time": self.first_time,
             "epoch": self._route.epoch,
             "last_time": self._last,
-            "stories": {f"{c}/{s}": st._seq for (c, s), st in self._stories.items()},
+            "stories": self._story_seqs(),
         }
 
 

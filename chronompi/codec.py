@@ -40,6 +40,7 @@ REPLY = 4  # keeper/grapher -> client: the events of a replay query held there (
 SYNC_MARK = 5  # keeper -> grapher: a client's SYNC passed this keeper and so did its chunks (heap: one SYNC record)
 
 FLAG_LATE = 1
+FLAG_HEAP_APART = 2  # the heap follows in ``parts`` messages of its own (no copy to join them on the sender)
 
 BATCH_HEADER = np.dtype(
     [
@@ -72,7 +73,7 @@ CHUNK_HEADER = np.dtype(
         ("n_events", "<u8"),
         ("heap_bytes", "<u8"),
         ("names_bytes", "<u4"),
-        ("pad", "<u4"),
+        ("parts", "<u4"),  # with FLAG_HEAP_APART: how many TAG_CHUNK_HEAP messages carry the heap
     ]
 )
 assert CHUNK_HEADER.itemsize == 56
@@ -283,17 +284,23 @@ def chunk_buffer(
     n_events: int,
     heap_bytes: int,
     flags: int = 0,
+    parts: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A chunk buffer with its header written: (buffer, events section, heap section) to fill in place."""
+    """A chunk buffer with its header written: (buffer, events section, heap section) to fill in place.
+
+    With ``parts`` > 0 the heap travels apart, in that many messages of its own (FLAG_HEAP_APART):
+    the buffer ends after the events and its heap section is empty."""
     nm = f"{names[0]}\t{names[1]}".encode() if names[0] else b""
     n0 = CHUNK_HEADER.itemsize
     e0 = n0 + _pad8(len(nm))
     h0 = e0 + n_events * EVENT.itemsize
-    buf = np.empty(h0 + heap_bytes, np.uint8)
+    if parts:
+        flags |= FLAG_HEAP_APART
+    buf = np.empty(h0 + (0 if parts else heap_bytes), np.uint8)
     hdr = buf[:n0].view(CHUNK_HEADER)[0]
     hdr["magic"], hdr["kind"], hdr["flags"], hdr["story"] = CHUNK_MAGIC, kind, flags, story
     hdr["keeper"], hdr["window"], hdr["watermark"] = keeper, window, watermark
-    hdr["n_events"], hdr["heap_bytes"], hdr["names_bytes"], hdr["pad"] = n_events, heap_bytes, len(nm), 0
+    hdr["n_events"], hdr["heap_bytes"], hdr["names_bytes"], hdr["parts"] = n_events, heap_bytes, len(nm), parts
     buf[n0 : n0 + len(nm)] = np.frombuffer(nm, np.uint8)
     buf[n0 + len(nm) : e0] = 0
     return buf, buf[e0:h0].view(EVENT), buf[h0:]
@@ -319,7 +326,16 @@ def encode_chunk(
     return buf
 
 
-def decode_chunk(buf: np.ndarray) -> Chunk:
+def chunk_parts(buf: np.ndarray) -> tuple[int, int]:
+    """(heap parts that follow apart, heap bytes) of a received chunk header; (0, _) when the heap is inside."""
+    hdr = buf[: CHUNK_HEADER.itemsize].view(CHUNK_HEADER)[0]
+    if buf.nbytes < CHUNK_HEADER.itemsize or hdr["magic"] != CHUNK_MAGIC or not hdr["flags"] & FLAG_HEAP_APART:
+        return 0, 0
+    return int(hdr["parts"]), int(hdr["heap_bytes"])
+
+
+def decode_chunk(buf: np.ndarray, heap: np.ndarray | None = None) -> Chunk:
+    """Decode a chunk; ``heap`` is its heap when it travelled apart (FLAG_HEAP_APART)."""
     if buf.nbytes < CHUNK_HEADER.itemsize:
         raise CodecError(f"chunk of {buf.nbytes} bytes is shorter than its header")
     hdr = buf[: CHUNK_HEADER.itemsize].view(CHUNK_HEADER)[0]
@@ -329,8 +345,9 @@ def decode_chunk(buf: np.ndarray) -> Chunk:
     n0 = CHUNK_HEADER.itemsize
     e0 = n0 + _pad8(nb)
     h0 = e0 + n * EVENT.itemsize
-    if h0 + heap_bytes != buf.nbytes:
-        raise CodecError(f"chunk sizes disagree: header says {h0 + heap_bytes} bytes, got {buf.nbytes}")
+    got = buf.nbytes + (heap.nbytes if heap is not None else 0)
+    if h0 + heap_bytes != got or (heap is not None and h0 != buf.nbytes):
+        raise CodecError(f"chunk sizes disagree: header says {h0 + heap_bytes} bytes, got {got}")
     names = ("", "")
     if nb:
         try:
@@ -347,5 +364,5 @@ def decode_chunk(buf: np.ndarray) -> Chunk:
         watermark=int(hdr["watermark"]),
         names=names,
         events=buf[e0:h0].view(EVENT),
-        heap=buf[h0:],
+        heap=buf[h0:] if heap is None else heap,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -168,6 +169,8 @@ def build(
 
 def _plain(cfg: Any, where: str) -> Any:
     """A mapping or OmegaConf node as plain dicts (interpolations resolved)."""
+    if "omegaconf" not in sys.modules:  # no OmegaConf node can exist: spare the import (rank 0 holds up start-up)
+        return cfg
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 

@@ -25,7 +25,7 @@ from .codec import EVENT
 from .commit import SyncPoint, SyncQueue
 from .membership import Epoch, Membership
 from .merge import merge_runs, pieces_in_range
-from .protocol import STORAGE, TAG_CHUNK, TAG_CTRL, TAG_REPLY, TAG_SYNC, Context
+from .protocol import STORAGE, TAG_CHUNK, TAG_CHUNK_HEAP, TAG_CTRL, TAG_REPLY, TAG_SYNC, Context
 from .service import Service
 from .store.reader import index_rows, read_rows
 from .store.space import Outage, describe
@@ -89,9 +89,31 @@ class Grapher(Service):
                 break
             buf = np.empty(status.Get_count(MPI.BYTE), np.uint8)
             msg.Recv([buf, MPI.BYTE])
-            self._handle(codec.decode_chunk(buf))
+            self._handle(codec.decode_chunk(buf, self._heap_apart(buf, status.Get_source())))
             got += 1
         return got > 0
+
+    def _heap_apart(self, buf: np.ndarray, keeper: int) -> np.ndarray | None:
+        """The heap of a chunk that travelled apart (FLAG_HEAP_APART): its parts, received into one
+        buffer in order. They were sent right behind the header, so they are (nearly) here."""
+        parts, nbytes = codec.chunk_parts(buf)
+        if not parts:
+            return None
+        heap = np.empty(nbytes, np.uint8)
+        pos = 0
+        status = MPI.Status()
+        for _ in range(parts):
+            while (msg := self.comm.Improbe(keeper, TAG_CHUNK_HEAP, status)) is None:
+                self.backoff.sleep()  # not a blocking probe: that spins, and the keeper may need the core
+            self.backoff.reset()
+            size = status.Get_count(MPI.BYTE)
+            if pos + size > nbytes:
+                raise codec.CodecError(f"chunk heap parts from keeper {keeper} exceed the {nbytes} bytes announced")
+            msg.Recv([heap[pos : pos + size], MPI.BYTE])
+            pos += size
+        if pos != nbytes:
+            raise codec.CodecError(f"chunk heap parts from keeper {keeper}: {pos} bytes, {nbytes} announced")
+        return heap
 
     def _handle(self, c: codec.Chunk) -> None:
         if c.kind == codec.CHUNK:

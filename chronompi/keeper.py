@@ -31,7 +31,7 @@ from .commit import SyncPoint, SyncQueue
 from .membership import Epoch, Membership
 from .merge import concat_events, gather, is_sorted, merge_runs, pieces_in_range, total_order
 from .progress import Sequencer
-from .protocol import MOVED, TAG_BATCH, TAG_CHUNK, TAG_REPLY, TAG_SYNC, Context
+from .protocol import MOVED, TAG_BATCH, TAG_CHUNK, TAG_CHUNK_HEAP, TAG_REPLY, TAG_SYNC, Context
 from .service import Service
 from .windows import FOREVER, NEVER, is_closed, window_of
 
@@ -209,11 +209,13 @@ class Keeper(Service):
         n = sum(len(e) for e, _ in pieces)
         heap_bytes = sum(h.nbytes for _, h in pieces)
         flags = codec.FLAG_LATE if late else 0
-        buf, ev_out, heap_out = codec.chunk_buffer(
-            codec.CHUNK, self.ctx.rank, wm, story, window, self.names[story], n, heap_bytes, flags
+        heaps = [h for _, h in pieces if h.nbytes]
+        buf, ev_out, _ = codec.chunk_buffer(
+            codec.CHUNK, self.ctx.rank, wm, story, window, self.names[story], n, heap_bytes, flags, len(heaps)
         )
-        # the heaps go in piece order, copied once; the events are sorted straight into the buffer
-        np.concatenate([h for _, h in pieces], out=heap_out)
+        # the events are sorted straight into the buffer, their offsets pointing into the heaps laid
+        # end to end; each heap follows as a message of its own, sent from where it lies (no copy here:
+        # on one node the grapher reads it straight from this process's memory, see architecture.md)
         if len(pieces) == 1:
             ev_out[...] = pieces[0][0]
         else:
@@ -224,6 +226,8 @@ class Keeper(Service):
                 np.take(events, total_order(events), out=ev_out)
         dest = self.members.grapher_of(story, window, self.window_ns, late=late)
         self._send_chunk(dest, buf)
+        for h in heaps:
+            self.isend(h, dest, TAG_CHUNK_HEAP)
         self.n_chunks += 1
 
     def _close_windows(self) -> bool:

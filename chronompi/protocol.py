@@ -37,6 +37,7 @@ TAG_REP = 0x4305
 TAG_CTRL = 0x4306
 TAG_REPLY = 0x4307
 TAG_SYNC = 0x4308
+TAG_CHUNK_HEAP = 0x4309  # the payload parts of a chunk whose header says FLAG_HEAP_APART (keeper -> grapher)
 
 # CTRL message kinds (first element of the tuple)
 DONE = "done"  # (DONE, role, rank, stats): a rank finished its part of the shutdown

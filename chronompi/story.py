@@ -38,7 +38,9 @@ class Story:
         self._max = client._max_event
         self._limit = client._limit
         b = client._batch
-        self._at, self._aq, self._as, self._ap = b.t.append, b.q.append, b.s.append, b.p.append
+        self._b = b
+        self._at, self._ap = b.t.append, b.p.append
+        self._acquire, self._release_lock = self._lock.acquire, self._lock.release
 
     def __repr__(self) -> str:
         state = ("active", "released", "closed")[self._state]
@@ -59,21 +61,24 @@ class Story:
         if n > self._max:
             raise PayloadTooLarge(n, self._max)
         c = self.client
-        with self._lock:
+        self._acquire()  # (acquire/release in try/finally: measurably cheaper than ``with`` here)
+        try:
             if self._state:
                 self._refuse()
             t = _time_ns() + c._offset
             if t <= c._last:
                 t = c._last + 1
             c._last = t
+            b = self._b
+            if b.cur is not self:  # another story logged last: a new run (its seq numbers follow on)
+                b.enter(self)
             self._at(t)
-            self._aq(self._seq)
-            self._as(self.id)
             self._ap(payload)
-            self._seq += 1
-            c._batch.nbytes += n + RECORD_OVERHEAD
-            if c._batch.nbytes >= self._limit:
+            b.nbytes += n + RECORD_OVERHEAD
+            if b.nbytes >= self._limit:
                 c._send_locked(codec.DATA)
+        finally:
+            self._release_lock()
         return t
 
     def log_many(self, payloads: Iterable[bytes | str] | np.ndarray) -> np.ndarray:
@@ -109,6 +114,7 @@ class Story:
         with self._lock:
             if self._state:
                 self._refuse()
+            self._b.settle()  # this story's seq is current
             t0 = max(_time_ns() + c._offset, c._last + 1)
             times = np.arange(t0, t0 + n, dtype=np.int64)
             if n:
@@ -165,34 +171,59 @@ def _as_bytes(payload: Any) -> bytes:
 
 
 class _OpenBatch:
-    """Events logged but not yet sent: lists for ``log``, array segments for ``log_many``."""
+    """Events logged but not yet sent: lists for ``log``, array segments for ``log_many``.
+
+    ``log`` appends only a time and a payload. Story and seq are kept per run of
+    consecutive events of one story (``runs``: first index, story id, first seq),
+    and expanded to arrays when the lists become a segment. While a story is
+    ``cur`` its ``_seq`` is stale; :meth:`settle` brings it up to date (lock held).
+    """
 
     def __init__(self) -> None:
         self.t: list[int] = []
-        self.q: list[int] = []
-        self.s: list[int] = []
         self.p: list[bytes] = []
+        self.runs: list[tuple[int, int, int]] = []
+        self.cur: Story | None = None
         self.segments: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self.t) + sum(len(seg[0]) for seg in self.segments)
 
+    def enter(self, story: Story) -> None:
+        """``story`` logs the next list event."""
+        self.settle()
+        self.runs.append((len(self.t), story.id, story._seq))
+        self.cur = story
+
+    def settle(self) -> None:
+        """Give the story of the current run its next seq; the next ``log`` starts a new run."""
+        cur = self.cur
+        if cur is not None:
+            start, _, seq0 = self.runs[-1]
+            cur._seq = seq0 + len(self.t) - start
+            self.cur = None
+
     def lists_to_segment(self) -> None:
         """Move the list-held events into a segment (keeps time order when arrays follow)."""
+        self.settle()
         if not self.t:
+            self.runs.clear()
             return
         n = len(self.t)
+        runs = np.array(self.runs, np.int64).reshape(-1, 3)
+        counts = np.diff(np.append(runs[:, 0], n))
         seg = (
             np.array(self.t, np.int64),
-            np.array(self.q, np.uint64),
-            np.array(self.s, np.uint32),
+            (np.arange(n, dtype=np.int64) + np.repeat(runs[:, 2] - runs[:, 0], counts)).astype(np.uint64),
+            np.repeat(runs[:, 1], counts).astype(np.uint32),
             np.fromiter(map(len, self.p), np.uint32, n),
             np.frombuffer(b"".join(self.p), np.uint8),
         )
         self.segments.append(seg)
         # clear in place: Story objects hold the bound append methods of these lists
-        del self.t[:], self.q[:], self.s[:], self.p[:]
+        del self.t[:], self.p[:]
+        self.runs.clear()
 
     def take(self) -> tuple[np.ndarray, ...]:
         self.lists_to_segment()

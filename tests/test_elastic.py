@@ -116,7 +116,10 @@ def test_late_events_across_a_boundary(store: Path, outdir: Path) -> None:
 
 
 def test_refused_requests_change_nothing(store: Path) -> None:
-    r = mpirun(7, "elastic_api.py", str(store), json.dumps({"cfg": cfg(1, 1, 2)}), timeout=120)
+    # a long lead keeps epoch 1 in progress while the second request comes (with 100 ms it was over
+    # before a descheduled client asked, on a loaded machine, and the request was rightly accepted)
+    spec = {"cfg": cfg(1, 1, 2, elastic={"lead_ms": 3000})}
+    r = mpirun(7, "elastic_api.py", str(store), json.dumps(spec), timeout=120)
     assert "API OK" in r.stdout
     m = manifest(store)
     assert [len(e["keepers"]) for e in m["epochs"]] == [1, 2]

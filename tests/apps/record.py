@@ -58,6 +58,13 @@ def main() -> None:
         scaled: list[dict] = []
 
         failed: list[BaseException] = []
+        # every client logs until client 0's scaler is done (a client that ends first fixes the membership,
+        # and the scaler's next request is rightly refused): client 0 enters an Ibarrier once it is done
+        scaling = threading.Event()
+        scaling_over = threading.Event()
+        if spec.get("scale"):
+            scaling.set()
+        over_req = comm.Ibarrier() if spec.get("scale") and comm.Get_rank() != 0 else None
 
         def scaler() -> None:
             try:
@@ -66,6 +73,17 @@ def main() -> None:
                     time.sleep(spec.get("scale_pause", 0.1))
             except BaseException as exc:  # re-raised on the main thread
                 failed.append(exc)
+            finally:
+                scaling.clear()
+
+        def still_scaling(tid: int) -> bool:
+            if comm.Get_rank() == 0:
+                return scaling.is_set()
+            if over_req is None or scaling_over.is_set():
+                return False
+            if tid == 0 and over_req.Test():  # (one thread tests the request)
+                scaling_over.set()
+            return not scaling_over.is_set()
 
         def work(tid: int) -> None:
             rng = np.random.default_rng([spec.get("seed", 0), rank, tid])
@@ -75,7 +93,7 @@ def main() -> None:
             stalled: list[bool] = []
             schedule = spec.get("schedule")
             phase_end, phase, phase_done, phase_t0 = 0.0, -1, 0, 0.0
-            while done < per_thread or time.monotonic() - t_start < min_seconds or schedule:
+            while done < per_thread or time.monotonic() - t_start < min_seconds or schedule or still_scaling(tid):
                 if schedule:  # a stepped load: [seconds, rate] after another
                     now = time.monotonic() - t_start
                     if now >= phase_end:
@@ -132,6 +150,10 @@ def main() -> None:
         work(0)
         for th in threads:
             th.join()
+        if spec.get("scale") and comm.Get_rank() == 0:
+            comm.Ibarrier().Wait()  # the others stop logging now
+        elif over_req is not None:
+            over_req.Wait()
         if failed:
             raise failed[0]
         if scaled:
