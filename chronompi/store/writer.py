@@ -400,7 +400,11 @@ class SegmentWriter:
             ev_ds[row0:] = events
             if n_bytes:
                 pl_ds.resize((byte0 + n_bytes,))
-                pl_ds[byte0:] = np.concatenate([r.heap for r in runs]) if len(runs) > 1 else runs[0].heap
+                pos = byte0
+                for r in runs:  # each run's heap straight from where it lies (joining them would copy)
+                    if r.heap.nbytes:
+                        pl_ds[pos : pos + r.heap.nbytes] = r.heap
+                        pos += r.heap.nbytes
             pending.append((g["windows"], index))
             total_rows += n_rows
             total_bytes += n_bytes
