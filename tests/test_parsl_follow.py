@@ -189,3 +189,24 @@ def test_follow_rederives_late_events_and_writes_parquet(tmp_path: Path) -> None
     assert r.returncode == 0, r.stderr
     assert "stopped: idle for 1 s" in r.stdout
     assert _tables(tmp_path / "idle.db") == offline
+
+    # ... and Ctrl-C ends it cleanly too, the database complete up to what was read
+    p = subprocess.Popen(
+        [sys.executable, "-m", "chronompi", "export", "parsl", "--follow", "--interval", "0.2"]
+        + ["--chronicle", "v2", str(store), str(tmp_path / "interrupted.db")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (_count(tmp_path / "interrupted.db") or 0) < len(offline["task"]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        p.send_signal(signal.SIGINT)
+        f_out, f_err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, f_err
+    assert "stopped: interrupted" in f_out
+    assert _tables(tmp_path / "interrupted.db") == offline

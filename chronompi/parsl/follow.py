@@ -16,8 +16,9 @@ offline export of the same events gives.
 It stops when every run that the store's run records show running has ended (then
 a last poll reads everything and workflows without an end message get their
 ``time_completed`` as in the offline export), after ``until_idle_s`` without new
-events, or on Ctrl-C (then a workflow without an end message keeps ``time_completed``
-NULL: it may still be running). A run record still ``running`` but not rewritten for
+events, or on Ctrl-C or SIGTERM after the step under way (then a workflow without an end
+message keeps ``time_completed`` NULL: it may still be running). A step whose write failed
+is written again with the next one. A run record still ``running`` but not rewritten for
 ``stale_s`` (the job rewrites it every 10 s) counts as ended: its job died.
 """
 
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +89,7 @@ class Follower:
         self._pending: list[tuple[np.ndarray, float]] = []  # REPLAY rows, wall time read
         self._applied: list[np.ndarray] = []  # every event applied (for a re-derivation)
         self._last: tuple[int, int, int] | None = None  # key of the last event applied
+        self._carry: dict[str, Change] = {}  # changes of a step whose write failed
 
     # -- reading -------------------------------------------------------------------------------------------------
     def _open_store(self) -> Store | None:
@@ -179,8 +183,15 @@ class Follower:
             self.rb.finish()
         for t, ch in self.rb.take_changes().items():  # after a re-derivation: finish()'s updates
             changes.setdefault(t, Change()).upsert.extend(ch.upsert)
+        for t, ch in self._carry.items():  # a step whose write failed goes first
+            changes[t] = Change(ch.upsert + changes[t].upsert, ch.delete + changes[t].delete) if t in changes else ch
+        self._carry = {}
         if changes or everything:
-            self.extractor.write(self.rb.rows, changes, final=everything)
+            try:
+                self.extractor.write(self.rb.rows, changes, final=everything)
+            except BaseException:
+                self._carry = changes  # the next step writes them again
+                raise
             self.stats.steps += 1
         if len(ev):
             now = time.time_ns()
@@ -222,10 +233,19 @@ class Follower:
         return False
 
     def run(self) -> FollowStats:
-        """Follow until the runs end, ``until_idle_s`` passes without new events, or Ctrl-C."""
+        """Follow until the runs end, ``until_idle_s`` passes without new events, or Ctrl-C / SIGTERM.
+
+        In the main thread, SIGINT and SIGTERM stop it after the step under way (a step is never cut
+        in half); the last step then writes everything read.
+        """
+        stop = threading.Event()
+        handled = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handled[sig] = signal.signal(sig, lambda *_: stop.set())
         idle_since = time.monotonic()
         try:
-            while True:
+            while not stop.is_set():
                 live = self.running()  # before reading: what a run committed before it ended is read after
                 got = self.read_new()
                 self.apply()
@@ -239,11 +259,14 @@ class Follower:
                 if self.until_idle_s is not None and now - idle_since >= self.until_idle_s:
                     self.stats.stopped = f"idle for {self.until_idle_s:g} s"
                     break
-                time.sleep(self.interval_s)
-        except KeyboardInterrupt:
-            self.stats.stopped = "interrupted"
-        self.read_new()
-        self.apply(everything=True, finish=self.stats.stopped == "the run ended")
+                stop.wait(self.interval_s)
+            else:
+                self.stats.stopped = "interrupted"
+            self.read_new()
+            self.apply(everything=True, finish=self.stats.stopped == "the run ended")
+        finally:
+            for sig, old in handled.items():
+                signal.signal(sig, old)
         return self.stats
 
     def close(self) -> None:
