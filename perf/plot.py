@@ -532,7 +532,7 @@ def _peers_png(plt: Any, rows: list[dict[str, Any]], path: Path) -> Path:
     prs = [p for p in peer_rows(rows) if not p["skipped"]]
     payloads = sorted({p["payload"] for p in prs})
     names = [n for n in SYSTEMS if any(p["system"] == n for p in prs)]
-    fig, ax = plt.subplots(figsize=(10, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 6.2))
     w = 0.8 / max(1, len(names))
     for i, name in enumerate(names):
         xs, med, lo, hi, notes = [], [], [], [], []
@@ -552,9 +552,11 @@ def _peers_png(plt: Any, rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(payloads))], [size(p) for p in payloads])
     ax.set_yscale("log")
     ax.set_ylabel("events/s (median over rounds; whiskers min..max)")
-    ax.set_xlabel("payload (labels: ratio to ADIOS2, same job)")
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title(_title("chronompi and its peers, same job, same events", rows), fontsize=9)
+    ax.set_xlabel("payload (labels: ratio to ADIOS2 fed arrays, same job)")
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
+    loads = [pair[0] for p in prs for pair in p["loadavg"] if pair]  # 1-minute load, start and end of rows
+    load = f", load avg {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+    ax.set_title(_title("chronompi and its peers, same job, same events", rows) + load, fontsize=9)
     return _save(fig, path)
 
 
