@@ -87,6 +87,15 @@ def to_replay(events: np.ndarray, heap: np.ndarray) -> np.ndarray:
     """Events plus heap -> REPLAY rows with payloads as ``bytes``."""
     out = np.empty(len(events), REPLAY)
     out["time"], out["client"], out["seq"] = events["time"], events["client"], events["seq"]
+    n = len(events)
+    if n:
+        w = int(events["length"][0])
+        start = int(events["offset"][0])
+        if w and heap.nbytes - start >= n * w and bool(np.all(events["length"] == w)):
+            offs = events["offset"].astype(np.int64) - start
+            if bool(np.all(offs == np.arange(0, n * w, w))):  # equal payloads back to back: numpy makes the bytes
+                out["payload"] = heap[start : start + n * w].view(f"V{w}").tolist()
+                return out
     raw = heap.tobytes()
     offs = events["offset"].tolist()
     lens = events["length"].tolist()

@@ -1,0 +1,32 @@
+"""to_replay: payload bytes per event, on the equal-width fast path and the general one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chronompi.codec import EVENT
+from chronompi.store.reader import to_replay
+
+
+def _events(lengths: list[int], gap: int = 0, first: int = 0) -> np.ndarray:
+    ev = np.zeros(len(lengths), EVENT)
+    ev["time"] = np.arange(len(lengths)) + 10
+    ev["length"] = lengths
+    ev["offset"] = first + np.concatenate(([0], np.cumsum(np.array(lengths) + gap)[:-1])) if lengths else []
+    return ev
+
+
+@pytest.mark.parametrize(
+    ("lengths", "gap", "first"),
+    [([8] * 50, 0, 0), ([8] * 50, 0, 16), ([8] * 50, 3, 0), ([1, 9, 0, 4, 8], 0, 0), ([0] * 5, 0, 0), ([], 0, 0)],
+)
+def test_payloads_are_the_heap_slices(lengths: list[int], gap: int, first: int) -> None:
+    ev = _events(lengths, gap, first)
+    heap = np.random.default_rng(1).integers(0, 256, first + sum(lengths) + gap * len(lengths) + 4, dtype=np.uint8)
+    out = to_replay(ev, heap)
+    raw = heap.tobytes()
+    want = [raw[o : o + n] for o, n in zip(ev["offset"].tolist(), ev["length"].tolist())]
+    assert out["payload"].tolist() == want
+    assert all(type(p) is bytes for p in out["payload"])
+    assert out["time"].tolist() == ev["time"].tolist()
