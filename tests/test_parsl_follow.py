@@ -174,6 +174,24 @@ def test_follow_rederives_late_events_and_writes_parquet(tmp_path: Path) -> None
 
     assert pqm.read_table(pq / "task.parquet").num_rows == len(offline["task"])
 
+    # --new-run on a store whose runs have all ended: it waits (for a job starting) instead of stopping
+    p = subprocess.Popen(
+        [sys.executable, "-m", "chronompi", "export", "parsl", "--follow", "--new-run", "--interval", "0.2"]
+        + ["--chronicle", "v2", str(store), str(tmp_path / "waiting.db")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(3)
+        assert p.poll() is None, p.communicate()
+        p.send_signal(signal.SIGTERM)
+        w_out, w_err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0 and "stopped: interrupted" in w_out, w_err
+
     # a run the record says is still running (and fresh): --until-idle ends the follow
     import json
 

@@ -268,6 +268,11 @@ def main_export_parsl(argv: list[str] | None = None) -> int:
         "--hold", type=float, default=None, metavar="S", help="--follow: apply events S seconds after reading them"
     )
     p.add_argument("--until-idle", type=float, default=None, metavar="S", help="--follow: stop after S s idle")
+    p.add_argument(
+        "--new-run",
+        action="store_true",
+        help="--follow: wait for a run that has not ended yet (the store holds finished runs, the job is starting)",
+    )
     args = p.parse_args(argv)
     from ..errors import ChronoError
 
@@ -298,6 +303,7 @@ def _follow(args: argparse.Namespace, options: dict[str, Any]) -> int:
         interval_s=args.interval,
         hold_s=args.hold,
         until_idle_s=args.until_idle,
+        new_run=args.new_run,
     )
     fol.extractor.open()
     print(f"following {args.store} into {args.db} (every {args.interval:g} s; Ctrl-C stops)", flush=True)

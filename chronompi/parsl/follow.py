@@ -19,7 +19,9 @@ a last poll reads everything and workflows without an end message get their
 events, or on Ctrl-C or SIGTERM after the step under way (then a workflow without an end
 message keeps ``time_completed`` NULL: it may still be running). A step whose write failed
 is written again with the next one. A run record still ``running`` but not rewritten for
-``stale_s`` (the job rewrites it every 10 s) counts as ended: its job died.
+``stale_s`` (the job rewrites it every 10 s) counts as ended: its job died. With
+``new_run``, runs that had ended when the follower started do not count: it waits for
+a new one (a store that already holds finished runs, the job not started yet).
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Follower:
         hold_s: float | None = None,
         until_idle_s: float | None = None,
         stale_s: float = 60.0,
+        new_run: bool = False,
     ) -> None:
         self.path = Path(store)
         self.extractor = extractor
@@ -81,6 +84,8 @@ class Follower:
         self.hold_s = interval_s if hold_s is None else hold_s
         self.until_idle_s = until_idle_s
         self.stale_s = stale_s
+        self.new_run = new_run
+        self._old_runs: set[Any] | None = None
         self.rb = Rebuild()
         self.stats = FollowStats()
         self._store: Store | None = None
@@ -217,6 +222,10 @@ class Follower:
     def running(self) -> bool | None:
         """True while a run of the store is running; None before any run record exists."""
         runs = read_runs(self.path) if (self.path / RUNS).is_dir() else []
+        if self.new_run:
+            if self._old_runs is None:  # the runs that had ended when following began do not count
+                self._old_runs = {r.get("run") for r in runs if r.get("status") != "running"}
+            runs = [r for r in runs if r.get("run") not in self._old_runs]
         if not runs:
             return None
         now = time.time()
