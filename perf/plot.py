@@ -15,6 +15,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from peer_table import peer_rows, peer_table, peers_png
+from report import fmt, save, size, table, title
+
+__all__ = ["fmt", "load", "main", "markdown", "newest", "peer_rows", "peer_table", "plots", "size", "table"]
+
 PERF = Path(__file__).resolve().parent
 RESULTS = PERF / "results"  # committed: summary.md, PNGs and results files published on purpose
 OUT = PERF / "out"  # where runs write by default (ignored by git)
@@ -32,23 +37,6 @@ TARGETS = [
      "adios2", 1.0),
     ("64 B log vs ADIOS2", "issue 11: median events/s, same job, >= 0.8 x ADIOS2", 64, "log", "adios2", 0.8),
 ]  # fmt: skip
-# rows of the peer table, in this order: chronompi's systems, the peers, then the user-facing baselines
-SYSTEMS = [
-    "chronompi log",
-    "chronompi log_many",
-    *(f"{p}{s}" for p in ("adios2", "adios2_mpi", "h5py") for s in ("", " events")),
-    "logging",
-    "rpc",
-]
-# the peer row of the same input shape as a chronompi call (log: one event at a time; log_many: arrays)
-SAME_SHAPE = {"chronompi log": "adios2 events", "chronompi log_many": "adios2"}
-LABELS = {
-    "adios2": "ADIOS2 BP5, one file per rank",
-    "adios2_mpi": "ADIOS2 BP5, one file, MPI aggregation",
-    "h5py": "h5py, one file per rank",
-    "logging": "Python logging, FileHandler per rank + merge sort (1 run)",
-    "rpc": "one blocking request per event (ChronoLog's shape; 1 run)",
-}
 
 
 def load(paths: list[Path]) -> list[dict[str, Any]]:
@@ -71,30 +59,6 @@ def newest() -> list[Path]:
         if files:
             return files[-1:]
     raise SystemExit(f"no results in {OUT} or {RESULTS}; run python perf/run.py first")
-
-
-def fmt(x: Any, nd: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, int):
-        return f"{x:,}"
-    if isinstance(x, float):
-        if abs(x) >= 1000:
-            return f"{x:,.0f}"
-        return f"{x:.{nd}g}"
-    return str(x)
-
-
-def size(p: int) -> str:
-    return f"{p // 1024} KiB" if p >= 1024 else f"{p} B"
-
-
-def table(head: list[str], rows: list[list[Any]]) -> str:
-    out = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
-    out += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def targets(rows: list[dict[str, Any]]) -> list[list[Any]]:
@@ -136,84 +100,6 @@ def targets(rows: list[dict[str, Any]]) -> list[list[Any]]:
         ]
     )
     return out
-
-
-def peer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The peer table's rows: per payload, chronompi, the peers (or why skipped) and the logging/RPC baselines.
-
-    Ratios divide medians of the same job (each row carries its job id).
-    """
-    out = []
-    ingest = [r for r in rows if r.get("bench") == "ingest"]
-    for payload in sorted({r["payload"] for r in ingest if r.get("kind") in ("chronompi", "peer")}):
-        mine = [r for r in ingest if r.get("payload") == payload]
-        by = {r.get("system") or r.get("baseline"): r for r in mine if r.get("kind") in ("chronompi", "peer")}
-        by.update({r["baseline"]: r for r in mine if r.get("kind") == "baseline" and r["baseline"] in SYSTEMS})
-        ref = {k: r["events_per_s"] for k, r in by.items() if r.get("events_per_s") and not r.get("skipped")}
-        for name in SYSTEMS:
-            r = by.get(name)
-            if r is None:
-                continue
-            rate = r.get("events_per_s")
-            clients = r.get("clients") or 1
-            out.append(
-                {
-                    "payload": payload,
-                    "system": name,
-                    "label": r.get("label") or LABELS.get(name, name),
-                    "skipped": r.get("skipped"),
-                    "events_per_client": (r["events"] // clients) if r.get("events") else None,
-                    "clients": r.get("clients"),
-                    "rounds": r.get("rounds", 1),
-                    "median": rate,
-                    "min": r.get("events_per_s_min", rate),
-                    "max": r.get("events_per_s_max", rate),
-                    "x_adios2": rate / ref["adios2"] if rate and "adios2" in ref else None,
-                    "x_h5py": rate / ref["h5py"] if rate and "h5py" in ref else None,
-                    "x_same": rate / ref[SAME_SHAPE[name]] if rate and SAME_SHAPE.get(name) in ref else None,
-                    "cpu_s_per_million": r.get("cpu_s_per_million"),
-                    "loadavg": [r.get("loadavg_start"), r.get("loadavg_end")],
-                }
-            )
-    return out
-
-
-def peer_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: median/min/max events/s of every system per payload, with ratios to ADIOS2 and h5py."""
-
-    def la(pair: list[Any]) -> str:
-        a, b = pair
-        return f"{a[0]:.1f} -> {b[0]:.1f}" if a and b else "–"
-
-    body = []
-    for p in peer_rows(rows):
-        if p["skipped"]:
-            body.append([size(p["payload"]), p["label"], "skipped: " + p["skipped"], *["–"] * 9])
-            continue
-        body.append(
-            [
-                size(p["payload"]),
-                p["label"],
-                f"{p['clients']} x {fmt(p['events_per_client'])}",
-                p["rounds"],
-                _rate(p["median"]),
-                _rate(p["min"]),
-                _rate(p["max"]),
-                f"{p['x_adios2']:.2f}x" if p["x_adios2"] else "–",
-                f"{p['x_h5py']:.2f}x" if p["x_h5py"] else "–",
-                f"{p['x_same']:.2f}x" if p["x_same"] else "–",
-                p["cpu_s_per_million"],
-                la(p["loadavg"]),
-            ]
-        )
-    head = ["payload", "system", "events", "rounds", "events/s median", "min", "max", "x ADIOS2", "x h5py"]
-    return table([*head, "x ADIOS2 same input", "CPU s / M events", "load avg (1 min) start -> end"], body)
-
-
-def _rate(x: float | None) -> str:
-    if not x:
-        return "–"
-    return f"{x / 1e6:.2f} M/s" if x >= 1e6 else f"{x / 1e3:.0f} k/s"
 
 
 def _met(ok: bool, missing: bool) -> str:
@@ -450,7 +336,7 @@ def plots(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
         return []
     made = []
     if any(not p["skipped"] for p in peer_rows(rows)):
-        made.append(_peers_png(plt, rows, outdir / "peers.png"))
+        made.append(peers_png(plt, rows, outdir / "peers.png"))
     chron = [r for r in rows if r.get("kind") == "chronompi"]
     base = [r for r in rows if r.get("kind") == "baseline"]
     if chron:
@@ -474,8 +360,8 @@ def plots(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
         ax.set_ylabel("events/s (end to end)")
         ax.set_xlabel("payload")
         ax.legend(fontsize=7, ncol=2)
-        ax.set_title(_title("Ingest throughput", rows))
-        made.append(_save(fig, outdir / "ingest.png"))
+        ax.set_title(title("Ingest throughput", rows))
+        made.append(save(fig, outdir / "ingest.png"))
     calls = [r for r in rows if r.get("kind") == "log_call"]
     if calls:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -486,8 +372,8 @@ def plots(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
         ax.axhline(1000, color="k", ls="--", lw=0.8, label="1 us target")
         ax.set_ylabel("ns per story.log call")
         ax.legend()
-        ax.set_title(_title("story.log cost", rows))
-        made.append(_save(fig, outdir / "client_cost.png"))
+        ax.set_title(title("story.log cost", rows))
+        made.append(save(fig, outdir / "client_cost.png"))
     dur = [r for r in rows if r.get("kind") == "durable" and r.get("durable_ms_p50") is not None]
     if dur:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -498,8 +384,8 @@ def plots(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
         ax.axhline(1000, color="k", ls="--", lw=0.8, label="1 s target (p99)")
         ax.set_ylabel("ms from log() to committed window")
         ax.legend()
-        ax.set_title(_title("Time to durable, paced runs", rows))
-        made.append(_save(fig, outdir / "durable.png"))
+        ax.set_title(title("Time to durable, paced runs", rows))
+        made.append(save(fig, outdir / "durable.png"))
     sc = [r for r in rows if r.get("bench") == "scaling" and r.get("kind") in ("weak", "strong")]
     if sc:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -522,56 +408,9 @@ def plots(rows: list[dict[str, Any]], outdir: Path) -> list[Path]:
         a2.set_ylabel("time to durable p99 (ms, at saturation)")
         a2.set_ylim(bottom=0)
         a1.legend(fontsize=7)
-        a1.set_title(_title("Scaling", rows), fontsize=9)
-        made.append(_save(fig, outdir / "scaling.png"))
+        a1.set_title(title("Scaling", rows), fontsize=9)
+        made.append(save(fig, outdir / "scaling.png"))
     return made
-
-
-def _peers_png(plt: Any, rows: list[dict[str, Any]], path: Path) -> Path:
-    """Grouped bars: median events/s per system and payload, whiskers from the worst to the best round."""
-    prs = [p for p in peer_rows(rows) if not p["skipped"]]
-    payloads = sorted({p["payload"] for p in prs})
-    names = [n for n in SYSTEMS if any(p["system"] == n for p in prs)]
-    fig, ax = plt.subplots(figsize=(10, 6.2))
-    w = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        xs, med, lo, hi, notes = [], [], [], [], []
-        for j, payload in enumerate(payloads):
-            p = next((p for p in prs if p["system"] == name and p["payload"] == payload), None)
-            if p is None:
-                continue
-            xs.append(j + i * w)
-            med.append(p["median"])
-            lo.append(p["median"] - p["min"])
-            hi.append(p["max"] - p["median"])
-            notes.append(f"{p['x_adios2']:.2f}x" if p["x_adios2"] else "")
-        label = next(p["label"] for p in prs if p["system"] == name)
-        bars = ax.bar(xs, med, w, yerr=[lo, hi], capsize=2, label=label)
-        for b, note in zip(bars, notes, strict=True):
-            ax.annotate(note, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=6)
-    ax.set_xticks([j + 0.4 - w / 2 for j in range(len(payloads))], [size(p) for p in payloads])
-    ax.set_yscale("log")
-    ax.set_ylabel("events/s (median over rounds; whiskers min..max)")
-    ax.set_xlabel("payload (labels: ratio to ADIOS2 fed arrays, same job)")
-    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
-    loads = [pair[0] for p in prs for pair in p["loadavg"] if pair]  # 1-minute load, start and end of rows
-    load = f", load avg {min(loads):.1f}-{max(loads):.1f}" if loads else ""
-    ax.set_title(_title("chronompi and its peers, same job, same events", rows) + load, fontsize=9)
-    return _save(fig, path)
-
-
-def _title(what: str, rows: list[dict[str, Any]]) -> str:
-    m = next((r["machine"] for r in rows if "machine" in r), {})
-    return f"{what} — {m.get('hostname', '?')}, {m.get('cores', '?')} cores, {m.get('date', '')[:10]}"
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 def main(argv: list[str] | None = None) -> Path:
