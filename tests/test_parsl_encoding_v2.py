@@ -201,3 +201,15 @@ def _as_sqlite(v: Any) -> Any:
     if isinstance(v, bool):
         return int(v)
     return v
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chronompi.parsl import ParslMonitoringError, make_extractor
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ParslMonitoringError, match="pip install pyarrow"):
+        make_extractor("parquet", tmp_path / "out").open()
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="sqlite, parquet"):
+        make_extractor("csv", tmp_path / "x")
