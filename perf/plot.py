@@ -102,6 +102,14 @@ def targets(rows: list[dict[str, Any]]) -> list[list[Any]]:
     return out
 
 
+def _by_role(r: dict[str, Any]) -> str:
+    """CPU seconds per million events of each role, all ranks of the role together."""
+    by = r.get("cpu_s_per_million_by_role")
+    if not by:
+        return "–"
+    return " / ".join(fmt(by.get(k)) for k in ("client", "keeper", "grapher", "visor"))
+
+
 def _met(ok: bool, missing: bool) -> str:
     return "not measured" if missing else ("**met**" if ok else "**missed**")
 
@@ -136,6 +144,7 @@ def markdown(rows: list[dict[str, Any]], sources: list[Path]) -> str:
                     "MB/s",
                     "client events/s",
                     "CPU s / M events",
+                    "of which client / keeper / grapher / visor",
                     "durable p50 ms",
                     "durable p99 ms",
                     "x transport",
@@ -153,6 +162,7 @@ def markdown(rows: list[dict[str, Any]], sources: list[Path]) -> str:
                         r["mb_per_s"],
                         r.get("client_events_per_s"),
                         r.get("cpu_s_per_million"),
+                        _by_role(r),
                         r.get("durable_ms_p50"),
                         r.get("durable_ms_p99"),
                         *[r.get("vs", {}).get(k) for k in ("transport", "storage", "logging", "rpc")],

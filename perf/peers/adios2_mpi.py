@@ -4,6 +4,10 @@ Needs an ``adios2`` built with MPI (``adios2.is_built_with_mpi``) against the sa
 PyPI wheel is serial, so on a pip-only install this peer is skipped and the results say why. Each rank
 puts its batch as its own block of the same local-array variables as the serial peer; ``BeginStep`` /
 ``EndStep`` are collective, so ranks with fewer batches write empty steps to keep in step.
+
+Not yet run anywhere: the development machine and CI have only the serial wheel, so this module has
+only been exercised as far as its skip. The first run on an MPI build should check its row's
+``events_stored``.
 """
 
 from __future__ import annotations
