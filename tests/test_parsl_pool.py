@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +24,10 @@ import pytest
 pytest.importorskip("parsl")
 pytest.importorskip("sqlalchemy")
 
-from conftest import mpirun  # noqa: E402
+from conftest import APPS, mpirun  # noqa: E402
 from parsl.monitoring.message_type import MessageType  # noqa: E402
 from test_parsl import STATUS, TASK, TRY, WORKFLOW, _rows, reference_run  # noqa: E402
+from test_slurm import RANKS, job_env, job_name, sbatch, slurm  # noqa: E402, F401  (fixtures: the local Slurm)
 
 from chronompi.errors import ChronoError  # noqa: E402
 from chronompi.parsl import ChronompiPoolRadio, decode_message, main_export_parsl  # noqa: E402
@@ -165,3 +167,26 @@ def test_export_has_resources_of_every_try_and_both_pools(pools: dict[str, Any])
     assert exp_tries == ref_tries and len(exp_tries) == 34
     blocks = {r[1] for r in _rows(exp, "try", ["block_id"])}
     assert blocks <= {"0", "1"} and len(_rows(exp, "node", ["block_id"])) > 0
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(400)
+def test_pools_under_sbatch(pools: dict[str, Any], slurm: None, tmp_path: Path, job_name: str) -> None:  # noqa: F811
+    """The same workflow submitted to the local Slurm with jobscripts/chronompi.sbatch: 8 ranks, 4 pool ranks."""
+    import chronompi
+
+    out, store = tmp_path / "out", tmp_path / "store"
+    out.mkdir()
+    env = job_env(PROGRAM=f"{sys.executable} {APPS / 'parsl_pools.py'} {out} {store}")
+    rc, job_id, log = sbatch(tmp_path, job_name, env)
+    assert rc == 0, f"job {job_id} exited {rc}:\n{log.read_text(errors='replace')[-6000:]}"
+    res = json.loads((out / "result-pools.json").read_text())
+    assert len(res["pools"]) == RANKS - 4 and res["doomed"] == ["RuntimeError", "RuntimeError"]
+    pool_clients = {s["client"] for s in res["pools"].values()}
+    with chronompi.open_store(store) as st:
+        for story in ("RESOURCE_INFO", "WORKER_TASK_INFO"):
+            assert set(st.replay("parsl", story)["client"].tolist()) <= pool_clients, story
+    db = tmp_path / "monitoring.db"
+    assert main_export_parsl([str(store), str(db)]) == 0
+    for table, cols in (("task", TASK), ("try", NO_BLOCK), ("status", STATUS)):
+        assert _rows(db, table, cols) == _rows(pools["ref"], table, cols), table

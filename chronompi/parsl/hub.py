@@ -75,6 +75,8 @@ class ChronompiHub(MonitoringHub):
         self.counts: dict[str, int] = {}
         self.errors = 0
         self.first_error: BaseException | None = None
+        #: seconds the consumer thread spent recording (the one single-threaded part: compare with the run's length)
+        self.busy_s = 0.0
         self._thread: threading.Thread | None = None
 
     def start(self, dfk_run_dir: str, config_run_dir: str | os.PathLike[str], log_config: Any) -> None:
@@ -101,6 +103,7 @@ class ChronompiHub(MonitoringHub):
                 continue
             if msg == _STOP:
                 return
+            t0 = time.perf_counter()
             try:
                 sink.record(msg)
             except BaseException as exc:  # noqa: BLE001 - keep draining: one bad message must not stop the rest
@@ -108,6 +111,7 @@ class ChronompiHub(MonitoringHub):
                 if self.first_error is None:
                     self.first_error = exc
                     log.exception("chronompi Parsl hub: could not record a message")
+            self.busy_s += time.perf_counter() - t0
 
     def close(self) -> None:
         """Record everything still queued, flush the client, release the stories."""

@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -237,6 +238,7 @@ class PoolRank:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     errors: int = 0
     first_error: str | None = None
+    busy_s: float = 0.0  # seconds the recording thread spent logging (not waiting in recv)
 
     def run(self) -> None:
         self.setup()
@@ -258,6 +260,7 @@ class PoolRank:
         log.info("pool rank %d records worker messages from %s", self.comm.Get_rank(), self.channel.path)
 
     def _record(self, kind: str, payload: bytes) -> None:
+        t0 = time.perf_counter()
         try:
             self.sink.record_encoded(kind, payload)
         except Exception as exc:  # noqa: BLE001 - keep recording: one bad message must not stop the rest
@@ -265,6 +268,7 @@ class PoolRank:
             if self.first_error is None:
                 self.first_error = repr(exc)
                 log.exception("pool rank: could not record a %s message", kind)
+        self.busy_s += time.perf_counter() - t0
 
     def step(self) -> bool:
         """One non-blocking pass: a control message from the root, pools that exited."""
@@ -324,6 +328,7 @@ class PoolRank:
             "received": self.channel.received,
             "errors": self.errors,
             "first_error": self.first_error,
+            "busy_s": self.busy_s,
         }
         self.comm.send(("stopped", stats), dest=self.root, tag=TAG_UP)
 
