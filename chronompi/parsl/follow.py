@@ -137,9 +137,9 @@ class Follower:
                     self._done.add(name)
             finally:
                 f.close()
-        if not pieces:
+        new = np.concatenate(pieces) if pieces else np.empty(0, REPLAY)
+        if not len(new):
             return 0
-        new = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         self._pending.append((new, time.monotonic()))
         return len(new)
 
