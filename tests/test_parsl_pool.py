@@ -27,7 +27,7 @@ pytest.importorskip("sqlalchemy")
 from conftest import APPS, mpirun  # noqa: E402
 from parsl.monitoring.message_type import MessageType  # noqa: E402
 from test_parsl import STATUS, TASK, TRY, WORKFLOW, _rows, reference_run  # noqa: E402
-from test_slurm import RANKS, job_env, job_name, sbatch, slurm  # noqa: E402, F401  (fixtures: the local Slurm)
+from test_slurm import job_env, job_name, sbatch, slurm  # noqa: E402, F401  (fixtures: the local Slurm)
 
 from chronompi.errors import ChronoError  # noqa: E402
 from chronompi.parsl import ChronompiPoolRadio, decode_message, main_export_parsl  # noqa: E402
@@ -104,6 +104,20 @@ def test_pool_radio_outside_a_pool_falls_back_or_says_what_to_do(monkeypatch: py
     del SENT[n:]  # test_parsl's radio test checks the whole list
 
 
+class _OneRank:
+    def Get_size(self) -> int:  # noqa: N802 - mpi4py's name
+        return 1
+
+
+def test_serve_pools_needs_a_pool_rank_and_says_so_before_any_message() -> None:
+    from types import SimpleNamespace
+
+    from chronompi.parsl import serve_pools
+
+    with pytest.raises(ValueError, match="at least one other client rank.*mpirun -n 5"):
+        serve_pools(SimpleNamespace(comm=_OneRank()))  # type: ignore[arg-type]
+
+
 # -- end to end --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pools(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -171,9 +185,19 @@ def test_export_has_resources_of_every_try_and_both_pools(pools: dict[str, Any])
 
 @pytest.mark.slurm
 @pytest.mark.timeout(400)
-def test_pools_under_sbatch(pools: dict[str, Any], slurm: None, tmp_path: Path, job_name: str) -> None:  # noqa: F811
-    """The same workflow submitted to the local Slurm with jobscripts/chronompi.sbatch: 8 ranks, 4 pool ranks."""
+def test_pools_under_sbatch(
+    pools: dict[str, Any],
+    slurm: None,  # noqa: F811
+    tmp_path: Path,
+    job_name: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same workflow submitted to the local Slurm with jobscripts/chronompi.sbatch: 6 ranks, 2 pool ranks."""
+    import test_slurm
+
     import chronompi
+
+    monkeypatch.setattr(test_slurm, "RANKS", 6)  # sbatch() asks for RANKS tasks
 
     out, store = tmp_path / "out", tmp_path / "store"
     out.mkdir()
@@ -181,7 +205,7 @@ def test_pools_under_sbatch(pools: dict[str, Any], slurm: None, tmp_path: Path, 
     rc, job_id, log = sbatch(tmp_path, job_name, env)
     assert rc == 0, f"job {job_id} exited {rc}:\n{log.read_text(errors='replace')[-6000:]}"
     res = json.loads((out / "result-pools.json").read_text())
-    assert len(res["pools"]) == RANKS - 4 and res["doomed"] == ["RuntimeError", "RuntimeError"]
+    assert len(res["pools"]) == 2 and res["doomed"] == ["RuntimeError", "RuntimeError"]
     pool_clients = {s["client"] for s in res["pools"].values()}
     with chronompi.open_store(store) as st:
         for story in ("RESOURCE_INFO", "WORKER_TASK_INFO"):

@@ -333,12 +333,15 @@ class PoolRank:
         self.comm.send(("stopped", stats), dest=self.root, tag=TAG_UP)
 
     def close(self) -> None:
+        """Whatever setup made, even after a failure: pools terminated, the thread stopped, the socket removed."""
         for proc in self.procs.values():
             _terminate(proc)
-        if self.thread.is_alive():
-            self.channel.stop()
-            self.thread.join()
-        self.channel.close()
+        thread, channel = getattr(self, "thread", None), getattr(self, "channel", None)
+        if channel is not None:
+            if thread is not None and thread.is_alive():
+                channel.stop()
+                thread.join()
+            channel.close()
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:
