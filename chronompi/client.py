@@ -185,6 +185,7 @@ class Client:
         n = len(times)
         if not n:
             return
+        kept = len(b.segments)  # segments before this call's
         cost = np.cumsum(lengths.astype(np.int64) + RECORD_OVERHEAD)
         offs = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
         start = 0
@@ -195,6 +196,7 @@ class Client:
             if end <= start:
                 if b.nbytes:  # the open batch is too full for even one more: send it
                     self._send_locked(codec.DATA)
+                    kept = 0
                     continue
                 end = start + 1  # one event larger than a batch travels alone
             sid_arr = np.full(end - start, sid, np.uint32)
@@ -205,14 +207,20 @@ class Client:
             start = end
             if b.nbytes >= self._limit:
                 self._send_locked(codec.DATA)
+                kept = 0
+        # what stays in the open batch must not be the caller's memory (it may reuse the array
+        # once log_many returns); what was sent is already copied into its batch
+        for i in range(kept, len(b.segments)):
+            seg = b.segments[i]
+            b.segments[i] = (*seg[:4], seg[4].copy())  # type: ignore[assignment]
 
     def _send_locked(self, kind: int, keeper: int | None = None) -> None:
         """Encode the open batch and Isend it to our keeper, or to ``keeper`` (lock held)."""
         promise = max(_time_ns() + self._offset, self._last)
         if keeper is None and self._route.switch_due(promise):
             self._switch_keeper()
-        t, q, s, ln, heap = self._batch.take()
-        self._emit(kind, self._route.keeper if keeper is None else keeper, (t, q, s, ln, heap), promise)
+        arrays = self._batch.take_parts()  # the heap as parts: encode_batch copies them once, into the batch
+        self._emit(kind, self._route.keeper if keeper is None else keeper, arrays, promise)
 
     def _switch_keeper(self) -> None:
         """An epoch gave us another keeper and its start is here: the events before it go to the old
@@ -237,7 +245,7 @@ class Client:
             self._emit(codec.DATA, self._route.keeper, _no_events(), max(_time_ns() + self._offset, self._last))
         self._decls = decls
 
-    def _emit(self, kind: int, keeper: int, arrays: tuple[np.ndarray, ...], promise: int) -> None:
+    def _emit(self, kind: int, keeper: int, arrays: tuple[Any, ...], promise: int) -> None:
         """Encode and Isend one batch to ``keeper`` (lock held)."""
         t, q, s, ln, heap = arrays
         n = len(t)
@@ -271,7 +279,7 @@ class Client:
             if not self.first_time:
                 self.first_time = int(t[0])
             self.n_events += n
-            self.n_bytes += heap.nbytes
+            self.n_bytes += int(ln.sum())
             self.n_batches += 1
         else:
             self.n_heartbeats += 1

@@ -202,28 +202,39 @@ def encode_batch(
     seq: np.ndarray | Sequence[int],
     story: np.ndarray | Sequence[int],
     length: np.ndarray | Sequence[int],
-    heap: bytes | np.ndarray,
+    heap: bytes | np.ndarray | Sequence[bytes | np.ndarray],
     decls: Sequence[tuple[int, str, str]] = (),
     dropped: int = 0,
 ) -> np.ndarray:
-    """Pack one batch into a new uint8 buffer."""
+    """Pack one batch into a new uint8 buffer.
+
+    ``heap`` may be a list of parts (bytes, or contiguous uint8 arrays) laid end to end: they
+    are copied once, straight into the batch (one ``bytes.join`` of header, records and parts),
+    never joined first. The buffer returned is then read-only (it is only sent)."""
     n = len(time)
     decl = "".join(f"{i}\t{c}\t{s}\n" for i, c, s in decls).encode()
-    heap_arr = np.frombuffer(heap, np.uint8) if not isinstance(heap, np.ndarray) else heap
+    parts = heap if isinstance(heap, list) else None
+    if parts is None:
+        heap_arr = np.frombuffer(heap, np.uint8) if not isinstance(heap, np.ndarray) else heap  # type: ignore[arg-type]
+        heap_bytes = heap_arr.nbytes
+    else:
+        heap_bytes = sum(len(p) if type(p) is bytes else p.nbytes for p in parts)  # type: ignore[union-attr]
     d0 = BATCH_HEADER.itemsize
     r0 = d0 + _pad8(len(decl))
     h0 = r0 + n * BATCH_RECORD.itemsize
-    buf = np.empty(h0 + heap_arr.nbytes, np.uint8)
-    hdr = buf[:d0].view(BATCH_HEADER)[0]
+    head = np.empty(h0 if parts is not None else h0 + heap_bytes, np.uint8)
+    hdr = head[:d0].view(BATCH_HEADER)[0]
     hdr["magic"], hdr["kind"], hdr["version"] = BATCH_MAGIC, kind, VERSION
     hdr["client"], hdr["batch_no"], hdr["promise"], hdr["sender"] = client, batch_no, promise, sender
-    hdr["n_events"], hdr["heap_bytes"], hdr["decl_bytes"], hdr["dropped"] = n, heap_arr.nbytes, len(decl), dropped
-    buf[d0 : d0 + len(decl)] = np.frombuffer(decl, np.uint8)
-    buf[d0 + len(decl) : r0] = 0
-    rec = buf[r0:h0].view(BATCH_RECORD)
+    hdr["n_events"], hdr["heap_bytes"], hdr["decl_bytes"], hdr["dropped"] = n, heap_bytes, len(decl), dropped
+    head[d0 : d0 + len(decl)] = np.frombuffer(decl, np.uint8)
+    head[d0 + len(decl) : r0] = 0
+    rec = head[r0:h0].view(BATCH_RECORD)
     rec["time"], rec["seq"], rec["story"], rec["length"] = time, seq, story, length
-    buf[h0:] = heap_arr
-    return buf
+    if parts is None:
+        head[h0:] = heap_arr
+        return head
+    return np.frombuffer(b"".join([head.tobytes(), *parts]), np.uint8)  # (the header part is small)
 
 
 def decode_batch(buf: np.ndarray, nbytes: int | None = None) -> Batch:

@@ -205,7 +205,10 @@ class _OpenBatch:
             self.cur = None
 
     def lists_to_segment(self) -> None:
-        """Move the list-held events into a segment (keeps time order when arrays follow)."""
+        """Move the list-held events into a segment (keeps time order when arrays follow).
+
+        The segment's heap is the list of payloads itself (not joined): :meth:`take_parts`
+        hands them to the batch encoder, which copies them once, into the batch."""
         self.settle()
         if not self.t:
             self.runs.clear()
@@ -218,16 +221,38 @@ class _OpenBatch:
             (np.arange(n, dtype=np.int64) + np.repeat(runs[:, 2] - runs[:, 0], counts)).astype(np.uint64),
             np.repeat(runs[:, 1], counts).astype(np.uint32),
             np.fromiter(map(len, self.p), np.uint32, n),
-            np.frombuffer(b"".join(self.p), np.uint8),
+            self.p[:],
         )
-        self.segments.append(seg)
+        self.segments.append(seg)  # type: ignore[arg-type]
         # clear in place: Story objects hold the bound append methods of these lists
         del self.t[:], self.p[:]
         self.runs.clear()
 
-    def take(self) -> tuple[np.ndarray, ...]:
+    def take_parts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Any]]:
+        """Take every event: (time, seq, story, length) arrays and the heap as a list of parts
+        (payload bytes, uint8 arrays) in event order, for :func:`chronompi.codec.encode_batch`."""
         self.lists_to_segment()
         segs = self.segments
+        self.segments = []
+        self.nbytes = 0
+        parts: list[Any] = []
+        for seg in segs:
+            h = seg[4]
+            if isinstance(h, list):
+                parts += h
+            elif h.nbytes:
+                parts.append(h)
+        if len(segs) == 1:
+            return (*segs[0][:4], parts)  # type: ignore[return-value]
+        if not segs:
+            e = np.empty(0, np.int64)
+            return e, e.astype(np.uint64), e.astype(np.uint32), e.astype(np.uint32), parts
+        return (*(np.concatenate([s[i] for s in segs]) for i in range(4)), parts)  # type: ignore[return-value]
+
+    def take(self) -> tuple[np.ndarray, ...]:
+        """Take every event as five arrays, the heap joined (for the rarer paths that cut a batch)."""
+        self.lists_to_segment()
+        segs = [(*seg[:4], _joined(seg[4])) for seg in self.segments]
         self.segments = []
         self.nbytes = 0
         if len(segs) == 1:
@@ -236,3 +261,7 @@ class _OpenBatch:
             e = np.empty(0, np.int64)
             return e, e.astype(np.uint64), e.astype(np.uint32), e.astype(np.uint32), e.astype(np.uint8)
         return tuple(np.concatenate([s[i] for s in segs]) for i in range(5))
+
+
+def _joined(heap: np.ndarray | list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(heap), np.uint8) if isinstance(heap, list) else heap
