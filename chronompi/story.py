@@ -46,6 +46,16 @@ class Story:
         state = ("active", "released", "closed")[self._state]
         return f"<Story {self.chronicle}/{self.name} id={self.id} {state}>"
 
+    @property
+    def seq(self) -> int:
+        """The seq the next event logged into this story gets (events logged so far, from 0 when new).
+
+        Read this, not ``_seq``: while ``log`` appends a run of this story the attribute is stale."""
+        with self._lock:
+            if self._b.cur is self:
+                self._b.settle()
+            return self._seq
+
     def _refuse(self) -> None:
         if self._state == CLOSED:
             raise SessionClosed(

@@ -72,7 +72,7 @@ def _drive(client: Client, w: WorkloadConfig, thread: int, pool: list[bytes], co
     pace = _Pace(w, t0)
     while done < n_total:
         for k, st in enumerate(stories):
-            seq0 = st._seq
+            seq0 = st.seq
             if seq0 >= per[k]:
                 continue
             m = min(step, per[k] - seq0, pace.chunk())

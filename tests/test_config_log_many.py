@@ -47,3 +47,20 @@ def test_sequences_and_arrays_still_log() -> None:
     st.log_many(p for p in (b"g",))
     assert client.appended == [([2, 1, 2], b"abcde"), ([2, 2], b"xyzw"), ([1], b"g")]
     assert st._seq == 6
+
+
+def test_seq_counts_events_logged_one_at_a_time() -> None:
+    """``Story.seq`` is current while ``log`` appends a run (the stale ``_seq`` made the workload
+    driver log seq 1000.. with the payloads of seq 0..: `chronompi run --verify` failed in CI)."""
+    client = FakeClient()
+    a, b = Story(client, "c", "a", 1, 0), Story(client, "c", "b", 2, 5)  # type: ignore[arg-type]
+    for _ in range(3):
+        a.log(b"x")
+    assert a.seq == 3 and b.seq == 5
+    b.log(b"y")
+    a.log(b"z")
+    assert (a.seq, b.seq) == (4, 6)
+    a.log_many([b"1", b"2"])
+    assert a.seq == 6
+    a.log(b"w")
+    assert a.seq == 7
