@@ -1,7 +1,10 @@
 """Turning replayed events into text, JSON lines, CSV or Parquet (used by ``chronompi replay`` and ``export``).
 
-Every writer takes the batches of :meth:`chronompi.Store.iter_replay` one at a
-time, so memory stays bounded by one batch whatever the size of the range.
+Every writer takes the raw batches of :meth:`chronompi.Store.iter_replay_raw`
+(event rows and their payload heap) one at a time, so memory stays bounded by one
+batch whatever the size of the range. Parquet builds its columns from the arrays
+without a Python object per event; the text formats make payload ``bytes`` objects
+``PIECE`` events at a time.
 
 Fields of an event, in every format:
 
@@ -26,7 +29,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from .store.reader import to_ns
+from .store.reader import packed, to_ns
 
 FORMATS_REPLAY = ("text", "jsonl", "csv", "log")
 FORMATS_EXPORT = ("jsonl", "csv", "parquet")
@@ -95,15 +98,20 @@ def payload_field(p: bytes) -> tuple[str, str]:
 PIECE = 4096  # events formatted at a time: bounds the text held besides the replay batch
 
 
-def _columns(events: np.ndarray) -> Iterator[tuple[list[int], list[int], list[int], Any]]:
+def _columns(events: np.ndarray, heap: np.ndarray) -> Iterator[tuple[list[int], list[int], list[int], list[bytes]]]:
     """(times, clients, seqs, payloads) as Python values, ``PIECE`` events at a time."""
+    bounds, data = packed(events, heap)
+    raw = data.tobytes()
     for i in range(0, len(events), PIECE):
         part = events[i : i + PIECE]
-        yield part["time"].tolist(), part["client"].tolist(), part["seq"].tolist(), part["payload"]
+        b = bounds[i : i + len(part) + 1].tolist()
+        payloads = [raw[x:y] for x, y in zip(b[:-1], b[1:])]
+        yield part["time"].tolist(), part["client"].tolist(), part["seq"].tolist(), payloads
 
 
 class EventWriter(Protocol):
-    def write(self, chronicle: str, story: str, events: np.ndarray) -> None: ...
+    def write(self, chronicle: str, story: str, events: np.ndarray, heap: np.ndarray) -> None:
+        """Write one batch: EVENT rows in total order and the heap their offsets index."""
 
     def close(self) -> None: ...
 
@@ -114,8 +122,8 @@ class TextWriter:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
 
-    def write(self, chronicle: str, story: str, events: np.ndarray) -> None:
-        for t, c, s, p in _columns(events):
+    def write(self, chronicle: str, story: str, events: np.ndarray, heap: np.ndarray) -> None:
+        for t, c, s, p in _columns(events, heap):
             self.out.write(
                 "".join(f"{iso_ns(t)}\t{c:016x}\t{s}\t{payload_text(p)}\n" for t, c, s, p in zip(t, c, s, p))
             )
@@ -130,10 +138,10 @@ class LogWriter:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
 
-    def write(self, chronicle: str, story: str, events: np.ndarray) -> None:
+    def write(self, chronicle: str, story: str, events: np.ndarray, heap: np.ndarray) -> None:
         from .logging_handler import format_log_line
 
-        for t, _c, _s, p in _columns(events):
+        for t, _c, _s, p in _columns(events, heap):
             self.out.write("".join(format_log_line(iso_ns(x), y) + "\n" for x, y in zip(t, p)))
 
     def close(self) -> None:
@@ -146,9 +154,9 @@ class JsonlWriter:
     def __init__(self, out: IO[str]) -> None:
         self.out = out
 
-    def write(self, chronicle: str, story: str, events: np.ndarray) -> None:
+    def write(self, chronicle: str, story: str, events: np.ndarray, heap: np.ndarray) -> None:
         head = f'{{"chronicle": {json.dumps(chronicle)}, "story": {json.dumps(story)}, '
-        for times, clients, seqs, payloads in _columns(events):
+        for times, clients, seqs, payloads in _columns(events, heap):
             lines = []
             for t, c, s, p in zip(times, clients, seqs, payloads):
                 enc, value = payload_field(p)
@@ -170,8 +178,8 @@ class CsvWriter:
         self.csv = csv.writer(out, lineterminator="\n")
         self.csv.writerow(CSV_COLUMNS)
 
-    def write(self, chronicle: str, story: str, events: np.ndarray) -> None:
-        for times, clients, seqs, payloads in _columns(events):
+    def write(self, chronicle: str, story: str, events: np.ndarray, heap: np.ndarray) -> None:
+        for times, clients, seqs, payloads in _columns(events, heap):
             rows = []
             for t, c, s, p in zip(times, clients, seqs, payloads):
                 enc, value = payload_field(p)
@@ -214,16 +222,24 @@ class ParquetWriter:
         )
         self.writer = pq.ParquetWriter(str(path), self.schema)
 
-    def write(self, chronicle: str, story: str, events: np.ndarray) -> None:
+    def write(self, chronicle: str, story: str, events: np.ndarray, heap: np.ndarray) -> None:
         pa, n = self.pa, len(events)
+        bounds, data = packed(events, heap)
+        if bounds[-1] < 1 << 31:  # Arrow's binary takes int32 offsets: build the column from the buffers
+            payload = pa.Array.from_buffers(
+                pa.binary(), n, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(data)]
+            )
+        else:  # a batch of 2 GiB or more of payload: large_binary, cast (Arrow checks it fits)
+            payload = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(bounds), pa.py_buffer(data)])
+            payload = payload.cast(pa.binary())
         table = pa.Table.from_arrays(
             [
-                pa.array([chronicle] * n, pa.string()),
-                pa.array([story] * n, pa.string()),
+                pa.repeat(pa.scalar(chronicle, pa.string()), n),
+                pa.repeat(pa.scalar(story, pa.string()), n),
                 pa.array(events["time"].astype(np.int64), pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
                 pa.array(events["client"].astype(np.uint64), pa.uint64()),
                 pa.array(events["seq"].astype(np.uint64), pa.uint64()),
-                pa.array(events["payload"].tolist(), pa.binary()),
+                payload,
             ],
             schema=self.schema,
         )
@@ -257,21 +273,23 @@ def stream(
 ) -> int:
     """Write the events of ``[start, end)`` of every (chronicle, story) in order; stop after ``limit``.
 
-    Reads with ``store.iter_replay`` (one batch in memory at a time). Returns the
+    Reads with ``store.iter_replay_raw`` (one batch in memory at a time). Returns the
     number of events written.
     """
     written = 0
     for chronicle, story in targets:
         if limit is not None and written >= limit:
             break
-        batches: Iterator[np.ndarray] = store.iter_replay(chronicle, story, start, end, batch_events=batch_events)
+        batches: Iterator[tuple[np.ndarray, np.ndarray]] = store.iter_replay_raw(
+            chronicle, story, start, end, batch_events=batch_events
+        )
         try:
-            for batch in batches:
-                if limit is not None and written + len(batch) > limit:
-                    batch = batch[: limit - written]
-                if len(batch):
-                    writer.write(chronicle, story, batch)
-                    written += len(batch)
+            for events, heap in batches:
+                if limit is not None and written + len(events) > limit:
+                    events = events[: limit - written]
+                if len(events):
+                    writer.write(chronicle, story, events, heap)
+                    written += len(events)
                 if limit is not None and written >= limit:
                     break
         finally:

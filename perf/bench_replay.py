@@ -13,6 +13,10 @@ and, when ``adios2`` is installed (``pip install 'chronompi[perf]'``), ADIOS2's 
 events written as one BP5 output with one step per window (``time``, ``offset``, ``payload``): a
 1-second range selects its steps from ADIOS2's own per-block min/max of ``time`` (read once at open,
 like the store's index) and reads them with one ``Get`` per variable; the full read takes every step.
+With ``duckdb`` and ``pyarrow`` installed, DuckDB on the store's Parquet export (``chronompi export
+--format parquet``, timed as well: row groups of 1 M events) answers the same ranges with
+``SELECT time, client, seq, payload ... WHERE time >= a AND time < b ORDER BY time, client, seq`` into an
+Arrow table, and the full read the same without the WHERE.
 """
 
 from __future__ import annotations
@@ -188,6 +192,55 @@ def adios2_rows(st: Any, tmp: Path, ranges: list[int], n_events: int) -> dict[st
     }
 
 
+def duckdb_rows(st: Any, tmp: Path, ranges: list[int], n_events: int) -> dict[str, Any]:
+    """Export the story to Parquet with chronompi's exporter, then time DuckDB's answers (or why skipped)."""
+    try:
+        import duckdb
+    except ImportError as exc:
+        return {"duckdb_skipped": f"duckdb is not importable ({exc}); pip install 'chronompi[perf]'"}
+    from chronompi.export import ParquetWriter, have_pyarrow, stream
+
+    if not have_pyarrow():
+        return {"duckdb_skipped": "pyarrow is not installed (the Parquet export needs it)"}
+    path = tmp / "events.parquet"
+    t0 = time.perf_counter()
+    pw = ParquetWriter(path)
+    try:
+        stream(st, [("bench", "events")], pw, batch_events=1 << 20)
+    finally:
+        pw.close()
+    export_s = time.perf_counter() - t0
+    con = duckdb.connect()
+    select = f"SELECT time, client, seq, payload FROM read_parquet('{path}')"
+    order = " ORDER BY time, client, seq"
+    where = " WHERE time >= make_timestamp_ns(?)::TIMESTAMPTZ_NS AND time < make_timestamp_ns(?)::TIMESTAMPTZ_NS"
+
+    def query(a: int | None) -> int:
+        if a is None:
+            return int(con.sql(select + order).to_arrow_table().num_rows)
+        return int(con.sql(select + where + order, params=[a, a + 10**9]).to_arrow_table().num_rows)
+
+    query(ranges[0])
+    ms, counts = [], []
+    for a in ranges:
+        t0 = time.perf_counter()
+        counts.append(query(a))
+        ms.append((time.perf_counter() - t0) * 1e3)
+    query(None)  # warm the page cache
+    t0 = time.perf_counter()
+    n = query(None)
+    full = time.perf_counter() - t0
+    assert n == n_events, (n, n_events)
+    return {
+        "duckdb": duckdb.__version__,
+        "parquet_export_s": round(export_s, 2),
+        "parquet_export_events_s": round(n_events / export_s),
+        "duckdb_range_1s_events": int(np.median(counts)),
+        "duckdb_range_1s_ms": {"p50": round(float(np.median(ms)), 2), "max": round(max(ms), 2)},
+        "duckdb_full_events_s": round(n_events / full),
+    }
+
+
 def main() -> None:
     n_events = int(float(sys.argv[1])) if len(sys.argv) > 1 else 10_000_000
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else None
@@ -225,7 +278,7 @@ def main() -> None:
             n_iter = sum(len(e) for e, _h in st.iter_replay_raw("bench", "events", batch_events=1 << 20))
             full_iter_raw = time.perf_counter() - t0
             assert n_iter == n_events
-            peer = adios2_rows(st, tmp, ranges, n_events)
+            peer = adios2_rows(st, tmp, ranges, n_events) | duckdb_rows(st, tmp, ranges, n_events)
         baseline = raw_h5_read(tmp / "store")
         rec = {
             "bench": "replay",

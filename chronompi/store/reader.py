@@ -103,6 +103,26 @@ def to_replay(events: np.ndarray, heap: np.ndarray) -> np.ndarray:
     return out
 
 
+def packed(events: np.ndarray, heap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The payloads of ``events`` back to back in event order: (int64 offsets, n + 1 of them; bytes).
+
+    No Python object per event: the heap is used as it is when the payloads already follow one
+    another, else gathered with one vectorised index (what Arrow's binary columns take)."""
+    n = len(events)
+    lens = events["length"].astype(np.int64)
+    bounds = np.zeros(n + 1, np.int64)
+    np.cumsum(lens, out=bounds[1:])
+    if not n:
+        return bounds, np.empty(0, np.uint8)
+    offs = events["offset"].astype(np.int64)
+    start = int(offs[0])
+    if bool(np.all(offs - start == bounds[:-1])):
+        return bounds, heap[start : start + int(bounds[-1])]
+    total = int(bounds[-1])
+    idx = np.arange(total, dtype=np.int64) + np.repeat(offs - bounds[:-1], lens)
+    return bounds, heap[idx]
+
+
 @dataclass
 class _Row:
     """One windows-index row of one segment (a sorted run)."""
