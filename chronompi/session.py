@@ -129,6 +129,9 @@ def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
     When the ``with`` block ends on every client, all events are in the store
     and every file is closed before the call returns on any rank.
     """
+    if comm is not None and not isinstance(comm, MPI.Comm):
+        hint = " (the configuration is the second argument: session(cfg=...))" if cfg is None else ""
+        raise TypeError(f"session(comm=...) takes an MPI communicator, not {type(comm).__name__}{hint}")
     base = comm if comm is not None else MPI.COMM_WORLD
     world = base.Dup()  # never talk on the user's communicator
     try:

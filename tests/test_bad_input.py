@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -164,3 +166,19 @@ def test_config_error_names_its_source_on_every_rank(
     assert absent not in lines[0]
     assert not any(x in r.stdout + r.stderr for x in ("full_key", "object_type", "Traceback")), r.stdout + r.stderr
     assert time.monotonic() - t0 < 30
+
+
+def test_config_dict_passed_as_the_communicator() -> None:
+    """``session({...})``: the dict lands in ``comm``; a TypeError says where the config goes (was an
+    AttributeError from inside mpi4py's Dup)."""
+    code = (
+        "import chronompi\n"
+        "try:\n"
+        "    with chronompi.session({'storage': {'root': 'x'}}):\n"
+        "        pass\n"
+        "except TypeError as e:\n"
+        "    print('TypeError:', e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert "TypeError: session(comm=...) takes an MPI communicator, not dict" in r.stdout, r.stdout + r.stderr
+    assert "session(cfg=...)" in r.stdout
