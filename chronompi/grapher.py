@@ -24,7 +24,7 @@ from . import codec
 from .codec import EVENT
 from .commit import SyncPoint, SyncQueue
 from .membership import Epoch, Membership
-from .merge import merge_runs, pieces_in_range
+from .merge import merge_runs, order_runs, pieces_in_range
 from .protocol import STORAGE, TAG_CHUNK, TAG_CHUNK_HEAP, TAG_CTRL, TAG_REPLY, TAG_SYNC, Context
 from .service import Service
 from .store.reader import index_rows, read_rows
@@ -172,10 +172,9 @@ class Grapher(Service):
         if self.outage is not None and not self.outage.due():
             return False
         by_story: dict[int, list[Run]] = defaultdict(list)
-        for key in sorted(ready, key=lambda k: k[1]):
-            merged = merge_runs(self.pending[key])
-            self.pending[key] = [merged]  # merged once; it stays pending until it is written
-            by_story[key[0]].append(Run(key[1], *merged, key in self.late_flag))
+        for key in sorted(ready, key=lambda k: k[1]):  # (pieces stay pending until written)
+            events, heaps = order_runs(self.pending[key])  # events sorted; payloads written as they came
+            by_story[key[0]].append(Run(key[1], events, heaps, key in self.late_flag))
         try:
             self.writer.append_all([(*self.names[story], runs) for story, runs in by_story.items()])
         except OSError as exc:  # nothing of these windows is committed: they wait for a retry

@@ -3,7 +3,9 @@
 A run is an EVENT array sorted by ``(time, client, seq)`` whose ``offset``
 and ``length`` point into the run's own payload heap. :func:`merge_runs`
 returns one sorted run over one heap whose payloads are laid out in event
-order, so any row range of the result reads its payloads contiguously.
+order, so any row range of the result reads its payloads contiguously (replies
+and replays). :func:`order_runs` sorts the events alone and leaves the payloads
+where they lie (what a grapher writes).
 """
 
 from __future__ import annotations
@@ -107,6 +109,19 @@ def concat_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarr
     heaps = [h for _, h in runs]
     events = concat_events([e for e, _ in runs], [h.nbytes for h in heaps])
     return events, (np.concatenate(heaps) if heaps else np.empty(0, np.uint8))
+
+
+def order_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The events of ``runs`` in total order, their payloads left where they are.
+
+    Returns (events, heaps): the offsets index the runs' heaps laid end to end (what
+    :class:`chronompi.store.writer.Run` writes part by part). Only the 36-byte event rows
+    move; the payload bytes are not gathered into event order."""
+    heaps = [h for _, h in runs]
+    events = runs[0][0] if len(runs) == 1 else concat_events([e for e, _ in runs], [h.nbytes for h in heaps])
+    if not is_sorted(events):
+        events = events[total_order(events)]
+    return events, heaps
 
 
 def _in_layout(events: np.ndarray, heap: np.ndarray) -> bool:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chronompi.codec import EVENT
-from chronompi.merge import concat_runs, gather, is_sorted, merge_runs, total_order
+from chronompi.merge import concat_runs, gather, is_sorted, merge_runs, order_runs, total_order
 
 BIG = 2**64 - 1
 
@@ -223,3 +223,28 @@ def test_merge_single_run_with_scattered_heap_is_compacted() -> None:
     assert heap.tobytes() == b"ABCDE"
     assert out["offset"].tolist() == [0, 2]
     assert ev["offset"].tolist() == [5, 0], "the input run is left as it was"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 50), st.integers(1, 4), st.integers(0, 8)), max_size=12), max_size=5))
+def test_order_runs_sorts_events_and_leaves_payloads_in_place(raw: list[list[tuple[int, int, int]]]) -> None:
+    """order_runs: events in total order over the runs, each event's offset still finding its own payload in the
+    runs' heaps laid end to end, and the heaps handed back as they were (nothing gathered)."""
+    runs, want = [], {}
+    seen: set[tuple[int, int, int]] = set()
+    for rows in raw:
+        rows = sorted({r for r in rows if r not in seen})
+        seen.update(rows)
+        lengths = [(t + c + s) % 7 for t, c, s in rows]
+        ev = _events(rows, lengths)
+        heap = np.frombuffer(b"".join(_payload(k, n) for k, n in zip(rows, lengths)), np.uint8)
+        runs.append((ev, heap))
+        want.update({k: _payload(k, n) for k, n in zip(rows, lengths)})
+    if not runs:
+        return
+    events, heaps = order_runs(runs)
+    assert is_sorted(events) and len(events) == len(want)
+    assert all(h is r[1] for h, r in zip(heaps, runs, strict=True))
+    raw_all = b"".join(h.tobytes() for h in heaps)
+    for k, o, n in zip(_keys(events), events["offset"].tolist(), events["length"].tolist(), strict=True):
+        assert raw_all[o : o + n] == want[k]

@@ -20,7 +20,11 @@ W = 1_000_000  # 1 ms windows
 T0 = 1_800_000_000 * 10**9
 
 
-def make_run(window: int, clients: list[int], per: int, seq0: dict[int, int], late: bool = False) -> Run:
+def make_run(
+    window: int, clients: list[int], per: int, seq0: dict[int, int], late: bool = False, layout: str = "ordered"
+) -> Run:
+    """A run of ``window``; ``layout``: payloads in event order, in reverse order, or in two heap parts each
+    in reverse order (how a grapher writes the chunks it received: not gathered into event order)."""
     rows = []
     for c in clients:
         for i in range(per):
@@ -31,8 +35,19 @@ def make_run(window: int, clients: list[int], per: int, seq0: dict[int, int], la
     ev["time"], ev["client"], ev["seq"] = zip(*rows)
     payloads = [f"{t}:{c}:{s}".encode() * (1 + s % 3) for t, c, s in rows]
     ev["length"] = [len(p) for p in payloads]
-    ev["offset"] = np.cumsum(ev["length"]) - ev["length"]
-    return Run(window, ev, np.frombuffer(b"".join(payloads), np.uint8), late)
+    if layout == "ordered":
+        ev["offset"] = np.cumsum(ev["length"]) - ev["length"]
+        return Run(window, ev, np.frombuffer(b"".join(payloads), np.uint8), late)
+    half = len(payloads) // 2
+    pieces = [payloads[:half][::-1], payloads[half:][::-1]] if layout == "parts" else [payloads[::-1]]
+    heaps = [np.frombuffer(b"".join(p), np.uint8) for p in pieces]
+    offsets, base = [], 0
+    for piece in pieces:  # offsets of each piece's payloads, reversed back to event order
+        ends = np.cumsum([len(x) for x in piece])
+        offsets += (base + ends - [len(x) for x in piece]).tolist()[::-1]
+        base += int(ends[-1]) if len(piece) else 0
+    ev["offset"] = offsets
+    return Run(window, ev, heaps if layout == "parts" else heaps[0], late)
 
 
 @pytest.fixture
@@ -45,7 +60,8 @@ def store(tmp_path: Path) -> Path:
     # two graphers, windows striped between them, one late run, segments rolling at 4000 bytes
     g = [SegmentWriter(root, 0xA1, i, cfg) for i in range(2)]
     for k in range(20):
-        g[k % 2].append("c", "s", [make_run(w0 + k, [1, 2, 3], 10, seqs)])
+        layout = ("ordered", "reversed", "parts")[k % 3]
+        g[k % 2].append("c", "s", [make_run(w0 + k, [1, 2, 3], 10, seqs, layout=layout)])
     g[0].append("c", "s", [make_run(w0 + 3, [9], 5, seqs, late=True)])
     for w in g:
         w.close()
@@ -216,3 +232,20 @@ def test_cli_damaged_index_is_one_line_naming_file_and_fsck(
     rc = main([*args, "--skip-damaged"])
     out, err = capsys.readouterr()
     assert rc == 0 and err.count("\n") == 1 and "warning" in err and seg.name in err, err
+
+
+def test_fsck_finds_runs_with_payloads_out_of_event_order_sound(store: Path) -> None:
+    """A grapher writes a run's payloads as the chunks came: fsck takes the run's byte span from its offsets
+    (min to max) and keeps every byte (it used first and last event, which cut such runs short)."""
+    import h5py
+
+    from chronompi.store.fsck import check_story, plan_segment
+
+    files = sorted((store / "segments").glob("*.h5"))
+    assert files
+    for p in files:
+        with h5py.File(p, "r") as f:
+            assert check_story(f["c/s"]) == []
+            for plan in plan_segment(f, partial=True):  # as for a crashed run's part: only full rows kept
+                assert plan.events == f["c/s/events"].shape[0]
+                assert plan.bytes == f["c/s/payload"].shape[0]

@@ -12,7 +12,8 @@
     segment attrs: schema, run, grapher, created
 
 Rows of one window run are contiguous and sorted by (time, client, seq); their
-payloads are contiguous too. Data rows are flushed before the index row that
+payloads lie in one span of the heap (min offset to max offset + length), in the
+order the grapher received them, not necessarily in event order. Data rows are flushed before the index row that
 covers them, so a reader that trusts only the windows index never sees a
 half-written run.
 """

@@ -157,9 +157,10 @@ def _complete(key: str, index: np.ndarray, events: np.ndarray, heap_size: int) -
         a, n = int(w["first_row"]), int(w["n_rows"])
         if a + n > len(events):
             continue
-        if n:
-            lo = int(events["offset"][a])
-            hi = int(events["offset"][a + n - 1]) + int(events["length"][a + n - 1])
+        if n:  # the run's payload span (a grapher writes payloads as they came, not in event order)
+            run = events[a : a + n]
+            lo = int(run["offset"].min())
+            hi = int((run["offset"] + run["length"]).max())
             if hi > heap_size or hi < lo:
                 continue
         else:

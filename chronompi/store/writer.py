@@ -56,12 +56,25 @@ WINDOW_CHUNK = 256  # rows of a segment's windows index per HDF5 chunk
 
 @dataclass
 class Run:
-    """One sorted run of one window, ready to write: payloads laid out in event order."""
+    """One sorted run of one window, ready to write.
+
+    ``heap`` is the payload bytes as one uint8 array or as a list of them (the chunks a
+    grapher received, in arrival order): each is written where it lies, back to back,
+    and the events' offsets index that concatenation. The payloads need not be in event
+    order: a reader takes a run's byte span from its offsets (min to max)."""
 
     window: int
-    events: np.ndarray  # EVENT, offsets relative to ``heap``
-    heap: np.ndarray  # uint8
+    events: np.ndarray  # EVENT in total order, offsets relative to the heap parts laid end to end
+    heap: np.ndarray | list[np.ndarray]  # uint8
     late: bool = False
+
+    @property
+    def parts(self) -> list[np.ndarray]:
+        return self.heap if isinstance(self.heap, list) else [self.heap]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(h.nbytes for h in self.parts)
 
 
 def staging_dir(cfg: StorageConfig, run_id: int) -> Path:
@@ -357,7 +370,7 @@ class SegmentWriter:
                 g = f[chronicle][story]
                 r0, b0, w0 = g["events"].shape[0], g["payload"].shape[0], g["windows"].shape[0]
             n_rows = sum(len(r.events) for r in runs)
-            n_bytes = sum(r.heap.nbytes for r in runs)
+            n_bytes = sum(r.nbytes for r in runs)
             need += chunk_growth(r0, r0 + n_rows, cfg.events_chunk_rows, EVENT.itemsize)
             need += chunk_growth(b0, b0 + n_bytes, cfg.payload_chunk_bytes, 1)
             need += chunk_growth(w0, w0 + len(runs), WINDOW_CHUNK, WINDOW.itemsize)
@@ -382,7 +395,7 @@ class SegmentWriter:
             g = f[chronicle][story]
             ev_ds, pl_ds = g["events"], g["payload"]
             n_rows = sum(len(r.events) for r in runs)
-            n_bytes = sum(r.heap.nbytes for r in runs)
+            n_bytes = sum(r.nbytes for r in runs)
             row0 = ev_ds.shape[0]
             byte0 = pl_ds.shape[0]
             events = np.empty(n_rows, EVENT)
@@ -395,16 +408,17 @@ class SegmentWriter:
                 part["offset"] += off
                 index[i] = (r.window, row0 + row, n, r.events["time"][0], r.events["time"][-1], r.late, 0)
                 row += n
-                off += r.heap.nbytes
+                off += r.nbytes
             ev_ds.resize((row0 + n_rows,))
             ev_ds[row0:] = events
             if n_bytes:
                 pl_ds.resize((byte0 + n_bytes,))
                 pos = byte0
-                for r in runs:  # each run's heap straight from where it lies (joining them would copy)
-                    if r.heap.nbytes:
-                        pl_ds[pos : pos + r.heap.nbytes] = r.heap
-                        pos += r.heap.nbytes
+                for r in runs:  # each heap part straight from where it lies (joining them would copy)
+                    for h in r.parts:
+                        if h.nbytes:
+                            pl_ds[pos : pos + h.nbytes] = h
+                            pos += h.nbytes
             pending.append((g["windows"], index))
             total_rows += n_rows
             total_bytes += n_bytes
