@@ -3,8 +3,8 @@
 A run is an EVENT array sorted by ``(time, client, seq)`` whose ``offset``
 and ``length`` point into the run's own payload heap. :func:`merge_runs`
 returns one sorted run over one heap whose payloads are laid out in event
-order, so any row range of the result reads its payloads contiguously (replies
-and replays). :func:`order_runs` sorts the events alone and leaves the payloads
+order, except that a single run already sorted is taken as it is (a replay of a
+range inside one segment: its payloads lie as the grapher wrote them). :func:`order_runs` sorts the events alone and leaves the payloads
 where they lie (what a grapher writes).
 """
 
@@ -135,7 +135,13 @@ def _in_layout(events: np.ndarray, heap: np.ndarray) -> bool:
 
 
 def merge_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Merge runs into one sorted run whose heap holds the payloads in event order."""
+    """Merge runs into one sorted run whose heap holds the payloads in event order; one run already
+    sorted is returned as it is (its offsets index its heap, in whatever order the payloads lie)
+    unless most of its heap is bytes of other events (a piece cut to a range: it is compacted)."""
+    if len(runs) == 1 and is_sorted(runs[0][0]):
+        events, heap = runs[0]
+        if heap.nbytes <= 2 * int(events["length"].sum(dtype=np.int64)) + 4096:
+            return runs[0]
     events, heap = concat_runs(runs)
     if is_sorted(events):  # already in order (e.g. runs of consecutive windows)
         if _in_layout(events, heap):

@@ -83,26 +83,6 @@ def to_ns(t: Any, what: str = "time") -> int | None:
     raise TypeError(f"{what} must be ns (int), a datetime or an ISO-8601 string, not {type(t).__name__}")
 
 
-def to_replay(events: np.ndarray, heap: np.ndarray) -> np.ndarray:
-    """Events plus heap -> REPLAY rows with payloads as ``bytes``."""
-    out = np.empty(len(events), REPLAY)
-    out["time"], out["client"], out["seq"] = events["time"], events["client"], events["seq"]
-    n = len(events)
-    if n:
-        w = int(events["length"][0])
-        start = int(events["offset"][0])
-        if w and heap.nbytes - start >= n * w and bool(np.all(events["length"] == w)):
-            offs = events["offset"].astype(np.int64) - start
-            if bool(np.all(offs == np.arange(0, n * w, w))):  # equal payloads back to back: numpy makes the bytes
-                out["payload"] = heap[start : start + n * w].view(f"V{w}").tolist()
-                return out
-    raw = heap.tobytes()
-    offs = events["offset"].tolist()
-    lens = events["length"].tolist()
-    out["payload"] = [raw[o : o + n] for o, n in zip(offs, lens)]
-    return out
-
-
 def packed(events: np.ndarray, heap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The payloads of ``events`` back to back in event order: (int64 offsets, n + 1 of them; bytes).
 
@@ -121,6 +101,24 @@ def packed(events: np.ndarray, heap: np.ndarray) -> tuple[np.ndarray, np.ndarray
     total = int(bounds[-1])
     idx = np.arange(total, dtype=np.int64) + np.repeat(offs - bounds[:-1], lens)
     return bounds, heap[idx]
+
+
+def to_replay(events: np.ndarray, heap: np.ndarray) -> np.ndarray:
+    """Events plus heap -> REPLAY rows with payloads as ``bytes``."""
+    out = np.empty(len(events), REPLAY)
+    out["time"], out["client"], out["seq"] = events["time"], events["client"], events["seq"]
+    n = len(events)
+    if not n:
+        return out
+    bounds, data = packed(events, heap)  # payloads back to back in event order (gathered if they were not)
+    w = int(events["length"][0])
+    if w and bool(np.all(events["length"] == w)):  # equal sizes: numpy makes the bytes objects
+        out["payload"] = data.view(f"V{w}").tolist()
+        return out
+    raw = data.tobytes()
+    b = bounds.tolist()
+    out["payload"] = [raw[x:y] for x, y in zip(b[:-1], b[1:])]
+    return out
 
 
 @dataclass
@@ -198,10 +196,34 @@ def _coalesce(rows: list[_Row]) -> list[_Row]:
     return out
 
 
+def _trim(r: _Row, t0: int | None, t1: int | None) -> _Row | None:
+    """Row ``r`` cut to its events of [t0, t1) (None: none). A row is one sorted run, so the cut is
+    two binary searches in its time column, read for a row that straddles the range only."""
+    if not ((t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1)):
+        return r
+    times = r.file[r.group]["events"].fields("time")[r.first : r.first + r.n]
+    lo = int(np.searchsorted(times, t0, side="left")) if t0 is not None else 0
+    hi = int(np.searchsorted(times, t1, side="left")) if t1 is not None else len(times)
+    if hi <= lo:
+        return None
+    return _Row(r.file, r.group, r.first + lo, hi - lo, int(times[lo]), int(times[hi - 1]))
+
+
 def read_rows(rows: list[_Row], t0: int | None, t1: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The events of [t0, t1) in the given rows as (events, heap) pieces to merge."""
+    """The events of [t0, t1) in the given rows as (events, heap) pieces to merge.
+
+    Rows that straddle the range are cut first (each alone: a window's time column), so the
+    neighbours coalesce into reads of exactly the events in range."""
+    trimmed: list[_Row] = []
+    for r in rows:
+        try:
+            cut = _trim(r, t0, t1)
+        except _DAMAGE as exc:
+            raise damaged(r.file, r.group, f"has unreadable events ({exc})") from None
+        if cut is not None:
+            trimmed.append(cut)
     runs: list[tuple[np.ndarray, np.ndarray]] = []
-    for r in _coalesce(rows):
+    for r in _coalesce(trimmed):
         try:
             piece = _read_row(r, t0, t1)
         except DamagedSegment:
