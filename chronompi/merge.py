@@ -4,8 +4,9 @@ A run is an EVENT array sorted by ``(time, client, seq)`` whose ``offset``
 and ``length`` point into the run's own payload heap. :func:`merge_runs`
 returns one sorted run over one heap whose payloads are laid out in event
 order, except that a single run already sorted is taken as it is (a replay of a
-range inside one segment: its payloads lie as the grapher wrote them). :func:`order_runs` sorts the events alone and leaves the payloads
-where they lie (what a grapher writes).
+range inside one segment: its payloads lie as the grapher wrote them).
+:func:`order_runs` sorts the events alone and leaves the payloads where they lie
+(what a grapher writes).
 """
 
 from __future__ import annotations
