@@ -125,6 +125,8 @@ def test_replay_frame(store: Path) -> None:
         ev = st.replay("c", "s")
     assert len(df) == len(ev) and list(df.columns) == ["time", "client", "seq", "payload"]
     assert df["time"].iloc[0] == pd.Timestamp(int(ev["time"][0]), unit="ns", tz="UTC")
+    assert df["payload"].tolist() == ev["payload"].tolist()  # every payload, in order (Arrow column or bytes)
+    assert df["seq"].tolist() == ev["seq"].tolist() and df["client"].tolist() == ev["client"].tolist()
 
 
 def test_reading_an_open_segment_while_it_is_written(tmp_path: Path) -> None:

@@ -505,18 +505,33 @@ class Store:
             yield self._read(group, lo, hi)
 
     def replay_frame(self, chronicle: str, story: str, start: Any = None, end: Any = None) -> Any:
-        """:meth:`replay` as a pandas DataFrame (needs pandas); ``time`` as UTC datetimes."""
+        """:meth:`replay` as a pandas DataFrame (needs pandas); ``time`` as UTC datetimes.
+
+        With pyarrow installed, ``payload`` is an Arrow binary column built from the heap
+        (``binary[pyarrow]``: no Python object per event; an element is ``bytes``); without,
+        a column of ``bytes`` objects."""
         try:
             import pandas as pd
         except ImportError:
             raise ImportError("replay_frame needs pandas: pip install pandas") from None
-        ev = self.replay(chronicle, story, start, end)
+        events, heap = self.replay_raw(chronicle, story, start, end)
+        try:
+            import pyarrow as pa
+        except ImportError:
+            payload: Any = to_replay(events, heap)["payload"]
+        else:
+            bounds, data = packed(events, heap)
+            arrow_type, offsets = (
+                (pa.binary(), bounds.astype(np.int32)) if bounds[-1] < 1 << 31 else (pa.large_binary(), bounds)
+            )
+            column = pa.Array.from_buffers(arrow_type, len(events), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+            payload = pd.arrays.ArrowExtensionArray(column)
         return pd.DataFrame(
             {
-                "time": pd.to_datetime(ev["time"], unit="ns", utc=True),
-                "client": ev["client"],
-                "seq": ev["seq"],
-                "payload": ev["payload"],
+                "time": pd.to_datetime(events["time"], unit="ns", utc=True),
+                "client": events["client"],
+                "seq": events["seq"],
+                "payload": payload,
             }
         )
 
