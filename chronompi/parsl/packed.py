@@ -216,13 +216,16 @@ class _Encoder:
             off = x.utcoffset()
             assert off is not None
             _zigzag(_micros(off), out)
-        elif self.base is None:
-            self.base = x.replace(tzinfo=None)
-            out.append(T_DT)
-            _zigzag(_micros(self.base - _EPOCH), out)
         else:
-            out.append(T_DT_DELTA)
-            _zigzag(_micros(x.replace(tzinfo=None) - self.base), out)
+            if x.tzinfo is not None:  # a tzinfo without an offset: as naive
+                x = x.replace(tzinfo=None)
+            if self.base is None:
+                self.base = x
+                out.append(T_DT)
+                _zigzag(_micros(x - _EPOCH), out)
+            else:
+                out.append(T_DT_DELTA)
+                _zigzag(_micros(x - self.base), out)
 
     def mapping(self, x: dict[Any, Any]) -> None:
         self.out.append(T_DICT)
@@ -237,13 +240,30 @@ class _Encoder:
         out.append(T_RECORD)
         out.append(schema)
         at = len(out)
-        out += bytes((len(fields) + 7) // 8)
-        known = 0
-        for i, f in enumerate(fields):
+        width = (len(fields) + 7) // 8
+        out += bytes(width)
+        known = mask = 0
+        value, string, append, interned = self.value, self.string, out.append, _STRING_CODE.get
+        for i, f in enumerate(fields):  # (the hub's hot loop: the commonest values inline, as value() writes them)
             if f in x:
-                out[at + (i >> 3)] |= 1 << (i & 7)
-                self.value(x[f])
+                mask |= 1 << i  # bit i of the presence bitmap: byte i // 8, bit i % 8
+                v = x[f]
+                t = type(v)
+                if v is None:
+                    append(T_NONE)
+                elif t is str:
+                    code = interned(v)
+                    if code is None:
+                        string(v)
+                    else:
+                        append(T_ISTR)
+                        append(code)
+                elif t is int and 0 <= v < 0x80:
+                    append(v)
+                else:
+                    value(v)
                 known += 1
+        out[at : at + width] = mask.to_bytes(width, "little")
         index = _INDEX[schema]
         extra = [k for k in x if k not in index] if known < len(x) else []
         _varint(len(extra), out)
@@ -303,6 +323,11 @@ class _Encoder:
             self.string(repr(x))
 
 
+def _str_keys(d: dict[Any, Any]) -> bool:
+    """Every key of ``d`` is a str (exactly: subclasses go through the general path)."""
+    return not d or set(map(type, d)) == {str}
+
+
 def encode(kind: str, body: Any) -> bytes:
     """One monitoring message as a version-2 payload."""
     enc = _Encoder()
@@ -313,9 +338,9 @@ def encode(kind: str, body: Any) -> bytes:
     if code == 0:
         enc.string(kind)
     start = len(out)
-    if code in SCHEMAS and type(body) is dict and all(type(k) is str for k in body):
+    if code in SCHEMAS and type(body) is dict and _str_keys(body):
         enc.record(body, code)
-    elif code == 6 and type(body) is list and all(type(m) is dict and all(type(k) is str for k in m) for m in body):
+    elif code == 6 and type(body) is list and all(type(m) is dict and _str_keys(m) for m in body):
         out.append(T_LIST)
         _varint(len(body), out)
         for m in body:
