@@ -34,7 +34,7 @@ import numpy as np
 
 from ..codec import EVENT
 from ..errors import DamagedSegment, StoreError, UnknownChronicle, UnknownStory
-from ..merge import merge_runs
+from ..merge import gather, merge_runs
 from ..names import check_name
 from .format import SEGMENTS, WINDOW, check_store, fsck_hint, open_segment, part_files, read_runs
 
@@ -87,7 +87,8 @@ def packed(events: np.ndarray, heap: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """The payloads of ``events`` back to back in event order: (int64 offsets, n + 1 of them; bytes).
 
     No Python object per event: the heap is used as it is when the payloads already follow one
-    another, else gathered with one vectorised index (what Arrow's binary columns take)."""
+    another, else gathered (:func:`chronompi.merge.gather`: rows for equal sizes, slices for long
+    payloads, a byte index only for short ones of mixed sizes). What Arrow's binary columns take."""
     n = len(events)
     lens = events["length"].astype(np.int64)
     bounds = np.zeros(n + 1, np.int64)
@@ -98,9 +99,7 @@ def packed(events: np.ndarray, heap: np.ndarray) -> tuple[np.ndarray, np.ndarray
     start = int(offs[0])
     if bool(np.all(offs - start == bounds[:-1])):
         return bounds, heap[start : start + int(bounds[-1])]
-    total = int(bounds[-1])
-    idx = np.arange(total, dtype=np.int64) + np.repeat(offs - bounds[:-1], lens)
-    return bounds, heap[idx]
+    return bounds, gather(heap, offs, lens)
 
 
 def to_replay(events: np.ndarray, heap: np.ndarray) -> np.ndarray:
