@@ -199,6 +199,9 @@ def have_pyarrow() -> bool:
     return True
 
 
+ARROW_BINARY_MAX = 1 << 31  # payload bytes one Arrow binary column can hold (int32 offsets)
+
+
 class ParquetWriter:
     """Parquet: chronicle, story, time (timestamp ns UTC), client (uint64), seq (uint64), payload (binary).
 
@@ -225,13 +228,13 @@ class ParquetWriter:
     def write(self, chronicle: str, story: str, events: np.ndarray, heap: np.ndarray) -> None:
         pa, n = self.pa, len(events)
         bounds, data = packed(events, heap)
-        if bounds[-1] < 1 << 31:  # Arrow's binary takes int32 offsets: build the column from the buffers
-            payload = pa.Array.from_buffers(
-                pa.binary(), n, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(data)]
-            )
-        else:  # a batch of 2 GiB or more of payload: large_binary, cast (Arrow checks it fits)
-            payload = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(bounds), pa.py_buffer(data)])
-            payload = payload.cast(pa.binary())
+        if bounds[-1] >= ARROW_BINARY_MAX and n > 1:  # Arrow's binary takes int32 offsets: halves, as row groups
+            self.write(chronicle, story, events[: n // 2], heap)
+            self.write(chronicle, story, events[n // 2 :], heap)
+            return
+        payload = pa.Array.from_buffers(  # the column straight from the buffers: no object per event
+            pa.binary(), n, [None, pa.py_buffer(bounds.astype(np.int32)), pa.py_buffer(data)]
+        )
         table = pa.Table.from_arrays(
             [
                 pa.repeat(pa.scalar(chronicle, pa.string()), n),

@@ -419,6 +419,22 @@ def test_export_parquet(built: Built, capsys: pytest.CaptureFixture[str], tmp_pa
     ]
 
 
+def test_export_parquet_splits_batches_past_arrow_binary(
+    built: Built, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch with more payload bytes than one Arrow binary column holds (2 GiB; 64 B here) is written
+    in halves, as more row groups: same rows, same order."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    monkeypatch.setattr(chronompi.export, "ARROW_BINARY_MAX", 64)
+    dst = tmp_path / "split.parquet"
+    rc, _, err = cli(capsys, "export", built.root, "--format", "parquet", "--output", dst)
+    assert rc == 0, err
+    t = pq.read_table(dst, columns=["chronicle", "story", "client", "seq", "payload"]).to_pydict()
+    got = list(zip(t["chronicle"], t["story"], t["client"], t["seq"], t["payload"]))
+    assert got == [(c, s, e[1], e[2], e[3]) for c, s in sorted(built.stories) for e in built.expected(c, s)]
+    assert pq.ParquetFile(dst).num_row_groups > len(built.stories)
+
+
 def test_export_parquet_without_pyarrow(
     built: Built, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
