@@ -188,22 +188,33 @@ def cmd_mpirun(argv: Sequence[str]) -> int:
     from .launch import exec_mpi, mpi_env, mpirun_argv
     from .report import STDOUT_TTY
 
-    p = argparse.ArgumentParser(prog="chronompi mpirun", description="mpirun with the environment chronompi needs")
+    p = argparse.ArgumentParser(
+        prog="chronompi mpirun",
+        description="mpirun with the environment chronompi needs. Options other than -n go to mpirun; put them "
+        "before --, e.g. chronompi mpirun -n 16 --host a,b -- python my_code.py",
+    )
     p.add_argument("-n", "--np", type=int, required=True, help="number of ranks")
     p.add_argument("command", nargs=argparse.REMAINDER, help="[mpirun options --] program and its arguments")
-    a = p.parse_args(argv)
-    rest = list(a.command)
+    argv = list(argv)
     extra: list[str] = []
-    if "--" in rest:
-        i = rest.index("--")
-        extra, rest = rest[:i], rest[i + 1 :]
+    if "--" in argv:  # mpirun's own options (any, with their values) stand between -n N and the first --
+        i = argv.index("--")
+        head = argparse.ArgumentParser(prog="chronompi mpirun", add_help=False, allow_abbrev=False)
+        head.add_argument("-n", "--np", type=int, required=True)
+        if "-h" in argv[:i] or "--help" in argv[:i]:
+            p.parse_args(["--help"])
+        known, extra = head.parse_known_args(argv[:i])
+        np_, rest = known.np, argv[i + 1 :]
+    else:
+        a = p.parse_args(argv)
+        np_, rest = a.np, list(a.command)
     if not rest:
         p.error("give the program to run, e.g. chronompi mpirun -n 8 chronompi run")
     env = mpi_env()
     env.setdefault(STDOUT_TTY, "1" if sys.stdout.isatty() else "0")  # ranks cannot tell (see report.py)
     if sys.stdout.isatty():
         env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))  # the ranks' pty says 80
-    argv_full = mpirun_argv(a.np, rest, extra, env)
+    argv_full = mpirun_argv(np_, rest, extra, env)
     return exec_mpi(argv_full, env)
 
 

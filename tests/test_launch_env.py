@@ -30,3 +30,25 @@ def test_singleton_job_identity_is_not_passed_to_mpirun() -> None:
     for k, v in user.items():
         if k != "PATH":
             assert env[k] == v  # the user's own MCA settings are kept
+
+
+def test_mpirun_options_before_the_double_dash_reach_mpirun() -> None:
+    """README: `chronompi mpirun -n 16 --host a,b -- python my_code.py`. Options other than -n, with their
+    values, go to mpirun (they were refused: "unrecognized arguments: --host")."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os; print('rank', os.environ['OMPI_COMM_WORLD_RANK'], os.environ.get('CHRONOMPI_TEST_X'))"
+    cmd = [sys.executable, "-m", "chronompi", "mpirun", "-n", "2", "--host", "localhost:2", "-x", "CHRONOMPI_TEST_X"]
+    env = {**os.environ, "CHRONOMPI_TEST_X": "forwarded"}
+    r = subprocess.run([*cmd, "--", sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(r.stdout.split("\n")[:2]) == ["rank 0 forwarded", "rank 1 forwarded"], r.stdout + r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "chronompi", "mpirun", "--host", "x", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "-n/--np" in r.stderr, r.stderr
