@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _STOP = "chronompi.parsl.hub-stop"
-_IDLE_WAIT_S = 0.002  # how long the consumer blocks on the in-process queue before it looks at the pipe again
+_IDLE_WAIT_S = (0.002, 0.05)  # the consumer blocks on the in-process queue this long before it looks at the
+# pipe again: the first when messages came last time, doubling up to the second while nothing comes
 
 
 class HubQueue(multiprocessing.queues.Queue):  # type: ignore[type-arg]
@@ -113,6 +114,7 @@ class ChronompiHub(MonitoringHub):
         self.first_error: BaseException | None = None
         #: seconds the consumer thread spent recording (the one single-threaded part: compare with the run's length)
         self.busy_s = 0.0
+        self.n_taken = 0  # messages the consumer thread took off the queue
         self._thread: threading.Thread | None = None
 
     def start(self, dfk_run_dir: str, config_run_dir: str | os.PathLike[str], log_config: Any) -> None:
@@ -133,12 +135,14 @@ class ChronompiHub(MonitoringHub):
         """Record from the in-process queue and the pipe until the stop mark, then whatever the pipe
         still holds (producers in other processes have shut down by then)."""
         local, pipe = self._queue.local(), self._queue
+        wait = _IDLE_WAIT_S[0]
         while True:
             try:
-                msg = local.get(timeout=_IDLE_WAIT_S)
+                msg = local.get(timeout=wait)
             except queue.Empty:
                 msg = None
             stop = msg == _STOP
+            got = self.n_taken
             if msg is not None and not stop:
                 self._record(msg)
                 while True:  # the rest of what is there, without waiting
@@ -158,10 +162,12 @@ class ChronompiHub(MonitoringHub):
                 self._record(msg)
             if stop:
                 return
+            wait = _IDLE_WAIT_S[0] if self.n_taken != got else min(2 * wait, _IDLE_WAIT_S[1])
 
     def _record(self, msg: Any) -> None:
         sink = self.sink
         assert sink is not None
+        self.n_taken += 1
         t0 = time.perf_counter()
         try:
             sink.record(msg)
