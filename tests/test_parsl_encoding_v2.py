@@ -182,6 +182,18 @@ def test_record_writers_past_the_shape_limit(monkeypatch: pytest.MonkeyPatch) ->
         assert len(packed._CODERS) <= 4
 
 
+def test_string_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distinct strings (paths, ids) keep the cache of string encodings small; long ones are never kept."""
+    monkeypatch.setattr(packed, "_STR_CODES_MAX", 8)
+    monkeypatch.setattr(packed, "_STR_CODES", {})
+    monkeypatch.setattr(packed, "_CODERS", {})  # writers made now look strings up in the dict above
+    for i in range(50):
+        body = {"task_stdout": f"/scratch/run/{i}.out", "task_inputs": "x" * 65 + str(i), "run_id": "r"}
+        assert decode_message(encode_message("TASK_INFO", body)) == ("TASK_INFO", body)
+        assert len(packed._STR_CODES) <= 8
+        assert all(len(k) <= packed._STR_CACHED_LEN for k in packed._STR_CODES)
+
+
 def test_size_per_message_type_and_speed() -> None:
     msgs = make_stream(2000)
     v1 = [len(encode_message(k.name, b, version=1)) for k, b in msgs]

@@ -349,6 +349,7 @@ _CODERS: dict[tuple[int, tuple[type, ...]], tuple[int, Any]] = {}
 _CODERS_MAX = 512  # shapes kept; the messages of a workflow come in a few dozen
 _STR_CODES: dict[str, bytes] = {}  # str -> its encoding (values repeat: run ids, host names, states)
 _STR_CODES_MAX = 4096
+_STR_CACHED_LEN = 64  # longer strings are encoded each time (the cache stays under ~2 MB)
 
 
 def _str_code(s: str) -> bytes:
@@ -357,7 +358,9 @@ def _str_code(s: str) -> bytes:
         enc = _Encoder()
         enc.string(s)
         code = bytes(enc.out)
-        if len(_STR_CODES) < _STR_CODES_MAX:
+        if len(s) <= _STR_CACHED_LEN:
+            if len(_STR_CODES) >= _STR_CODES_MAX:
+                _STR_CODES.clear()  # (a stream of distinct values must not crowd out the repeated ones for good)
             _STR_CODES[s] = code
     return code
 
