@@ -251,3 +251,21 @@ def test_fsck_finds_runs_with_payloads_out_of_event_order_sound(store: Path) -> 
             for plan in plan_segment(f, partial=True):  # as for a crashed run's part: only full rows kept
                 assert plan.events == f["c/s/events"].shape[0]
                 assert plan.bytes == f["c/s/payload"].shape[0]
+
+
+def test_a_segment_closed_and_moved_while_listed_is_read_from_the_store(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader lists an open ``.part``; before it opens it, the writer closes it and moves it into the
+    store (CI saw ``UnknownChronicle: no chronicle named 'c'; the store has: c``): the reader opens the
+    moved file instead, with no DamagedSegment warning, and reads everything."""
+    with chronompi.open_store(store) as st:
+        want = all_rows(st)
+    closed = sorted((store / "segments").glob("*.h5"))
+    vanished = [p.with_name(p.name + ".part") for p in closed]  # what was listed, gone since
+    monkeypatch.setattr(chronompi.Store, "segments", lambda self: vanished)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with chronompi.open_store(store) as st:
+            assert st.stories("c") == ["s"]
+            assert all_rows(st) == want

@@ -310,9 +310,10 @@ class Store:
     def segments(self) -> list[Path]:
         """Closed segments, then open (``.part``) segments still readable from here."""
         seg = self.path / SEGMENTS
+        parts = part_files(self.path)  # first: a segment closed meanwhile is in the closed listing below
         closed = sorted(seg.glob("*.h5")) if seg.is_dir() else []
         names = {p.name for p in closed}
-        live = [p for p in part_files(self.path) if p.name[: -len(".part")] not in names]
+        live = [p for p in parts if p.name[: -len(".part")] not in names]
         if self._exclude is not None:  # an online replay gets its own run's data from the services
             return [
                 p
@@ -338,6 +339,8 @@ class Store:
                 self._warned.add(p)
                 log.info("reading open or crashed segment %s (committed windows only)", p)
         except (OSError, ValueError) as exc:
+            if p.suffix == ".part" and not p.exists():
+                return None  # its writer closed and moved it meanwhile: not damaged
             if p not in self._warned:
                 self._warned.add(p)
                 why = " ".join(str(exc).split())
@@ -350,6 +353,9 @@ class Store:
     def _files_iter(self) -> Iterator[h5py.File]:
         for p in self.segments():
             f = self._open(p)
+            if f is None and p.suffix == ".part" and not p.exists():  # closed and moved since it was listed
+                moved = self.path / SEGMENTS / p.name[: -len(".part")]
+                f = self._open(moved) if moved.exists() else None
             if f is not None:
                 yield f
 
