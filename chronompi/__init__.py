@@ -39,13 +39,23 @@ from .logging_handler import LogHandler
 from .store import Store, open_store
 from .story import Story
 
+
+def story(chronicle: str | None = None, name: str = "log") -> Story:
+    """The story ``chronicle/name`` of the session ``chronompi.init()`` or ``chronompi record`` started in this
+    process (created if needed, acquired once, shared by every thread); see :func:`chronompi.embed.story`."""
+    from .embed import story as _story
+
+    return _story(chronicle, name)
+
+
 if TYPE_CHECKING:
     from .client import Client
+    from .embed import finalize, init
     from .session import session
 
 # Names whose modules import mpi4py.MPI (which initialises MPI): loaded on first use, so that
 # `import chronompi`, `open_store` and the offline commands never start MPI.
-_LAZY = {"Client": "client", "session": "session"}
+_LAZY = {"Client": "client", "session": "session", "init": "embed", "finalize": "embed"}
 
 
 def __getattr__(name: str) -> Any:
@@ -65,8 +75,11 @@ class _Package(types.ModuleType):
     module (the import system's ``setattr(parent, child, module)``); keep it the function instead."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            value = getattr(value, name)
+        if isinstance(value, types.ModuleType):
+            if name == "story":  # the submodule chronompi.story: the package attribute stays the function
+                return
+            if name in _LAZY:
+                value = getattr(value, name)
         super().__setattr__(name, value)
 
 
@@ -93,6 +106,9 @@ __all__ = [
     "UnknownChronicle",
     "UnknownStory",
     "__version__",
+    "finalize",
+    "init",
     "open_store",
     "session",
+    "story",
 ]

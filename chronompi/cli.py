@@ -1,8 +1,12 @@
 """chronompi: a distributed event-log store that runs inside an MPI job.
 
-usage: chronompi COMMAND [ARGS...]      (chronompi COMMAND --help for its options)
+usage: chronompi COMMAND [ARGS...]      (chronompi COMMAND --help for its options; chronompi --version)
 
 recording
+  record -n N [OPTIONS] [key=value ...] -- python PROGRAM.py [ARGS]
+                                         run an unmodified mpi4py program on N ranks, with chronompi's
+                                         service ranks added; its MPI.COMM_WORLD is the N ranks, its
+                                         logging records are recorded (record --help)
   run [hydra overrides] [--verify]       the workload simulator, under mpirun:
                                          chronompi mpirun -n 8 chronompi run  (run --help: config and defaults)
   mpirun -n N [OPTIONS --] COMMAND...    mpirun with the environment this machine needs
@@ -266,7 +270,14 @@ def _store_command(cmd: str, fn: Callable[[Sequence[str]], int], argv: Sequence[
         return 2
 
 
+def cmd_record(argv: Sequence[str]) -> int:
+    from .record_cli import cmd_record as run
+
+    return run(argv)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "record": cmd_record,
     "run": cmd_run,
     "mpirun": cmd_mpirun,
     "ls": cmd_ls,

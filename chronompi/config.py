@@ -32,6 +32,7 @@ class LayoutConfig:
     graphers: int = 1
     per_node: bool = False
     spares: int = 0  # idle ranks the visor can make keepers or graphers while the job runs (elasticity)
+    clients: int = 0  # > 0: exactly this many client ranks, the rest serve (chronompi record sets it)
 
 
 @dataclass
@@ -325,6 +326,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "layout.keepers": (_at_least(1), ">= 1: a layout needs at least one keeper and one grapher"),
     "layout.graphers": (_at_least(1), ">= 1: a layout needs at least one keeper and one grapher"),
     "layout.spares": (_at_least(0), ">= 0"),
+    "layout.clients": (_at_least(0), ">= 0 (0: every rank the services leave)"),
     "elastic.lead_ms": (_above(0), "> 0"),
     "elastic.max_keepers": (_at_least(0), ">= 0 (0: layout.keepers + layout.spares)"),
     "elastic.max_graphers": (_at_least(0), ">= 0 (0: layout.graphers + layout.spares)"),

@@ -88,6 +88,12 @@ def assign_roles(size: int, layout: LayoutConfig, node_of: Sequence[int] | None 
             role[free[n].pop(0)] = SPARE
             placed += 1
         i += 1
+    if layout.clients and role.count(CLIENT) != layout.clients:
+        raise ConfigError(
+            f"layout.clients={layout.clients} client ranks were asked for, but {size} ranks with "
+            f"{n_keepers} keeper(s), {g} grapher(s) and {n_spares} spare(s) leave {role.count(CLIENT)}; "
+            f"launch {layout.clients + size - role.count(CLIENT)} ranks (chronompi record -n N does)"
+        )
     keepers = tuple(r for r in range(size) if role[r] == KEEPER)
     graphers = tuple(r for r in range(size) if role[r] == GRAPHER)
     clients = tuple(r for r in range(size) if role[r] == CLIENT)
@@ -107,3 +113,10 @@ def assign_roles(size: int, layout: LayoutConfig, node_of: Sequence[int] | None 
         turn[key] = i + 1
     spares = tuple(r for r in range(size) if role[r] == SPARE)
     return Roles(tuple(role), 0, keepers, graphers, clients, keeper_of, spares)
+
+
+def service_ranks(n_clients: int, n_nodes: int, layout: LayoutConfig) -> int:
+    """Service ranks (visor, keepers, graphers, spares) a job of ``n_clients`` clients on ``n_nodes`` nodes
+    needs: ``chronompi record -n N`` starts N + this many ranks."""
+    keepers = layout.keepers * max(1, n_nodes) if layout.per_node else layout.keepers
+    return 1 + keepers + layout.graphers + layout.spares

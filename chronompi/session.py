@@ -70,9 +70,9 @@ def with_env_overrides(cfg: Any) -> Any:
     return build(cfg, pairs, env=ENV_OVERRIDES)
 
 
-def _startup(comm: Any, cfg: Any) -> Context:
+def _startup(comm: Any, cfg: Any, root: int = 0) -> Context:
     rank = comm.Get_rank()
-    if rank == 0:
+    if rank == root:
         try:
             resolved0 = as_config(with_env_overrides(cfg))
             init_store(resolved0.storage.root)  # once, here, so every rank sees the same outcome
@@ -84,7 +84,7 @@ def _startup(comm: Any, cfg: Any) -> Context:
             packet = (None, 0, ("ConfigError", f"{what}; {advice(exc)}"))
     else:
         packet = (None, 0, None)
-    resolved, run_id, error = comm.bcast(packet, root=0)
+    resolved, run_id, error = comm.bcast(packet, root=root)
     if error is not None:
         raise (StoreError if error[0] == "StoreError" else ConfigError)(error[1])
     assert resolved is not None
@@ -133,9 +133,23 @@ def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
         hint = " (the configuration is the second argument: session(cfg=...))" if cfg is None else ""
         raise TypeError(f"session(comm=...) takes an MPI communicator, not {type(comm).__name__}{hint}")
     base = comm if comm is not None else MPI.COMM_WORLD
+    if base.Get_size() == 1:  # a program started alone (no mpirun): its service ranks are spawned
+        from .spawn import embedded
+
+        with embedded(cfg) as (merged, resolved, root):
+            with _session(merged, resolved, root) as client:
+                yield client
+        return
+    with _session(base, cfg, 0) as client:
+        yield client
+
+
+@contextmanager
+def _session(base: Any, cfg: Any, root: int) -> Iterator[Client | None]:
+    """:func:`session` over ``base`` (of 2 ranks or more); ``cfg`` counts as given on rank ``root``."""
     world = base.Dup()  # never talk on the user's communicator
     try:
-        ctx = _startup(world, cfg)
+        ctx = _startup(world, cfg, root)
     except (ConfigError, StoreError):
         world.Free()
         raise

@@ -1,0 +1,104 @@
+"""``python -m chronompi.record [options] -- PROGRAM [ARGS]``: run an unmodified program in a session.
+
+What ``chronompi record`` starts on every rank (:mod:`chronompi.record_cli` builds the mpirun line). Every
+rank enters the session (:func:`chronompi.embed.start`); service ranks serve and exit; on client ranks
+``mpi4py.MPI.COMM_WORLD`` is the clients' communicator, the program's ``logging`` records (and with
+``--output`` its stdout/stderr lines) are recorded, and the program runs as ``__main__`` (a script path, or
+``-m module`` as ``python -m`` runs it) with ``sys.argv`` set as if it had been started alone. The session
+ends when the program returns, calls ``sys.exit``, or raises; the rank then exits with the program's status.
+
+What cannot be redirected: a communicator object the program gets from outside Python (a C, C++ or Fortran
+extension calling ``MPI_COMM_WORLD`` itself) still names the whole job, service ranks included; such code
+must be given ``MPI.COMM_WORLD`` from Python (mpi4py passes its handle) or run under ``session()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+import traceback
+from collections.abc import Sequence
+
+from . import embed
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m chronompi.record", allow_abbrev=False)
+    p.add_argument("--chronicle", default=None, help="chronicle of the recorded stories (default: the program's name)")
+    p.add_argument("--story", default=embed.DEFAULT_STORY, help="story of the logging records (default: log)")
+    p.add_argument("--output", action="store_true", help="also record stdout and stderr lines")
+    p.add_argument("--no-logging", action="store_true", help="do not record logging records")
+    p.add_argument("-m", dest="module", default=None, help="run a module as python -m does")
+    p.add_argument("program", nargs=argparse.REMAINDER, help="-- script.py [args] (or -m module [args])")
+    ns = p.parse_args(list(argv))
+    rest = list(ns.program)
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    if ns.module is None and not rest:
+        p.error("give the program: -- script.py [args] or -m module [args]")
+    ns.program = rest
+    return ns
+
+
+def _run_program(ns: argparse.Namespace) -> int:
+    """Run the program as __main__; its exit status (0, or what it passed to sys.exit, or 1 if it raised)."""
+    if ns.module is not None:
+        sys.argv = [ns.module, *ns.program]
+        runpy.run_module(ns.module, run_name="__main__", alter_sys=True)
+    else:
+        script = ns.program[0]
+        sys.argv = list(ns.program)
+        sys.path[0] = os.path.dirname(os.path.abspath(script))  # as `python script.py` sets it
+        runpy.run_path(script, run_name="__main__")
+    return 0
+
+
+def _status(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    sys.stderr.write(f"{code}\n")  # sys.exit("message"): Python prints it and exits 1
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ns = parse(sys.argv[1:] if argv is None else argv)
+    program = ns.module or (ns.program[0] if ns.program else "")
+    chronicle = ns.chronicle or embed.program_name(program, ns.module)
+    client = embed.start(
+        chronicle=chronicle,
+        story_name=ns.story,
+        capture_logging=not ns.no_logging,
+        capture_output=ns.output,
+    )
+    if client is None:
+        return 0  # a service rank: the session is over
+    failure: BaseException | None = None
+    try:
+        status = _run_program(ns)
+    except SystemExit as exc:
+        status = _status(exc)
+        if status:
+            failure = exc
+    except BaseException as exc:  # the program raised: as python prints it, after the session has its part
+        failure = exc
+        status = 1
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, "<frozen runpy>"):
+            tb = tb.tb_next  # the program's frames only, as python itself would print them
+        traceback.print_exception(type(exc), exc, tb)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    embed.finalize(failure)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
