@@ -48,6 +48,7 @@ class _Embedded:
         self.client = client
         self.chronicle = chronicle
         self.world: Any = None  # the real MPI.COMM_WORLD while it is rebound
+        self.mpi_calls: dict[str, Any] = {}  # MPI.Init/Init_thread/Finalize while they are no-ops
         self.captures: list[Any] = []
         self.stories: dict[tuple[str, str], Story] = {}
         self.lock = threading.Lock()
@@ -83,6 +84,10 @@ def story(chronicle: str | None = None, name: str = DEFAULT_STORY) -> Story:
             _ensure_chronicle(st.client, chron)
             held = st.stories[(chron, name)] = st.client.acquire_story(chron, name)
         return held
+
+
+def _no_op(*args: Any, **kwargs: Any) -> Any:
+    return None
 
 
 def _ensure_chronicle(client: Client, name: str) -> None:
@@ -122,6 +127,11 @@ def start(
         if rebind and (comm is None or comm is MPI.COMM_WORLD):
             st.world = MPI.COMM_WORLD
             MPI.COMM_WORLD = client.comm  # type: ignore[misc]  # the program's "world" is the clients' communicator
+            # MPI is initialised already and must outlive the program (the session ends after it): a
+            # program's own MPI.Init() / MPI.Finalize() calls become no-ops; mpi4py finalises at exit
+            for name in ("Init", "Init_thread", "Finalize"):
+                st.mpi_calls[name] = getattr(MPI, name)
+                setattr(MPI, name, _no_op)
         if capture_logging or capture_output:
             from .capture import LogCapture, OutputCapture
 
@@ -196,6 +206,8 @@ def finalize(failure: BaseException | None = None) -> None:
         from mpi4py import MPI
 
         MPI.COMM_WORLD = st.world  # type: ignore[misc]
+        for name, call in st.mpi_calls.items():
+            setattr(MPI, name, call)
     if failure is None:
         st.cm.__exit__(None, None, None)
     else:

@@ -63,3 +63,4 @@ if __name__ == "__main__":
         master(int(sys.argv[1]))
     else:
         worker()
+    MPI.Finalize()  # some programs end MPI themselves
