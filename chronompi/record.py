@@ -22,6 +22,7 @@ import traceback
 from collections.abc import Sequence
 
 from . import embed
+from .errors import ChronoError
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
@@ -69,12 +70,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parse(sys.argv[1:] if argv is None else argv)
     program = ns.module or (ns.program[0] if ns.program else "")
     chronicle = ns.chronicle or embed.program_name(program, ns.module)
-    client = embed.start(
-        chronicle=chronicle,
-        story_name=ns.story,
-        capture_logging=not ns.no_logging,
-        capture_output=ns.output,
-    )
+    try:
+        client = embed.start(
+            chronicle=chronicle,
+            story_name=ns.story,
+            capture_logging=not ns.no_logging,
+            capture_output=ns.output,
+        )
+    except ChronoError as exc:  # the same error on every rank (session start-up): one line, from rank 0
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            sys.stderr.write(f"chronompi record: {exc}\n")
+        return 2
     if client is None:
         return 0  # a service rank: the session is over
     failure: BaseException | None = None

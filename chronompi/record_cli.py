@@ -123,6 +123,8 @@ def cmd_record(argv: Sequence[str]) -> int:
     from .launch import exec_mpi, mpi_env, mpirun_argv
     from .layout import service_ranks
     from .report import STDOUT_TTY
+    from .store.format import init_store
+    from .store.space import advice
 
     args = list(argv)
     if "--" not in args:
@@ -140,6 +142,12 @@ def cmd_record(argv: Sequence[str]) -> int:
     text = os.environ.get(ENV_OVERRIDES, "").strip()
     pairs = [*shlex.split(text), *overrides, f"layout.clients={ns.np}"]
     cfg = build(None, pairs)
+    try:  # here, once, rather than a traceback on every rank: rank 0 would find the same
+        init_store(cfg.storage.root)
+    except OSError as exc:
+        raise ConfigError(
+            f"storage.root: {exc.filename or cfg.storage.root}: cannot create the store: {exc.strerror}; {advice(exc)}"
+        ) from None
     nodes = count_nodes(mpirun_opts, os.environ)
     services = service_ranks(ns.np, nodes, cfg.layout)
     env[ENV_OVERRIDES] = shlex.join(pairs)
