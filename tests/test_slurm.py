@@ -244,3 +244,26 @@ def test_sbatch_failure_is_the_exit_status(slurm: None, tmp_path: Path, job_name
     text = out.read_text(errors="replace")
     assert rc != 0, f"job {job_id} with layout.keepers=0 exited 0:\n{text[-3000:]}"
     assert "keepers=0" in text, f"the job output does not say what was wrong:\n{text[-3000:]}"
+
+
+def test_sbatch_record_runs_an_unmodified_program(slurm: None, tmp_path: Path, job_name: str) -> None:
+    """RECORD=1: the program (it never imports chronompi) gets all RANKS tasks as MPI.COMM_WORLD; its logging
+    records are in the store, each exactly once, in total order."""
+    store = tmp_path / "store"
+    app = Path(__file__).parent / "apps" / "unmodified" / "jacobi.py"
+    env = job_env(STORE=str(store), RECORD="1", PROGRAM=f"python {app}", ARGS="20 5")
+    rc, job_id, out = sbatch(tmp_path, job_name, env)
+    text = out.read_text(errors="replace")
+    assert rc == 0, f"job {job_id} exited {rc}:\n{text[-6000:]}"
+    assert f"jacobi: {RANKS} ranks" in text and f"chronompi record -n {RANKS}" in text
+    with chronompi.open_store(store) as st:
+        ev = st.replay("jacobi", "log")
+    keys = list(zip(ev["time"].tolist(), ev["client"].tolist(), ev["seq"].tolist()))
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    messages = sorted(json.loads(p)["message"] for p in ev["payload"])
+    want = sorted(
+        [f"iteration {i} rank {r} of {RANKS} residual" for i in range(5) for r in range(RANKS)]
+        + [f"finished 5 iterations on {RANKS} ranks"]
+    )
+    assert [m.rsplit(" ", 1)[0] if m.startswith("iteration") else m for m in messages] == want
+    assert len(np.unique(ev["client"])) == RANKS
