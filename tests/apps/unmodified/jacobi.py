@@ -5,6 +5,7 @@ It never imports chronompi. Usage: jacobi.py N_PER_RANK ITERATIONS
 
 import argparse
 import logging
+import time
 
 import numpy as np
 from mpi4py import MPI
@@ -19,7 +20,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("n", type=int)
     p.add_argument("iterations", type=int)
+    p.add_argument("--timing", action="store_true", help="print the start and end times (perf/bench_record.py)")
     args = p.parse_args()
+    if args.timing and rank == 0:
+        print(f"jacobi-timing start {time.time():.6f}", flush=True)
     logging.basicConfig(level=logging.INFO, format=f"[{rank}] %(levelname)s %(message)s")
     n = comm.bcast(args.n if rank == 0 else None, root=0)
     u = np.zeros(n + 2)
@@ -43,6 +47,8 @@ def main() -> None:
         assert sizes == [size] * size
         print(f"jacobi: {size} ranks, heat {total:.6f}", flush=True)
         log.warning("finished %d iterations on %d ranks", args.iterations, size)
+        if args.timing:
+            print(f"jacobi-timing end {time.time():.6f}", flush=True)
 
 
 if __name__ == "__main__":

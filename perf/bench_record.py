@@ -1,0 +1,132 @@
+"""An unmodified program with and without ``chronompi record``: what the whole job costs, as a user times it.
+
+Launches, alternating within each round, the same third-party-style mpi4py program (the Jacobi solver of
+``tests/apps/unmodified/jacobi.py``, which never imports chronompi) on N ranks
+
+- ``plain``:  ``chronompi mpirun -n N -- python jacobi.py SIZE ITERS``
+- ``record``: ``chronompi record -n N storage.root=SCRATCH -- python jacobi.py SIZE ITERS`` (N + 3 ranks)
+
+and times the whole job from outside (``time.perf_counter`` around the launcher), like ``time mpirun ...``.
+The program sees N ranks either way and does the same work; with ``record`` its logging records (one per
+rank and iteration) are recorded. Each job's program prints its own start and end times (``--timing``),
+so the table splits the job into start (launch to the program's first line), the program, and end (its
+last line to the job's exit). The load average is read before every job. One JSON line per job, then a
+summary per (N, system): median, min, max over the rounds. No MPI in this process.
+
+    python perf/bench_record.py [--ranks 8,16] [--rounds 5] [--iterations 200] [--out perf/out/record.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchlib import cpu_model, git_commit
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "tests" / "apps" / "unmodified" / "jacobi.py"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def one_job(system: str, n: int, size: int, iterations: int, scratch: Path, timeout: float) -> dict[str, Any]:
+    store = scratch / f"store-{system}-{n}"
+    program = ["python", str(APP), str(size), str(iterations), "--timing"]
+    if system == "plain":
+        argv = [sys.executable, "-m", "chronompi", "mpirun", "-n", str(n), "--", *program]
+    else:
+        argv = [sys.executable, "-m", "chronompi", "record", "-n", str(n), f"storage.root={store}", "--", *program]
+    load = os.getloadavg()[0]
+    t_launch = time.time()
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=scratch, start_new_session=True)
+    wall = time.perf_counter() - t0
+    t_exit = time.time()
+    if r.returncode != 0:
+        raise RuntimeError(f"{system} -n {n} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    marks = dict(
+        line.split()[1:3] for line in r.stdout.splitlines() if line.startswith("jacobi-timing ")
+    )  # jacobi-timing start|end EPOCH_S
+    start, end = float(marks["start"]), float(marks["end"])
+    events = None
+    if system == "record":
+        import chronompi
+
+        with chronompi.open_store(store) as st:
+            events = len(st.replay("jacobi", "log"))
+        shutil.rmtree(store, ignore_errors=True)
+    return {
+        "bench": "record",
+        "system": system,
+        "ranks": n,
+        "size": size,
+        "iterations": iterations,
+        "wall_s": round(wall, 3),
+        "start_s": round(start - t_launch, 3),
+        "program_s": round(end - start, 3),
+        "end_s": round(t_exit - end, 3),
+        "events": events,
+        "load1": round(load, 2),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ranks", default="8,16")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--size", type=int, default=20000)
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--out", default=str(ROOT / "perf" / "out" / "record.jsonl"))
+    a = p.parse_args()
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    mach = machine()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-record-") as tmp:
+        for rnd in range(a.rounds):
+            for n in (int(x) for x in a.ranks.split(",")):
+                order = ("plain", "record") if rnd % 2 == 0 else ("record", "plain")
+                for system in order:
+                    row = {**one_job(system, n, a.size, a.iterations, Path(tmp), a.timeout), "round": rnd}
+                    rows.append(row)
+                    with out.open("a") as f:
+                        f.write(json.dumps({**row, "machine": mach}) + "\n")
+                    print(json.dumps(row), flush=True)
+    print(f"\n| ranks | system | wall s | start s | program s | end s | load | (median [min-max] of {a.rounds}) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for n in sorted({r["ranks"] for r in rows}):
+        for system in ("plain", "record"):
+            rs = [r for r in rows if r["ranks"] == n and r["system"] == system]
+
+            def cell(key: str, rs: list[dict[str, Any]] = rs) -> str:
+                v = [r[key] for r in rs]
+                return f"{statistics.median(v):.2f} [{min(v):.2f}-{max(v):.2f}]"
+
+            load = f"{min(r['load1'] for r in rs):.1f}-{max(r['load1'] for r in rs):.1f}"
+            cells = " | ".join(cell(k) for k in ("wall_s", "start_s", "program_s", "end_s"))
+            print(f"| {n} | {system} | {cells} | {load} | |")
+
+
+if __name__ == "__main__":
+    main()
