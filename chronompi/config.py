@@ -24,7 +24,7 @@ class LayoutConfig:
 
     Rank 0 is the visor. 0 for ``keepers`` / ``graphers`` and None for ``per_node`` mean "by the rule":
     a keeper per node once there is more than one node, keepers and graphers growing with the clients
-    (one keeper per 16 clients, one grapher per 32). A value given always wins. With ``per_node`` false
+    (one keeper per 8 clients, one grapher per 32). A value given always wins. With ``per_node`` false
     the next ``keepers`` ranks are keepers and the next ``graphers`` ranks graphers; with ``per_node``
     true every node gets ``keepers`` keepers (its lowest ranks) and the ``graphers`` graphers are spread
     over the nodes round-robin.

@@ -30,7 +30,7 @@ from .errors import ConfigError
 VISOR, KEEPER, GRAPHER, CLIENT, SPARE = "visor", "keeper", "grapher", "client", "spare"
 ROLES = (VISOR, KEEPER, GRAPHER, CLIENT, SPARE)
 
-CLIENTS_PER_KEEPER = 16  # the rule (measured: perf/bench_layout.py, docs/architecture.md "Layout")
+CLIENTS_PER_KEEPER = 8  # the rule (measured: perf/bench_layout.py, docs/architecture.md "Layout")
 CLIENTS_PER_GRAPHER = 32
 
 

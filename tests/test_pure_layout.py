@@ -321,15 +321,15 @@ def _blocks(size: int, n_nodes: int) -> list[int]:
     [
         (4, 1, 1, 1, 1),  # the smallest session
         (8, 1, 1, 1, 5),  # `chronompi mpirun -n 8 chronompi run`: the README's layout
-        (19, 1, 1, 1, 16),  # 16 clients: still one keeper
-        (20, 1, 1, 1, 17),  # 17 clients would need a 2nd keeper, which leaves 16: the rank left over is a client
-        (21, 1, 2, 1, 17),
-        (64, 1, 4, 2, 57),  # 57 clients: ceil(57/16) = 4 keepers, ceil(57/32) = 2 graphers
-        (128, 1, 8, 4, 115),
+        (11, 1, 1, 1, 8),  # 8 clients: still one keeper
+        (12, 1, 1, 1, 9),  # 9 clients would need a 2nd keeper, which leaves 8: the rank left over is a client
+        (13, 1, 2, 1, 9),
+        (64, 1, 7, 2, 54),  # 54 clients: ceil(54/8) = 7 keepers, ceil(54/32) = 2 graphers
+        (128, 1, 14, 4, 109),
         (8, 2, 2, 1, 4),  # two nodes: a keeper on each
-        (64, 2, 4, 2, 57),  # two per node
-        (64, 4, 4, 2, 57),  # one per node
-        (64, 8, 8, 2, 53),  # one per node, more than the clients need
+        (64, 2, 8, 2, 53),  # the rule's 7 keepers, rounded up to 4 per node
+        (64, 4, 8, 2, 53),  # 2 per node
+        (64, 8, 8, 2, 53),  # one per node
     ],
 )
 def test_rule_table(size: int, n_nodes: int, keepers: int, graphers: int, clients: int) -> None:
@@ -351,7 +351,6 @@ def test_rule_grows_with_the_ranks_and_keeps_keepers_loaded_evenly() -> None:
         k, g, c = len(r.keepers), len(r.graphers), len(r.clients)
         assert (k, g) >= before and k >= before[0] and g >= before[1], size  # never shrinks as ranks are added
         before = (k, g)
-        assert k == max(1, -(-(c - 2) // CLIENTS_PER_KEEPER)) or k == -(-c // CLIENTS_PER_KEEPER), (size, k, c)
         assert c <= CLIENTS_PER_KEEPER * k + 2 and c > CLIENTS_PER_KEEPER * (k - 1), (size, k, c)
         assert c <= CLIENTS_PER_GRAPHER * g + 2 and c > CLIENTS_PER_GRAPHER * (g - 1), (size, g, c)
         assert max(Counter(r.keeper_of.values()).values()) <= CLIENTS_PER_KEEPER + 2
@@ -365,16 +364,16 @@ def test_explicit_counts_win_over_the_rule() -> None:
     assert (len(r.keepers), len(r.graphers), len(r.clients)) == (1, 1, 61)
     r = assign_roles(64, LayoutConfig(keepers=2))  # graphers still by the rule: ceil(59 / 32) = 2
     assert (len(r.keepers), len(r.graphers), len(r.clients)) == (2, 2, 59)
-    r = assign_roles(64, LayoutConfig(graphers=1))  # keepers by the rule: ceil(58 / 16) = 4
-    assert (len(r.keepers), len(r.graphers), len(r.clients)) == (4, 1, 58)
+    r = assign_roles(64, LayoutConfig(graphers=1))  # keepers by the rule: ceil(55 / 8) = 7
+    assert (len(r.keepers), len(r.graphers), len(r.clients)) == (7, 1, 55)
 
 
 def test_explicit_per_node_wins() -> None:
     nodes = _blocks(64, 2)
     flat = assign_roles(64, LayoutConfig(per_node=False), nodes)  # the rule's count, placed as ranks 1..k
-    assert flat.keepers == (1, 2, 3, 4) and len(flat.graphers) == 2
+    assert flat.keepers == tuple(range(1, 8)) and len(flat.graphers) == 2
     one_node = assign_roles(64, LayoutConfig(per_node=True), [0] * 64)
-    assert one_node.keepers == (1, 2, 3, 4)
+    assert one_node.keepers == tuple(range(1, 8))
     # explicit keepers on several nodes keep their meaning: that many in all, unless per_node=true
     assert assign_roles(64, LayoutConfig(keepers=1), nodes).keepers == (1,)
     assert len(assign_roles(64, LayoutConfig(keepers=1, per_node=True), nodes).keepers) == 2
@@ -391,10 +390,10 @@ def test_clients_exact_and_extra_ranks_become_spares() -> None:
     assert (len(r.clients), r.spares) == (5, (3, 4))
     r = assign_roles(11, LayoutConfig(clients=5, spares=1))
     assert (len(r.clients), len(r.spares)) == (5, 3)
-    r = assign_roles(64, LayoutConfig(clients=57))  # the rule for 57 clients: 4 + 2
-    assert (len(r.keepers), len(r.graphers), len(r.clients), r.spares) == (4, 2, 57, ())
-    r = assign_roles(64, LayoutConfig(clients=40))  # the rule for 40: 3 + 2; 64 - 46 = 18 spares
-    assert (len(r.keepers), len(r.graphers), len(r.clients), len(r.spares)) == (3, 2, 40, 18)
+    r = assign_roles(64, LayoutConfig(clients=54))  # the rule for 54 clients: 7 + 2
+    assert (len(r.keepers), len(r.graphers), len(r.clients), r.spares) == (7, 2, 54, ())
+    r = assign_roles(64, LayoutConfig(clients=40))  # the rule for 40: 5 + 2; 64 - 48 = 16 spares
+    assert (len(r.keepers), len(r.graphers), len(r.clients), len(r.spares)) == (5, 2, 40, 16)
 
 
 def _check_consistent_with_spares(r, size: int) -> None:
@@ -405,10 +404,10 @@ def _check_consistent_with_spares(r, size: int) -> None:
 
 def test_clients_more_than_the_ranks_allow() -> None:
     with pytest.raises(ConfigError) as ei:
-        assign_roles(60, LayoutConfig(clients=57))
+        assign_roles(60, LayoutConfig(clients=54))
     msg = str(ei.value)
-    assert "layout.clients=57 needs 64 ranks" in msg and "has 60" in msg
-    assert "1 visor + 4 keepers + 2 graphers + 0 spares + 57 clients" in msg
+    assert "layout.clients=54 needs 64 ranks" in msg and "has 60" in msg
+    assert "1 visor + 7 keepers + 2 graphers + 0 spares + 54 clients" in msg
     assert "mpirun -n 64" in msg and "lower layout.clients" in msg
 
 
@@ -442,7 +441,7 @@ def test_service_ranks_gives_exactly_n_clients(n: int, n_nodes: int, base: Layou
 
 def test_service_ranks_examples() -> None:
     assert service_ranks(5, 1, LayoutConfig()) == 3
-    assert service_ranks(57, 1, LayoutConfig()) == 7
+    assert service_ranks(54, 1, LayoutConfig()) == 10
     assert service_ranks(61, 1, LayoutConfig(keepers=1, graphers=1)) == 3
     assert service_ranks(4, 2, LayoutConfig()) == 4  # a keeper on each node
     assert service_ranks(5, 1, LayoutConfig(spares=2)) == 5
