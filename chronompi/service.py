@@ -99,10 +99,10 @@ def membership_of(ctx: Context) -> Membership:
     return initial(r.keepers, r.graphers, r.keeper_of)
 
 
-
 def max_rss_mib() -> float:
     """This process's peak resident set size so far, in MiB (getrusage; Linux counts in KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
 
 class Service:
     """Base of the service roles.

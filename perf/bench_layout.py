@@ -116,7 +116,9 @@ def main() -> None:
                 with out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
     print(f"\n{args.ranks} ranks, {args.rounds} round(s), overrides {' '.join(args.overrides) or '(none)'}")
-    print("variant   layout (k+g, clients)   wait_s median [rounds]          events/s median   job_s   max RSS MiB v/k/g")
+    print(
+        "variant   layout (k+g, clients)   wait_s median [rounds]          events/s median   job_s   max RSS MiB v/k/g"
+    )
     for name in names:
         ok = [r for r in rows if r["variant"] == name and "error" not in r]
         bad = [r["error"] for r in rows if r["variant"] == name and "error" in r]

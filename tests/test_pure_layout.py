@@ -419,7 +419,9 @@ def test_clients_more_than_the_ranks_allow() -> None:
     st.integers(0, 3),
     st.integers(0, 5),
 )
-def test_service_ranks_gives_exactly_n_clients(n: int, n_nodes: int, base: LayoutConfig, spares: int, extra: int) -> None:
+def test_service_ranks_gives_exactly_n_clients(
+    n: int, n_nodes: int, base: LayoutConfig, spares: int, extra: int
+) -> None:
     """A launcher starts N + service_ranks(N, nodes, layout) ranks with layout.clients = N: exactly N clients;
     ranks beyond that become spares."""
     layout = dataclasses.replace(base, spares=spares)
