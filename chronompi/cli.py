@@ -132,7 +132,10 @@ def run_help(overrides: Sequence[str] = ()) -> str:
 
 def _alone_hint(cfg: Any) -> str:
     """What to type when ``chronompi run`` was started without mpirun (a single rank)."""
-    need = 2 + cfg.layout.keepers + cfg.layout.graphers + cfg.layout.spares
+    from .layout import service_ranks
+
+    clients = max(1, cfg.layout.clients)
+    need = clients + service_ranks(clients, 1, cfg.layout)
     return (
         f"started as a single process, but the run needs at least {need} ranks; launch it under mpirun, "
         f"e.g. chronompi mpirun -n {max(need, 8)} chronompi run"

@@ -20,19 +20,21 @@ from .errors import ConfigError
 
 @dataclass
 class LayoutConfig:
-    """Which ranks serve which role.
+    """Which ranks serve which role (``chronompi.layout`` holds the rule).
 
-    Rank 0 is the visor. With ``per_node`` false the next ``keepers`` ranks
-    are keepers and the next ``graphers`` ranks graphers; with ``per_node``
-    true every node gets ``keepers`` keepers (its lowest ranks) and the
-    ``graphers`` graphers are spread over the nodes round-robin.
+    Rank 0 is the visor. 0 for ``keepers`` / ``graphers`` and None for ``per_node`` mean "by the rule":
+    a keeper per node once there is more than one node, keepers and graphers growing with the clients
+    (one keeper per 8 clients, one grapher per 32). A value given always wins. With ``per_node`` false
+    the next ``keepers`` ranks are keepers and the next ``graphers`` ranks graphers; with ``per_node``
+    true every node gets ``keepers`` keepers (its lowest ranks) and the ``graphers`` graphers are spread
+    over the nodes round-robin.
     """
 
-    keepers: int = 1
-    graphers: int = 1
-    per_node: bool = False
+    keepers: int = 0  # 0: by the rule; per node when per_node
+    graphers: int = 0  # 0: by the rule
+    per_node: bool | None = None  # None: true when keepers are by the rule and the job spans nodes
     spares: int = 0  # idle ranks the visor can make keepers or graphers while the job runs (elasticity)
-    clients: int = 0  # > 0: exactly this many client ranks, the rest serve (chronompi record sets it)
+    clients: int = 0  # > 0: exactly this many clients, extra ranks become spares; 0: every rank left
 
 
 @dataclass
@@ -73,7 +75,8 @@ class ElasticConfig:
     """Membership changes while the job runs (spare ranks become keepers or graphers and back)."""
 
     lead_ms: float = 500.0  # a change takes effect at the first window boundary at least this far ahead
-    auto: bool = False  # the visor grows and shrinks the membership by itself (measured backpressure)
+    # the visor grows and shrinks the membership by itself (measured backpressure); None: on when there are spares
+    auto: bool | None = None
     max_keepers: int = 0  # bounds of the automatic policy (0: layout + spares); scale() is bounded by spares
     max_graphers: int = 0
     min_keepers: int = 1
@@ -237,8 +240,37 @@ def _override(out: Config, item: str, where: str, sources: dict[str, str]) -> No
             sources[key] = where
 
 
+_UNSET = ("null", "none", "auto", "~", "")  # text for None in an optional key (``bool | None``: unset = automatic)
+
+
+def _optional_of(typ: Any) -> Any:
+    """``X`` for an optional key's type ``X | None``, else None."""
+    args = typing.get_args(typ)
+    if type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None))
+    return None
+
+
+def _kind(typ: Any) -> str:
+    inner = _optional_of(typ)
+    if inner is not None:
+        return f"{_KIND.get(inner, 'valid')} or null (automatic)"
+    return _KIND.get(typ, "valid")
+
+
 def _convert(key: str, value: Any, typ: Any, default: Any, where: str) -> Any:
-    """``value`` as ``typ`` (int, float, bool or str), from text too; anything else is a ConfigError."""
+    """``value`` as ``typ`` (int, float, bool or str, or one of them or None), from text too; anything else is
+    a ConfigError."""
+    inner = _optional_of(typ)
+    if inner is not None:
+        if value is None or (isinstance(value, str) and value.strip().lower() in _UNSET):
+            return None
+        try:
+            return _convert(key, value, inner, default, where)
+        except ConfigError:
+            raise ConfigError(
+                f"{where}: {key}={value!r} is not {_kind(typ)}; give one like {key}=true, or {key}=null"
+            ) from None
     text = value.strip() if isinstance(value, str) else None
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     try:
@@ -268,7 +300,7 @@ def _convert(key: str, value: Any, typ: Any, default: Any, where: str) -> Any:
 
 
 def _show(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    return str(value).lower() if isinstance(value, bool) else "null" if value is None else str(value)
 
 
 def _section(dotted: str) -> type | None:
@@ -299,7 +331,7 @@ def explain(exc: BaseException, where: str) -> ConfigError:
             if isinstance(seen, (ConfigAttributeError, ConfigKeyError)) or name not in types:
                 return _unknown(str(key), schema, where)
             value, default = getattr(seen, "value", None), getattr(schema(), name)
-            kind = _KIND.get(types[name], "valid")
+            kind = _kind(types[name])
             return ConfigError(f"{where}: {key}={value!r} is not {kind}; give one like {key}={_show(default)}")
         seen = seen.__cause__ or seen.__context__
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -323,8 +355,8 @@ def _one_of(*choices: str) -> Callable[[Any], bool]:
 
 # key -> (test, what the value must be); ``not test(v)`` also refuses NaN
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "layout.keepers": (_at_least(1), ">= 1: a layout needs at least one keeper and one grapher"),
-    "layout.graphers": (_at_least(1), ">= 1: a layout needs at least one keeper and one grapher"),
+    "layout.keepers": (_at_least(0), ">= 1, or 0 for the default rule"),
+    "layout.graphers": (_at_least(0), ">= 1, or 0 for the default rule"),
     "layout.spares": (_at_least(0), ">= 0"),
     "layout.clients": (_at_least(0), ">= 0 (0: every rank the services leave)"),
     "elastic.lead_ms": (_above(0), "> 0"),

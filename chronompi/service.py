@@ -10,6 +10,7 @@ them, and a spinning service rank steals the core of a science rank.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from typing import Any
 
@@ -98,6 +99,11 @@ def membership_of(ctx: Context) -> Membership:
     return initial(r.keepers, r.graphers, r.keeper_of)
 
 
+def max_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB (getrusage; Linux counts in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 class Service:
     """Base of the service roles.
 
@@ -132,7 +138,7 @@ class Service:
         raise NotImplementedError
 
     def stats(self) -> dict[str, Any]:
-        return {"host": self.ctx.host, "slept_s": round(self.backoff.slept, 3)}
+        return {"host": self.ctx.host, "slept_s": round(self.backoff.slept, 3), "max_rss_mib": max_rss_mib()}
 
     def run(self) -> str:
         """Serve until this role's part is done (the session's end, or a drain when it leaves the

@@ -9,6 +9,7 @@ in-band shutdown is over, and client ranks get a :class:`Client`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -22,9 +23,9 @@ from typing import Any
 from mpi4py import MPI
 
 from .client import Client
-from .config import Config, as_config
+from .config import Config, LayoutConfig, as_config
 from .errors import ChronoError, ConfigError, StoreError
-from .layout import CLIENT, GRAPHER, ROLES, SPARE, VISOR, assign_roles
+from .layout import CLIENT, GRAPHER, ROLES, SPARE, VISOR, assign_roles, autoscaler_on, plan
 from .logutil import setup_logging
 from .member import serve_member
 from .protocol import Context, hostname
@@ -95,6 +96,11 @@ def _startup(comm: Any, cfg: Any, root: int = 0) -> Context:
     node_index = {leader: i for i, leader in enumerate(sorted(set(leaders)))}
     node_of = [node_index[x] for x in leaders]
     roles = assign_roles(comm.Get_size(), resolved.layout, node_of)  # identical on every rank
+    # what the defaults resolved to (the rule's counts, the autoscaler), for every role and the run record
+    p = plan(comm.Get_size(), len(node_index), resolved.layout)
+    layout = LayoutConfig(p.keepers, p.graphers, p.per_node, p.spares, p.clients)
+    elastic = dataclasses.replace(resolved.elastic, auto=autoscaler_on(resolved.elastic.auto, roles))
+    resolved = dataclasses.replace(resolved, layout=layout, elastic=elastic)  # (cfg given by the user: untouched)
     # every grapher checks the directories it will write, on its own node; all ranks see every answer
     # spares may become graphers: their directories are checked too
     mine = check_dirs(resolved.storage, run_id) if roles.role[rank] in (GRAPHER, SPARE) else []

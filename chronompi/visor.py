@@ -25,7 +25,7 @@ from .errors import ChronicleExists, ChronicleInUse, ChronoError, StoryNotAcquir
 from .grapher import grapher_index
 from .names import check_name
 from .protocol import DONE, FAILED, FORCE_END, RELEASE, SEAL, STORAGE, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
-from .service import Service
+from .service import Service, max_rss_mib
 from .store.format import write_run
 from .store.writer import staging_dir
 
@@ -356,6 +356,7 @@ class Visor(Service):
             "ranks": len(self.ctx.roles.role),
             "hosts": sorted(set(self.ctx.hosts)),
             "wall_s": round(wall, 3),
+            "visor_max_rss_mib": max_rss_mib(),
             "events_logged": logged,
             "events_stored": events,
             "bytes_stored": sum(g["bytes"] for g in graphers),

@@ -63,7 +63,8 @@ def test_bad_input_in_a_session(store: Path) -> None:
         (3, {}, "needs at least 4 ranks"),  # too few ranks: no client would be left
         (4, {"layout": {"keepers": 2}}, "needs at least 5 ranks"),  # zero clients
         (4, {"layout": {"keepers": 10}}, "needs at least 13 ranks"),  # more keepers than ranks
-        (4, {"layout": {"graphers": 0}}, "at least one keeper and one grapher"),
+        (4, {"layout": {"graphers": -1}}, "layout.graphers=-1 must be >= 1, or 0 for the default rule"),
+        (6, {"layout": {"clients": 5}}, "layout.clients=5 needs 8 ranks"),  # exactly 5 clients: 3 services more
         (4, {"client": {"batch_bytes": 0}}, "client.batch_bytes=0"),
         (4, {"client": {"policy": "maybe"}}, "client.policy='maybe'"),
         (4, {"workload": {"evnts": 1}}, "unknown config key 'workload.evnts'"),

@@ -34,7 +34,9 @@ def test_run_help_lists_groups_keys_and_defaults(capsys: pytest.CaptureFixture[s
     assert f"\n+experiment: {options('experiment')}\n" in out and "million" in options("experiment")
     # every key of every section with its default, as YAML
     for section, key, default in [
-        ("layout", "keepers", "1"),
+        ("layout", "keepers", "0"),
+        ("layout", "per_node", "null"),
+        ("elastic", "auto", "null"),
         ("client", "batch_ms", "50.0"),
         ("keeper", "window_ms", "100.0"),
         ("storage", "root", "chronompi-store"),

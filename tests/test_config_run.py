@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -58,3 +59,22 @@ def test_bad_env_override_under_chronompi_run(tmp_path: Path) -> None:
     want = "chronompi run: in CHRONOMPI_OVERRIDES entry 'workload.events=-5': workload.events=-5 must be >= 0"
     records = [rec.split("\n", 1)[0].rstrip() for rec in re.split(r"(?=chronompi run: )", r.stderr)[1:]]
     assert records == [want] * 4, r.stderr
+
+
+def test_default_layout_of_the_8_rank_demo(tmp_path: Path) -> None:
+    """`chronompi mpirun -n 8 chronompi run --verify` with the default layout (the rule) keeps the README's
+    layout: 1 visor, 1 keeper, 1 grapher, 5 clients, no spare, so no autoscaler; every event verified."""
+    store = tmp_path / "store"
+    r = chronompi_run(8, "--verify", f"storage.root={store}", "workload.events=2000", "workload.progress=false")
+    assert r.returncode == 0, r.stderr
+    runs = sorted((store / "runs").glob("*.json"))
+    assert len(runs) == 1
+    rec = json.loads(runs[0].read_text())
+    assert rec["status"] == "complete"
+    epoch0 = rec["epochs"][0]
+    assert (len(epoch0["keepers"]), len(epoch0["graphers"]), len(rec["epochs"])) == (1, 1, 1)
+    assert len(rec["roles"]["client"]) == 5
+    # what the defaults resolved to is in the record
+    assert rec["config"]["layout"] == {"keepers": 1, "graphers": 1, "per_node": False, "spares": 0, "clients": 5}
+    assert rec["config"]["elastic"]["auto"] is False
+    assert rec["events_stored"] == rec["events_logged"] == 5 * 2000

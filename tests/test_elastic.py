@@ -23,7 +23,7 @@ def cfg(keepers: int, graphers: int, spares: int, **extra: dict) -> dict:
         "layout": {"keepers": keepers, "graphers": graphers, "spares": spares},
         "client": {"batch_ms": 10},
         "keeper": {"window_ms": 20},
-        "elastic": {"lead_ms": 100},
+        "elastic": {"lead_ms": 100, "auto": False},  # scale() by hand (the autoscaler is on by default with spares)
         "service": {"summary": False},
     }
     for key, val in extra.items():

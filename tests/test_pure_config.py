@@ -25,7 +25,8 @@ def test_none_gives_the_defaults() -> None:
     cfg = as_config(None)
     assert isinstance(cfg, Config)
     assert cfg == Config()
-    assert cfg.layout == LayoutConfig(keepers=1, graphers=1, per_node=False)
+    assert cfg.layout == LayoutConfig(keepers=0, graphers=0, per_node=None, spares=0, clients=0)  # by the rule
+    assert cfg.elastic.auto is None  # on when there are spares
     assert cfg.client.policy == "block"
     assert cfg.keeper.window_ms == 100.0
     assert cfg.service.progress == "backoff"
@@ -45,7 +46,7 @@ def test_dict_merges_over_defaults() -> None:
     assert isinstance(cfg, Config)
     assert isinstance(cfg.layout, LayoutConfig) and isinstance(cfg.client, ClientConfig)
     assert cfg.layout.keepers == 2
-    assert cfg.layout.graphers == 1  # untouched fields keep their default
+    assert cfg.layout.graphers == 0  # untouched fields keep their default (0: by the rule)
     assert cfg.client.policy == "drop"
     assert cfg.client.batch_bytes == ClientConfig().batch_bytes
     assert cfg.workload.events == 7 and cfg.workload.payload_max == 100
@@ -122,8 +123,11 @@ def test_wrong_type_is_a_config_error() -> None:
         ({"workload": {"payload_avg": 300, "payload_max": 200}}, ["workload payload", "avg=300"]),
         ({"workload": {"payload_min": -1}}, ["workload payload", "min=-1"]),
         ({"workload": {"mode": "x"}}, ["workload.mode"]),
-        ({"layout": {"keepers": 0}}, ["keepers=0"]),
-        ({"layout": {"graphers": 0}}, ["graphers=0"]),
+        ({"layout": {"keepers": -1}}, ["layout.keepers=-1", "or 0 for the default rule"]),
+        ({"layout": {"graphers": -1}}, ["layout.graphers=-1"]),
+        ({"layout": {"clients": -2}}, ["layout.clients=-2", ">= 0"]),
+        ({"layout": {"per_node": "sometimes"}}, ["layout.per_node='sometimes'", "true or false or null"]),
+        ({"elastic": {"auto": 3}}, ["elastic.auto=3", "null"]),
         ({"service": {"progress": "x"}}, ["service.progress", "'x'"]),
         ({"storage": {"root": ""}}, ["storage.root"]),
         ({"storage": {"segment_bytes": 0}}, ["storage.segment_bytes"]),
@@ -144,7 +148,7 @@ def test_check_values_on_a_config_instance() -> None:
 
 def test_config_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
-        as_config({"layout": {"keepers": 0}})
+        as_config({"layout": {"keepers": -1}})
 
 
 # -- compose (Hydra) ----------------------------------------------------------------------------
@@ -166,7 +170,9 @@ def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_compose_defaults(where: str) -> None:
     cfg = compose([])
     assert isinstance(cfg, Config)
-    assert cfg.layout == LayoutConfig(keepers=1, graphers=1, per_node=False)
+    assert cfg.layout == LayoutConfig(keepers=0, graphers=0, per_node=None)  # conf/layout/auto.yaml: the rule
+    assert cfg.elastic.auto is None
+    assert compose(["layout=single"]).layout == LayoutConfig(keepers=1, graphers=1, per_node=False)
     assert cfg.workload.events == 20000
     assert cfg.storage.root == "chronompi-store"
 
@@ -192,6 +198,10 @@ def test_compose_value_overrides(where: str) -> None:
     assert cfg.workload.events == 3
     assert cfg.client.policy == "drop"
     assert cfg.layout.graphers == 4
+    # the optional keys: true/false, or null for "automatic" (the rule, the autoscaler when there are spares)
+    cfg = compose(["layout=per_node", "layout.per_node=null", "elastic.auto=false", "layout.clients=5"])
+    assert cfg.layout.per_node is None and cfg.elastic.auto is False and cfg.layout.clients == 5
+    assert compose(["elastic.auto=true"]).elastic.auto is True
 
 
 def test_compose_unknown_key(where: str) -> None:
