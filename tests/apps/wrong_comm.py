@@ -43,6 +43,8 @@ if __name__ == "__main__":
             st = client.acquire_story("c", f"s{r}")
             for i in range(N_EVENTS):
                 st.log(payload(r, i))
+            if mode in ("world", "recv"):
+                print(f"HANG-START {r} {time.time():.3f}", flush=True)
             if mode == "world":
                 comm.Barrier()
             elif mode == "recv":
