@@ -47,9 +47,7 @@ COLLECTIVE = frozenset(
     "Create_dist_graph_adjacent Create_intercomm Merge Accept Connect Spawn Spawn_multiple "
     "Neighbor_allgather neighbor_allgather Neighbor_alltoall neighbor_alltoall".split()
 )
-P2P = frozenset(
-    "Recv recv Probe probe Mprobe mprobe Sendrecv sendrecv Sendrecv_replace Ssend ssend Send send".split()
-)
+P2P = frozenset("Recv recv Probe probe Mprobe mprobe Sendrecv sendrecv Sendrecv_replace Ssend ssend Send send".split())
 _CALLS = {"CALL", "CALL_METHOD", "CALL_FUNCTION", "CALL_FUNCTION_KW", "CALL_KW"}
 _KW_ON_STACK = {"CALL_FUNCTION_KW", "CALL_KW"}  # the keyword names tuple is one more stack item
 _BEFORE_CALL = {"PRECALL", "KW_NAMES", "CACHE", "EXTENDED_ARG", "NOP"}
@@ -98,8 +96,8 @@ def _call_at(code: types.CodeType, lasti: int) -> Call | None:
     if op is None:
         return None
     receiver = _chain(ins, i - 1)
-    line = ins[at].positions.lineno if hasattr(ins[at], "positions") and ins[at].positions else None
-    line = line or _line_of(code, lasti)
+    pos = getattr(ins[at], "positions", None)
+    line = (pos.lineno if pos is not None else None) or _line_of(code, lasti)
     return Call(method, receiver, op, line, _text(code, ins[at], receiver, method))
 
 
@@ -221,13 +219,15 @@ def service_ranks_in(comm: Any, session: Any, services: list[int]) -> list[tuple
     if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
         return None
     groups = [comm.Get_group()]
-    if comm.Is_inter():
+    if isinstance(comm, MPI.Intercomm):
         groups.append(comm.Get_remote_group())
     base = session.Get_group()
     try:
         found: list[tuple[int, int]] = []
         for g in groups:
-            found += [(r, s) for r, s in zip(MPI.Group.Translate_ranks(base, services, g), services) if r != MPI.UNDEFINED]
+            found += [
+                (r, s) for r, s in zip(MPI.Group.Translate_ranks(base, services, g), services) if r != MPI.UNDEFINED
+            ]
         return found
     finally:
         for g in [*groups, base]:
