@@ -32,6 +32,7 @@ from .protocol import (
     EPOCH,
     EPOCH_ACK,
     FAILED,
+    HANG,
     LOAD,
     RELEASE,
     TAG_BATCH,
@@ -41,11 +42,13 @@ from .protocol import (
     TAG_REPLY,
     TAG_REQ,
     TAG_SYNC,
+    UNHANG,
     Context,
 )
 from .route import Route
 from .service import Outbox, make_backoff, membership_of
 from .story import ACTIVE, CLOSED, RECORD_OVERHEAD, RELEASED, Story, _OpenBatch, _time_ns
+from .watchdog import Watchdog
 from .windows import FOREVER, NEVER
 
 log = logging.getLogger(__name__)
@@ -94,6 +97,11 @@ class Client:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._tick_no = -1
+        hang_s = ctx.cfg.service.hang_check_s
+        services = [r for r in range(len(ctx.roles.role)) if r not in set(ctx.roles.clients)]
+        # the thread that enters the session runs the science code: the watchdog samples its frame
+        self._watchdog = Watchdog(threading.get_ident(), hang_s, ctx.comm, services) if hang_s > 0 else None
+        self._hang_out: tuple[Any, ...] | None = None  # a hang report (or its withdrawal) not sent yet
         self.summary: dict[str, Any] | None = None
         # stats
         self.n_events = 0
@@ -158,6 +166,8 @@ class Client:
         try:
             while not self._stop.wait(period):
                 self._tick()
+                if self._watchdog is not None:
+                    self._watch()
                 if resync > 0 and time.monotonic() - self._synced_at >= resync:
                     self._sync_clock(spin=False)
         except BaseException:
@@ -174,6 +184,33 @@ class Client:
                 if len(self._batch) or len(self._inflight) < self._max_inflight:
                     self._send_locked(codec.DATA)  # an aged batch, or a heartbeat when empty
             self._tick_no = self._batch_no
+
+    def _watch(self) -> None:
+        """Report to the visor a call the session's thread is stuck in (watchdog.py), after our events:
+        what the client logged is sent and taken by the keeper first, so a forced end writes all of it."""
+        try:
+            event = self._watchdog.poll()  # type: ignore[union-attr]
+        except Exception:  # the watchdog must never take the job down: without it, a hang is only silent
+            log.warning("client %d: hang watchdog failed; it is off for this session", self.rank, exc_info=True)
+            self._watchdog = None
+            return
+        if isinstance(event, dict):
+            self._hang_out = (HANG, self.rank, event)
+        elif event is True:  # the reported call returned: withdraw the report (or drop it, unsent)
+            self._hang_out = None if self._hang_out is not None and self._hang_out[0] == HANG else (UNHANG, self.rank)
+        if self._hang_out is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            if self._hang_out[0] == HANG:
+                if len(self._batch):
+                    self._send_locked(codec.DATA)
+                self._reap()
+                if self._inflight:
+                    return  # again at the next tick
+            self._comm.send(self._hang_out, dest=self._visor, tag=TAG_CTRL)
+            self._hang_out = None
 
     # -- sending -----------------------------------------------------------
     def _append_many(

@@ -93,6 +93,7 @@ class ServiceConfig:
     backoff_min_us: float = 20.0
     backoff_max_ms: float = 2.0
     failure_grace_s: float = 30.0  # after a client fails, how long the others may take to finish
+    hang_check_s: float = 10.0  # a client stuck this long in an MPI call that cannot return ends the job; 0: off
     summary: bool = True  # the visor prints a run summary
     log_level: str = "WARNING"
 
@@ -389,6 +390,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "service.backoff_min_us": (_at_least(0), ">= 0"),
     "service.backoff_max_ms": (_at_least(0), ">= 0"),
     "service.failure_grace_s": (_at_least(0), ">= 0"),
+    "service.hang_check_s": (_at_least(0), ">= 0"),
     "service.log_level": (lambda v: v.upper() in _LOG_LEVELS, "a logging level: DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     "workload.chronicles": (_at_least(1), ">= 1"),
     "workload.stories": (_at_least(1), ">= 1"),

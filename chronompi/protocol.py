@@ -10,7 +10,7 @@ science code. Tags:
 | CHUNK | keeper -> grapher | a chunk buffer; watermarks and END ride on this tag too (see below) |
 | CLOCK | client <-> visor | one int64 (ping: empty) |
 | REQ / REP | client <-> visor | small pickled registry requests and replies |
-| CTRL | any -> visor, visor -> any | small pickled lifecycle messages: done, failed, force-end, release |
+| CTRL | any -> visor, visor -> any | small pickled lifecycle messages: done, failed, hang, force-end, release |
 | REPLY | keeper/grapher -> client | the events an online replay found there (a chunk buffer) |
 | SYNC | keeper/grapher -> client | the answer to a sync: one SYNC_ACK record (codec.py) |
 
@@ -58,6 +58,8 @@ RETIRE = "retire"  # (RETIRE,): visor -> drained member: back to the spare pool
 SEAL = "seal"  # (SEAL,): visor -> keepers: every client is done, no more members or clients will come
 GONE = "gone"  # (GONE, client rank): visor -> keeper: a client that ended without ever sending to you
 SCALED = "scaled"  # (SCALED, reason): visor's record of an automatic decision (only in the run record)
+HANG = "hang"  # (HANG, rank, report): client -> visor: stuck in a blocking MPI call (watchdog.py)
+UNHANG = "unhang"  # (UNHANG, rank): client -> visor: the reported call returned after all
 LOAD = "load"  # (LOAD, rank, role, numbers): periodic load report to the visor (elastic.auto)
 # (this often: elastic.period_s)
 

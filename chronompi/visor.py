@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,25 @@ from .elastic import Coordinator
 from .errors import ChronicleExists, ChronicleInUse, ChronoError, StoryNotAcquired, UnknownChronicle
 from .grapher import grapher_index
 from .names import check_name
-from .protocol import DONE, FAILED, FORCE_END, RELEASE, SEAL, STORAGE, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
+from .protocol import (
+    DONE,
+    FAILED,
+    FORCE_END,
+    HANG,
+    RELEASE,
+    SEAL,
+    STORAGE,
+    TAG_CLOCK,
+    TAG_CTRL,
+    TAG_REP,
+    TAG_REQ,
+    UNHANG,
+    Context,
+)
 from .service import Service, max_rss_mib
 from .store.format import write_run
 from .store.writer import staging_dir
+from .watchdog import HangJudge, hang_message
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +169,8 @@ class Visor(Service):
         self.failures: list[tuple[int, str, str]] = []
         self.failed_at: float | None = None
         self.forced = False
+        self.hangs = HangJudge()  # the clients' reports of calls that cannot return (watchdog.py)
+        self.hang: dict[str, Any] | None = None  # the one that ends the run
         self.storage: list[dict[str, Any]] = []  # graphers' storage reports, in arrival order (run record)
         self.storage_failed: dict[str, Any] | None = None  # the first grapher that gave up: the run's reason
         self.storage_failed_at = 0.0
@@ -207,6 +225,12 @@ class Visor(Service):
                 self.done[rank] = (role, stats)
                 if role == "client":
                     self.elastic.client_done(rank, stats)
+            elif msg[0] == HANG:
+                warning = self.hangs.report(msg[1], msg[2])
+                if warning:
+                    log.warning("%s", warning)
+            elif msg[0] == UNHANG:
+                self.hangs.moved(msg[1])
             elif self.elastic.on_ctrl(src, msg):
                 pass
             elif msg[0] == FAILED:
@@ -282,6 +306,21 @@ class Visor(Service):
         for k in sorted(self.elastic.alive_keepers):
             self.comm.send((FORCE_END,), dest=k, tag=TAG_CTRL)
 
+    def _check_hang(self) -> None:
+        """A client is stuck in a call that can never return: say why (one line for the job), then end
+        the run as after a failure: the keepers write everything they hold, then the job aborts."""
+        if self.forced:
+            return
+        info = self.hangs.verdict(set(self.ctx.roles.clients) - set(self.done))
+        if info is None:
+            return
+        self.hang = info
+        sys.stderr.write(hang_message(info, self.ctx.roles.role) + "\n")
+        sys.stderr.flush()
+        self.forced = True
+        for k in sorted(self.elastic.alive_keepers):
+            self.comm.send((FORCE_END,), dest=k, tag=TAG_CTRL)
+
     def _heartbeat(self) -> None:
         """Rewrite the run record now and then: fsck tells a live run from a crashed one by its age."""
         now = time.monotonic()
@@ -295,6 +334,7 @@ class Visor(Service):
         progressed |= self._requests()
         progressed |= self._control()
         self._check_failure()
+        self._check_hang()
         self.elastic.step()
         reported = set(self.done) | set(self.elastic.drained)
         services = self.elastic.alive()
@@ -303,9 +343,14 @@ class Visor(Service):
         ):
             self._end_failed()
         if self.forced and services <= reported:
-            self._write_manifest("aborted")
-            self._print_summary()
-            log.critical("aborting the job: client(s) failed and others did not finish")
+            if self.hang is not None:
+                self._write_manifest("aborted", reason={"hang": self.hang})
+                self._print_summary()
+                log.critical("aborting the job: client rank %d hangs (see above)", self.hang["rank"])
+            else:
+                self._write_manifest("aborted")
+                self._print_summary()
+                log.critical("aborting the job: client(s) failed and others did not finish")
             self.comm.Abort(1)
         clients_done = set(self.ctx.roles.clients) <= set(self.done)
         if clients_done and not self.sealed:  # no client will come back: keepers may end

@@ -188,6 +188,7 @@ def test_command_line_errors_name_the_command_line(overrides: list[str], words: 
         ("service.backoff_min_us", -1.0, ">= 0"),
         ("service.backoff_max_ms", -1.0, ">= 0"),
         ("service.failure_grace_s", -1.0, ">= 0"),
+        ("service.hang_check_s", -1.0, ">= 0"),
         ("service.log_level", "LOUD", "a logging level"),
         ("client.max_inflight", 0, ">= 1"),
         ("client.clock_pings", 0, ">= 1"),
