@@ -31,7 +31,9 @@
 # gives, a login environment (HOME, USER, a system PATH, TMPDIR) in the home directory.
 #
 # Settings (environment): CLUSTER_SUBNET (first three octets, default 10.77.0), CLUSTER_SLOTS (slots per node in the
-# hostfile, default 4), CLUSTER_LOCAL_MB (size of each node's local tmpfs, default 256).
+# hostfile, default 4), CLUSTER_LOCAL_MB (size of each node's local tmpfs, default 256), CLUSTER_BTL (Open MPI's
+# transports, default tcp,self: TCP within a node too; tcp,sm,self adds shared memory within a node, which works:
+# each node has its own /dev/shm).
 # Needs root, iproute2 (ip netns), util-linux (unshare, nsenter) and a kernel with veth and bridge.
 set -Eeuo pipefail
 
@@ -39,6 +41,7 @@ SELF=$(readlink -f "$0")
 SUBNET=${CLUSTER_SUBNET:-10.77.0}
 SLOTS=${CLUSTER_SLOTS:-4}
 LOCAL_MB=${CLUSTER_LOCAL_MB:-256}
+BTL=${CLUSTER_BTL:-tcp,self}
 
 die() {
   echo "netns-cluster.sh: $*" >&2
@@ -141,13 +144,13 @@ EOF
   chmod +x "$agent"
   local cidr="$SUBNET.0/24"
   printf '%s\n' --hostfile "$dir/hostfile" --bind-to none --prtemca plm_ssh_agent "$agent" \
-    --mca btl tcp,self --mca btl_tcp_if_include "$cidr" --prtemca oob_tcp_if_include "$cidr" >"$dir/mpirun-args"
+    --mca btl "$BTL" --mca btl_tcp_if_include "$cidr" --prtemca oob_tcp_if_include "$cidr" >"$dir/mpirun-args"
   cat >"$dir/env" <<EOF
 export CLUSTER_DIR=$dir
 export PRTE_MCA_plm_ssh_agent=$agent
 export PRTE_MCA_oob_tcp_if_include=$cidr
 export PRTE_MCA_hwloc_default_binding_policy=none
-export OMPI_MCA_btl=tcp,self
+export OMPI_MCA_btl=$BTL
 export OMPI_MCA_btl_tcp_if_include=$cidr
 EOF
   trap - ERR

@@ -11,6 +11,7 @@ every cluster it made down when the test ends, pass or fail, and checks that non
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -120,8 +121,24 @@ class Cluster:
         subprocess.run([str(SCRIPT), "down", str(self.dir)], capture_output=True, text=True, timeout=120)
 
 
+def not_prrte() -> str | None:
+    """Why the MPI here cannot run on the cluster (its options are PRRTE's: Open MPI 5); None when it can."""
+    from chronompi.launch import find_mpirun, mpi_env
+
+    env = mpi_env()
+    r = subprocess.run([find_mpirun(env), "--version"], capture_output=True, text=True, env=env, timeout=60)
+    m = re.search(r"Open MPI\)? (\d+)\.", r.stdout + r.stderr)
+    if m is None or int(m.group(1)) < 5:
+        first = (r.stdout + r.stderr).strip().splitlines()[:1]
+        return f"the cluster's launch options are Open MPI 5's (PRRTE); this mpirun says {first}"
+    return None
+
+
 def cluster_factory(tmp_path: Path):
     """For the fixture: a maker of clusters and a finalizer that takes them down and checks that nothing is left."""
+    other_mpi = not_prrte()
+    if other_mpi:
+        pytest.skip(other_mpi)
     why = unavailable()
     if why:
         if os.environ.get(REQUIRE) == "1":
