@@ -48,7 +48,7 @@ def outdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def netns_cluster(tmp_path: Path):
-    """A maker of clusters in a box: ``netns_cluster(K)`` gives K nodes (tests/cluster.py); all go down after the test."""
+    """A maker of clusters in a box: ``netns_cluster(K)`` gives K nodes (tests/cluster.py), all down after the test."""
     make, finish = cluster_factory(tmp_path)
     yield make
     finish()
