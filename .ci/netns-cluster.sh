@@ -43,8 +43,14 @@ SLOTS=${CLUSTER_SLOTS:-4}
 LOCAL_MB=${CLUSTER_LOCAL_MB:-256}
 BTL=${CLUSTER_BTL:-tcp,self}
 
+UP_DIR="" # set while `up` runs: a failure then takes down what was made
 die() {
   echo "netns-cluster.sh: $*" >&2
+  if [ -n "$UP_DIR" ]; then
+    local d=$UP_DIR
+    UP_DIR=""
+    down "$d" >/dev/null 2>&1 || true
+  fi
   exit 1
 }
 
@@ -91,7 +97,8 @@ up() {
   local local_dir="/tmp/$prefix"
   echo "$local_dir" >"$dir/local"
   mkdir -p "$local_dir"
-  trap 'echo "netns-cluster.sh: up failed; cleaning up" >&2; down "$dir" >/dev/null 2>&1 || true' ERR
+  UP_DIR=$dir
+  trap 'die "up failed at line $LINENO; took down what was made"' ERR
   local nodes
   nodes=$(node_names "$k")
 
@@ -154,6 +161,7 @@ export OMPI_MCA_btl=$BTL
 export OMPI_MCA_btl_tcp_if_include=$cidr
 EOF
   trap - ERR
+  UP_DIR=""
   if [ -n "$owner" ]; then # the watcher: takes the cluster down when its owner is gone
     setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -e "$2/prefix" ]; do sleep 0.5; done
       [ -e "$2/prefix" ] && exec "$3" down "$2"' watcher "$owner" "$dir" "$SELF" </dev/null >/dev/null 2>&1 &
