@@ -195,7 +195,14 @@ shell() { # shell DIR NODE WORDS...: as ssh does
   [ $# -ge 3 ] || die "nodeshell NODE CMD..."
   enter "$1" "$2"
   shift 2
-  exec "${ENTER[@]}" bash -c "$*"
+  # Not exec: like the ssh client, this process stays on the calling side (outside the node) while CMD runs, so
+  # that a node lost under it shows as ssh shows it, exit status 255, not as a daemon killed by a signal (which
+  # PRRTE reports as "Daemon exit status: 0" and then ends mpirun with 0). A command that exits on a signal
+  # (status 128+N here) gives 255 too, as with ssh.
+  local rc=0
+  "${ENTER[@]}" bash -c "$*" || rc=$?
+  if [ "$rc" -gt 128 ]; then rc=255; fi
+  exit "$rc"
 }
 
 lose() { # lose DIR NODE: every process of the node, the holder last (so the node's tmpfs goes with it)
