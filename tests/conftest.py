@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cluster import cluster_factory
 
 from chronompi.launch import run_mpi
 
@@ -43,3 +44,11 @@ def outdir(tmp_path: Path) -> Path:
     d = tmp_path / "out"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+def netns_cluster(tmp_path: Path):
+    """A maker of clusters in a box: ``netns_cluster(K)`` gives K nodes (tests/cluster.py), all down after the test."""
+    make, finish = cluster_factory(tmp_path)
+    yield make
+    finish()

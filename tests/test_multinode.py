@@ -1,0 +1,166 @@
+"""Multi-node jobs on a cluster in a box: nodes made of Linux namespaces, Open MPI over TCP between them.
+
+Each test makes its own nodes (the ``netns_cluster`` fixture, tests/cluster.py, .ci/netns-cluster.sh): every node
+has its own hostname, address on a private subnet and node-local TMPDIR (a tmpfs), and the store is on the shared
+file system, as on a real cluster. mpirun runs on the cluster's head node and reaches the nodes through an ssh
+stand-in. The tests skip where namespaces cannot be made (not root, no ip/unshare/nsenter).
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from cluster import Cluster
+from storecheck import check_reader, check_store, read_h5
+
+import chronompi
+
+pytestmark = [pytest.mark.mpi, pytest.mark.multinode]
+
+APPS = Path(__file__).parent / "apps"
+TIMEOUT = 240  # a loaded 2-core machine: a 2-node job takes ~10 s idle, several times that when loaded
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e["CHRONOMPI_TEST_HANG_S"] = str(TIMEOUT - 30)
+    e.update(extra)
+    return e
+
+
+def chronompi_mpirun(cluster: Cluster, n: int, *command: str, hostfile: bool = True) -> list[str]:
+    return [sys.executable, "-m", "chronompi", "mpirun", "-n", str(n), *cluster.mpirun_args(hostfile), "--", *command]
+
+
+def node_local_empty(cluster: Cluster) -> None:
+    """Staging was emptied on every node: nothing of chronompi is left on a node's local disk."""
+    for node in cluster.nodes:
+        left = cluster.shell(node, 'ls -A "$TMPDIR"').split()
+        assert not [f for f in left if f.startswith("chronompi")], f"{node}: left on its local disk: {left}"
+
+
+def test_run_per_node_verify_on_two_nodes(netns_cluster, tmp_path: Path) -> None:
+    cluster = netns_cluster(2)
+    assert cluster.shell("n1", "hostname").strip() == "n1" and cluster.shell("n2", "hostname").strip() == "n2"
+    store = tmp_path / "store"
+    argv = chronompi_mpirun(cluster, 8, "chronompi", "run", "layout=per_node", f"storage.root={store}", "--verify")
+    r = cluster.on("head", argv, timeout=TIMEOUT, env=env(), cwd=tmp_path)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert "verify: OK" in r.stdout
+    assert "8 / n1, n2" in r.stdout  # ranks / hosts in the summary table
+    runs = chronompi.open_store(store).runs()
+    assert len(runs) == 1
+    run = runs[0]
+    assert run["status"] == "complete" and run["hosts"] == ["n1", "n2"]
+    assert run["events_logged"] == run["events_stored"] > 0 and run["events_lost"] == 0
+    # mpirun fills node by node (4 slots each): a keeper per node means keepers among ranks 0-3 and 4-7
+    keepers = run["epochs"][0]["keepers"]
+    assert sorted({k // 4 for k in keepers}) == [0, 1], f"keepers {keepers}: not one per node"
+    # the graphers staged on their node's local disk (TMPDIR there), not on the shared file system
+    for g in run["graphers"]:
+        assert g["host"] in ("n1", "n2") and g["staging"].startswith(str(cluster.local)), g
+    assert not cluster.local.exists() or not any(cluster.local.iterdir()), "staging leaked to the machine's disk"
+    node_local_empty(cluster)
+
+
+def test_store_holds_every_event_once_from_three_nodes(netns_cluster, tmp_path: Path) -> None:
+    cluster = netns_cluster(3, slots=3)  # ranks 0-2 on n1, 3-5 on n2, 6-8 on n3
+    store, outdir = tmp_path / "store", tmp_path / "out"
+    outdir.mkdir()
+    spec = {
+        "cfg": {
+            "layout": {"per_node": True, "graphers": 2},
+            "client": {"batch_ms": 10},
+            "keeper": {"window_ms": 20},
+        },
+        "events": 1500,
+        "stories": 3,
+        "threads": 2,
+        "mode": "mixed",
+        "sizes": [0, 1, 64, 1000, 4096],
+        "sync_every": 50,
+    }
+    argv = chronompi_mpirun(
+        cluster, 9, sys.executable, str(APPS / "record.py"), str(store), str(outdir), json.dumps(spec)
+    )
+    r = cluster.on("head", argv, timeout=TIMEOUT, env=env(), cwd=tmp_path)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    # visor + 3 keepers + 2 graphers leave 3 clients, each logging from 2 threads
+    assert len(list(outdir.glob("expected-*.npy"))) == 3
+    n = check_store(store, outdir)
+    assert n == 3 * 2 * 1500
+    assert check_reader(store) == n
+    run = chronompi.open_store(store).runs()[0]
+    assert run["status"] == "complete" and run["hosts"] == ["n1", "n2", "n3"]
+    assert run["events_logged"] == run["events_stored"] == n
+    keepers = run["epochs"][0]["keepers"]
+    assert sorted(k // 3 for k in keepers) == [0, 1, 2], f"keepers {keepers}: not one per node"
+    hosts = sorted(g["host"] for g in run["graphers"])
+    assert len(set(hosts)) == 2, f"graphers not spread over the nodes: {hosts}"
+    node_local_empty(cluster)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("chronompi.record_cli") is None, reason="no chronompi record here")
+def test_record_unmodified_solver_across_two_nodes(netns_cluster, tmp_path: Path) -> None:
+    cluster = netns_cluster(2)
+    store = tmp_path / "store"
+    solver = APPS / "unmodified" / "jacobi.py"
+    argv = [
+        sys.executable,
+        "-m",
+        "chronompi",
+        "record",
+        "-n",
+        "4",
+        f"storage.root={store}",
+        "--host",
+        "n1:3,n2:3",
+        *cluster.mpirun_args(hostfile=False),
+        "--",
+        "python",
+        str(solver),
+        "50",
+        "10",
+    ]
+    r = cluster.on("head", argv, timeout=TIMEOUT, env=env(), cwd=tmp_path)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert "jacobi: 4 ranks" in r.stdout
+    events = read_h5(store)[("jacobi", "log")]
+    seen: collections.Counter[tuple[int, int]] = collections.Counter()
+    clients = set()
+    for _, client, _, payload in events:
+        d = json.loads(payload)
+        clients.add(client)
+        if d["level"] == "INFO":
+            words = d["message"].split()  # iteration IT rank R of 4 residual X
+            seen[(int(words[1]), int(words[3]))] += 1
+    assert len(clients) == 4
+    assert seen == collections.Counter({(it, rank): 1 for it in range(10) for rank in range(4)})
+    run = chronompi.open_store(store).runs()[0]
+    assert run["status"] == "complete" and run["hosts"] == ["n1", "n2"]
+    node_local_empty(cluster)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("chronompi.record_cli") is None, reason="no chronompi record here")
+@pytest.mark.xfail(
+    strict=True,
+    reason="found with this test bed: under ssh (a login environment on the nodes) PRRTE forwards OMPI_* variables "
+    "only, so chronompi record's $CHRONOMPI_OVERRIDES never reaches the ranks of other nodes: storage.root and the "
+    "layout are dropped there, the run goes to ./chronompi-store and exits 0 (fix: mpirun -x CHRONOMPI_OVERRIDES)",
+)
+def test_record_config_reaches_nodes_started_by_ssh(netns_cluster, tmp_path: Path) -> None:
+    cluster = netns_cluster(2)
+    store = tmp_path / "store"
+    argv = [sys.executable, "-m", "chronompi", "record", "-n", "4", f"storage.root={store}", "--host", "n1:3,n2:3"]
+    argv += [*cluster.mpirun_args(hostfile=False), "--", "python", str(APPS / "unmodified" / "jacobi.py"), "50", "3"]
+    r = cluster.on("head", argv, timeout=TIMEOUT, env=env(CLUSTER_LOGIN_ENV="1"), cwd=tmp_path)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert not (tmp_path / "chronompi-store").exists(), "the ranks wrote to the default store, not storage.root"
+    run = chronompi.open_store(store).runs()[0]
+    assert run["status"] == "complete" and run["hosts"] == ["n1", "n2"]
