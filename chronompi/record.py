@@ -31,6 +31,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--story", default=embed.DEFAULT_STORY, help="story of the logging records (default: log)")
     p.add_argument("--output", action="store_true", help="also record stdout and stderr lines")
     p.add_argument("--no-logging", action="store_true", help="do not record logging records")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override (repeatable)")
     p.add_argument("-m", dest="module", default=None, help="run a module as python -m does")
     p.add_argument("program", nargs=argparse.REMAINDER, help="-- script.py [args] (or -m module [args])")
     ns = p.parse_args(list(argv))
@@ -71,7 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     program = ns.module or (ns.program[0] if ns.program else "")
     chronicle = ns.chronicle or embed.program_name(program, ns.module)
     try:
+        cfg = None
+        if ns.set:  # chronompi record folded $CHRONOMPI_OVERRIDES into these: not applied a second time
+            from .config import ENV_OVERRIDES, build
+
+            os.environ.pop(ENV_OVERRIDES, None)
+            cfg = build(None, ns.set, env="chronompi record")
         client = embed.start(
+            cfg,
             chronicle=chronicle,
             story_name=ns.story,
             capture_logging=not ns.no_logging,

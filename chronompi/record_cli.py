@@ -3,8 +3,9 @@
 Runs an unmodified mpi4py program on N compute ranks with chronompi's service ranks added on top: mpirun
 starts N + S ranks, S from the layout rule for N clients (:func:`chronompi.layout.service_ranks`), and
 every rank runs :mod:`chronompi.record`, which gives the program the N client ranks as its
-``MPI.COMM_WORLD``. Config overrides (``storage.root=/scratch/x``) go to every rank through
-``$CHRONOMPI_OVERRIDES`` after what the variable already holds.
+``MPI.COMM_WORLD``. Config overrides (``storage.root=/scratch/x``) apply after what ``$CHRONOMPI_OVERRIDES``
+holds; the launcher folds both into ``--set key=value`` arguments of every rank's command line (an
+ssh-started node would not get the variable: PRRTE passes on only ``OMPI_*`` and ``PMIX_*`` variables).
 """
 
 from __future__ import annotations
@@ -150,7 +151,9 @@ def cmd_record(argv: Sequence[str]) -> int:
         ) from None
     nodes = count_nodes(mpirun_opts, os.environ)
     services = service_ranks(ns.np, nodes, cfg.layout)
-    env[ENV_OVERRIDES] = shlex.join(pairs)
+    # the resolved overrides travel on each rank's command line, not in the environment: a launcher that
+    # starts remote nodes over ssh passes only its own variables on (PRRTE: OMPI_*, PMIX_*)
+    env.pop(ENV_OVERRIDES, None)
     env.setdefault(STDOUT_TTY, "1" if sys.stdout.isatty() else "0")
     entry = [sys.executable, *flags, "-m", "chronompi.record"]
     if ns.chronicle:
@@ -161,6 +164,8 @@ def cmd_record(argv: Sequence[str]) -> int:
         entry.append("--output")
     if ns.no_logging:
         entry.append("--no-logging")
+    for pair in pairs:
+        entry += ["--set", pair]
     if module:
         entry += ["-m", module]
     entry += ["--", *program]

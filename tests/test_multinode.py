@@ -148,12 +148,6 @@ def test_record_unmodified_solver_across_two_nodes(netns_cluster, tmp_path: Path
 
 
 @pytest.mark.skipif(importlib.util.find_spec("chronompi.record_cli") is None, reason="no chronompi record here")
-@pytest.mark.xfail(
-    strict=True,
-    reason="found with this test bed: under ssh (a login environment on the nodes) PRRTE forwards OMPI_* variables "
-    "only, so chronompi record's $CHRONOMPI_OVERRIDES never reaches the ranks of other nodes: storage.root and the "
-    "layout are dropped there, the run goes to ./chronompi-store and exits 0 (fix: mpirun -x CHRONOMPI_OVERRIDES)",
-)
 def test_record_config_reaches_nodes_started_by_ssh(netns_cluster, tmp_path: Path) -> None:
     cluster = netns_cluster(2)
     store = tmp_path / "store"

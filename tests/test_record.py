@@ -157,7 +157,7 @@ def test_record_passes_on_the_programs_exit_status(tmp_path: Path, program: str,
         (["--", "python", "x.py"], "-n N"),
         (["-n", "2", "--", "python", "no_such_program.py"], "not found"),
         (["-n", "2", "--", "python", "-c", "print(1)"], "-c CODE is not supported"),
-        (["-n", "2", "layout.keepers=0", "--", "python", str(UNMODIFIED / "jacobi.py"), "1", "1"], "layout.keepers"),
+        (["-n", "2", "layout.keepers=-1", "--", "python", str(UNMODIFIED / "jacobi.py"), "1", "1"], "layout.keepers"),
         (
             ["-n", "2", "storage.root=/proc/no", "--", "python", str(UNMODIFIED / "jacobi.py"), "1", "1"],
             "cannot create",
