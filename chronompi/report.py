@@ -1,4 +1,18 @@
-"""Human-readable run summaries (rich tables)."""
+"""Human-readable run summaries: one line (the default for programs) or rich tables (``chronompi run``).
+
+Wall time and rate, defined once for the whole package (the summary table, the one line, the run record that
+``chronompi stats`` reads, and ``chronompi run``'s progress line):
+
+- **wall time**: seconds from the start of the session (rank 0, the visor, entering ``session()``) to the end of
+  the run (every client closed, every event stored, every file closed), on the visor's clock. Launching the job,
+  importing Python modules and whatever a program does before ``session()`` is not in it.
+- **rate**: events stored / wall time.
+
+The progress line of ``chronompi run`` shows the same two quantities while the run goes on (events logged so far /
+seconds since the session started, read on the client's clock corrected to the visor's); its last line comes when
+the last client has finished logging, so the summary's wall time is that plus the time the service ranks took to
+store what was still in flight, and its rate is the same or a little lower.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +48,31 @@ def stdout_is_terminal() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
+def summary_line(summary: dict[str, Any]) -> str:
+    """The run in one line (``service.summary: line``): events stored, store, run, wall time, rate, and anything
+    that went wrong (drops, losses, failures)."""
+    store = summary["store"]
+    text = (
+        f"chronompi: {summary['events_stored']:,} events in {store} (run {summary['run']}, "
+        f"{summary['wall_s']:.2f} s, {summary['rate_events_s']:,.0f} events/s)"
+    )
+    trouble = []
+    if summary.get("events_logged", 0) != summary["events_stored"]:
+        trouble.append(f"{summary['events_logged']:,} logged")
+    if summary.get("dropped"):
+        trouble.append(f"{summary['dropped']:,} dropped (client.policy=drop)")
+    if summary.get("events_lost"):
+        trouble.append(f"{summary['events_lost']:,} lost")
+    for f in summary.get("failures", []):
+        trouble.append(f"rank {f['rank']} on {f['host']} failed: {f['error']}")
+    return text + "".join(f"; {t}" for t in trouble) + f"; chronompi stats {store} for details"
+
+
+def print_summary_line(summary: dict[str, Any]) -> None:
+    """Print :func:`summary_line` on stderr, where it does not mix with what the program writes on stdout."""
+    print(summary_line(summary), file=sys.stderr, flush=True)
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     """Print the visor's run summary: totals, then one row per service rank and client totals.
 
@@ -48,8 +87,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     t.add_row("events stored", f"{summary['events_stored']:,}")
     t.add_row("payload bytes stored", _fmt_bytes(summary["bytes_stored"]))
     t.add_row("dropped (policy=drop)", f"{summary['dropped']:,}")
-    t.add_row("wall time", f"{summary['wall_s']:.2f} s")
-    t.add_row("rate", f"{summary['rate_events_s']:,.0f} events/s")
+    t.add_row("wall time", f"{summary['wall_s']:.2f} s (from session start to the last file closed)")
+    t.add_row("rate", f"{summary['rate_events_s']:,.0f} events/s (events stored / wall time)")
     for f in summary["failures"]:
         t.add_row("[red]failure[/red]", f"rank {f['rank']} on {f['host']}: {f['error']}")
     con.print(t)

@@ -14,6 +14,7 @@ import os
 import secrets
 import shlex
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,21 +71,27 @@ def with_env_overrides(cfg: Any) -> Any:
     return build(cfg, pairs, env=ENV_OVERRIDES)
 
 
-def _startup(comm: Any, cfg: Any) -> Context:
+def _startup(comm: Any, cfg: Any, entered: float) -> Context:
     rank = comm.Get_rank()
     if rank == 0:
         try:
             resolved0 = as_config(with_env_overrides(cfg))
             init_store(resolved0.storage.root)  # once, here, so every rank sees the same outcome
-            packet: tuple[Config | None, int, tuple[str, str] | None] = (resolved0, secrets.randbits(63), None)
+            packet: tuple[Config | None, int, tuple[str, str] | None, float] = (
+                resolved0,
+                secrets.randbits(63),
+                None,
+                entered,
+            )
         except ChronoError as exc:
-            packet = (None, 0, (type(exc).__name__, str(exc)))
+            packet = (None, 0, (type(exc).__name__, str(exc)), entered)
         except OSError as exc:  # the store cannot be created (read-only, a file on its path, ...): nobody waits
             what = f"rank 0 on {hostname()}: storage.root: {exc.filename}: cannot create the store: {exc.strerror}"
-            packet = (None, 0, ("ConfigError", f"{what}; {advice(exc)}"))
+            packet = (None, 0, ("ConfigError", f"{what}; {advice(exc)}"), entered)
     else:
-        packet = (None, 0, None)
-    resolved, run_id, error = comm.bcast(packet, root=0)
+        packet = (None, 0, None, entered)
+    # rank 0 (the visor) entering session() is the start of the session's wall time (report.py)
+    resolved, run_id, error, started = comm.bcast(packet, root=0)
     if error is not None:
         raise (StoreError if error[0] == "StoreError" else ConfigError)(error[1])
     assert resolved is not None
@@ -101,7 +108,9 @@ def _startup(comm: Any, cfg: Any) -> Context:
     problems = [f"rank {r} on {hosts[r]} (grapher): {p}" for r, ps in enumerate(comm.allgather(mine)) for p in ps]
     if problems:
         raise ConfigError("a grapher cannot write its files: " + " | ".join(problems))
-    return Context(comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts)
+    return Context(
+        comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts, started=started
+    )
 
 
 def _abort(comm: Any, ctx: Context | None, what: str) -> None:
@@ -129,13 +138,14 @@ def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
     When the ``with`` block ends on every client, all events are in the store
     and every file is closed before the call returns on any rank.
     """
+    entered = time.time()
     if comm is not None and not isinstance(comm, MPI.Comm):
         hint = " (the configuration is the second argument: session(cfg=...))" if cfg is None else ""
         raise TypeError(f"session(comm=...) takes an MPI communicator, not {type(comm).__name__}{hint}")
     base = comm if comm is not None else MPI.COMM_WORLD
     world = base.Dup()  # never talk on the user's communicator
     try:
-        ctx = _startup(world, cfg)
+        ctx = _startup(world, cfg, entered)
     except (ConfigError, StoreError):
         world.Free()
         raise
