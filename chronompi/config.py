@@ -147,7 +147,7 @@ _SUMMARY_BOOLS = {"true": "table", "false": "none"}  # service.summary was a boo
 
 
 def summary_mode(value: Any) -> str | None:
-    """``service.summary`` as one of :data:`SUMMARY_MODES` (true -> table, false -> none), None if it is none of them."""
+    """``service.summary`` as one of :data:`SUMMARY_MODES` (true -> table, false -> none); None: none of them."""
     text = str(value).strip().lower()
     text = _SUMMARY_BOOLS.get(text, text)
     return text if text in SUMMARY_MODES else None
@@ -177,7 +177,8 @@ def build(
     for item in overrides:
         _override(out, item, f"in {env} entry {item!r}", sources)
     check_values(out, sources)
-    out.service.summary = summary_mode(out.service.summary) or out.service.summary  # true -> table, ...
+    if out is not cfg:  # (a Config given as cfg is not modified)
+        out.service.summary = summary_mode(out.service.summary) or out.service.summary  # true -> table, ...
     return out
 
 

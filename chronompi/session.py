@@ -77,21 +77,16 @@ def _startup(comm: Any, cfg: Any, entered: float) -> Context:
         try:
             resolved0 = as_config(with_env_overrides(cfg))
             init_store(resolved0.storage.root)  # once, here, so every rank sees the same outcome
-            packet: tuple[Config | None, int, tuple[str, str] | None, float] = (
-                resolved0,
-                secrets.randbits(63),
-                None,
-                entered,
-            )
+            packet: tuple[Config | None, int, tuple[str, str] | None] = (resolved0, secrets.randbits(63), None)
         except ChronoError as exc:
-            packet = (None, 0, (type(exc).__name__, str(exc)), entered)
+            packet = (None, 0, (type(exc).__name__, str(exc)))
         except OSError as exc:  # the store cannot be created (read-only, a file on its path, ...): nobody waits
             what = f"rank 0 on {hostname()}: storage.root: {exc.filename}: cannot create the store: {exc.strerror}"
-            packet = (None, 0, ("ConfigError", f"{what}; {advice(exc)}"), entered)
+            packet = (None, 0, ("ConfigError", f"{what}; {advice(exc)}"))
     else:
-        packet = (None, 0, None, entered)
-    # rank 0 (the visor) entering session() is the start of the session's wall time (report.py)
-    resolved, run_id, error, started = comm.bcast(packet, root=0)
+        packet = (None, 0, None)
+    # rank 0 (the visor) entering session() is where the session's wall time starts (report.py)
+    (resolved, run_id, error), started = comm.bcast((packet, entered), root=0)
     if error is not None:
         raise (StoreError if error[0] == "StoreError" else ConfigError)(error[1])
     assert resolved is not None
@@ -108,9 +103,9 @@ def _startup(comm: Any, cfg: Any, entered: float) -> Context:
     problems = [f"rank {r} on {hosts[r]} (grapher): {p}" for r, ps in enumerate(comm.allgather(mine)) for p in ps]
     if problems:
         raise ConfigError("a grapher cannot write its files: " + " | ".join(problems))
-    return Context(
-        comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts, started=started
-    )
+    ctx = Context(comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts)
+    ctx.started = started
+    return ctx
 
 
 def _abort(comm: Any, ctx: Context | None, what: str) -> None:

@@ -267,7 +267,9 @@ class _Bar:
             TextColumn(f"{_count(n_clients, 'client')}"),
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[elapsed]} s  {task.fields[rate]} events/s{task.fields[now]}  {task.fields[members]}"),
+            TextColumn(
+                "{task.fields[elapsed]} s  {task.fields[rate]} events/s{task.fields[now]}  {task.fields[members]}"
+            ),
         )
         self.task = self.progress.add_task("log", total=total, rate="0", now="", elapsed="0.0", members="")
         self.progress.start()
