@@ -25,6 +25,7 @@ from .errors import ChronicleExists, ChronicleInUse, ChronoError, StoryNotAcquir
 from .grapher import grapher_index
 from .names import check_name
 from .protocol import DONE, FAILED, FORCE_END, RELEASE, SEAL, STORAGE, TAG_CLOCK, TAG_CTRL, TAG_REP, TAG_REQ, Context
+from .report import process_age_s
 from .service import Service
 from .store.format import write_run
 from .store.writer import staging_dir
@@ -359,6 +360,7 @@ class Visor(Service):
             "start": int(self.t_start * 1e9),
             "end": end,
             "wall_s": round(wall, 3),
+            "process_s": process_age_s(),  # (report.py: what wall time leaves out)
             "events_logged": logged,
             "events_stored": events,
             "bytes_stored": sum(g["bytes"] for g in graphers),
