@@ -416,6 +416,11 @@ class Client:
         """The membership as the visor has it: epoch, keepers, graphers, spares, every epoch so far."""
         return dict(self._request("members"))
 
+    def elapsed(self) -> float:
+        """Seconds since the session started, on the visor's clock: the wall time so far, as the run's
+        summary counts it (see chronompi/report.py)."""
+        return (_time_ns() + self._offset) / 1e9 - self.ctx.started
+
     # -- durability ----------------------------------------------------------
     def sync(self, timeout: float | None = None, until: str = "committed") -> int:
         """Wait until every event this client logged before the call is safe; return the sync point.

@@ -94,7 +94,9 @@ class ServiceConfig:
     backoff_max_ms: float = 2.0
     failure_grace_s: float = 30.0  # after a client fails, how long the others may take to finish
     hang_check_s: float = 10.0  # a client stuck this long in an MPI call that cannot return ends the job; 0: off
-    summary: bool = True  # the visor prints a run summary
+    # what the visor prints at the end: line (one line: events, store, run, wall time, rate; the default) | table
+    # (the full table; `chronompi run`'s default) | none. true and false, its older values, mean table and none
+    summary: str = "line"
     log_level: str = "WARNING"
 
 
@@ -145,6 +147,17 @@ _KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a st
 _LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG", "NOTSET")
 
 
+SUMMARY_MODES = ("line", "table", "none")
+_SUMMARY_BOOLS = {"true": "table", "false": "none"}  # service.summary was a bool: true printed the table
+
+
+def summary_mode(value: Any) -> str | None:
+    """``service.summary`` as one of :data:`SUMMARY_MODES` (true -> table, false -> none); None: none of them."""
+    text = str(value).strip().lower()
+    text = _SUMMARY_BOOLS.get(text, text)
+    return text if text in SUMMARY_MODES else None
+
+
 def as_config(cfg: Any = None, *, source: str = FROM_CFG) -> Config:
     """Turn ``None``, a :class:`Config`, a mapping or an OmegaConf node into a validated Config.
 
@@ -169,6 +182,8 @@ def build(
     for item in overrides:
         _override(out, item, f"in {env} entry {item!r}", sources)
     check_values(out, sources)
+    if out is not cfg:  # (a Config given as cfg is not modified)
+        out.service.summary = summary_mode(out.service.summary) or out.service.summary  # true -> table, ...
     return out
 
 
@@ -293,6 +308,8 @@ def _convert(key: str, value: Any, typ: Any, default: Any, where: str) -> Any:
         elif typ is str:
             if isinstance(value, str):
                 return value
+            if isinstance(value, bool) and key == "service.summary":  # its older, boolean form
+                return _show(value)
             if number:
                 return str(value)
     except ValueError:
@@ -391,6 +408,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "service.backoff_max_ms": (_at_least(0), ">= 0"),
     "service.failure_grace_s": (_at_least(0), ">= 0"),
     "service.hang_check_s": (_at_least(0), ">= 0"),
+    "service.summary": (lambda v: summary_mode(v) is not None, "'line', 'table' or 'none' (true: table, false: none)"),
     "service.log_level": (lambda v: v.upper() in _LOG_LEVELS, "a logging level: DEBUG, INFO, WARNING, ERROR, CRITICAL"),
     "workload.chronicles": (_at_least(1), ">= 1"),
     "workload.stories": (_at_least(1), ">= 1"),

@@ -75,6 +75,7 @@ class Context:
     cfg: Config
     run_id: int
     hosts: list[str]
+    # the session's start, time.time() of rank 0 (the visor) when it entered session(): where wall time begins
     started: float = field(default_factory=time.time)
 
     @property

@@ -15,6 +15,7 @@ import os
 import secrets
 import shlex
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,7 +72,7 @@ def with_env_overrides(cfg: Any) -> Any:
     return build(cfg, pairs, env=ENV_OVERRIDES)
 
 
-def _startup(comm: Any, cfg: Any, root: int = 0) -> Context:
+def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
     rank = comm.Get_rank()
     if rank == root:
         try:
@@ -85,7 +86,8 @@ def _startup(comm: Any, cfg: Any, root: int = 0) -> Context:
             packet = (None, 0, ("ConfigError", f"{what}; {advice(exc)}"))
     else:
         packet = (None, 0, None)
-    resolved, run_id, error = comm.bcast(packet, root=root)
+    # the session's wall time starts where the config is given (rank 0, or a program run alone) entered session()
+    (resolved, run_id, error), started = comm.bcast((packet, entered), root=root)
     if error is not None:
         raise (StoreError if error[0] == "StoreError" else ConfigError)(error[1])
     assert resolved is not None
@@ -107,7 +109,9 @@ def _startup(comm: Any, cfg: Any, root: int = 0) -> Context:
     problems = [f"rank {r} on {hosts[r]} (grapher): {p}" for r, ps in enumerate(comm.allgather(mine)) for p in ps]
     if problems:
         raise ConfigError("a grapher cannot write its files: " + " | ".join(problems))
-    return Context(comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts)
+    ctx = Context(comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts)
+    ctx.started = started
+    return ctx
 
 
 def _abort(comm: Any, ctx: Context | None, what: str) -> None:
@@ -135,6 +139,7 @@ def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
     When the ``with`` block ends on every client, all events are in the store
     and every file is closed before the call returns on any rank.
     """
+    entered = time.time()
     if comm is not None and not isinstance(comm, MPI.Comm):
         hint = " (the configuration is the second argument: session(cfg=...))" if cfg is None else ""
         raise TypeError(f"session(comm=...) takes an MPI communicator, not {type(comm).__name__}{hint}")
@@ -143,19 +148,21 @@ def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
         from .spawn import embedded
 
         with embedded(cfg) as (merged, resolved, root):
-            with _session(merged, resolved, root) as client:
+            with _session(merged, resolved, root, entered) as client:
                 yield client
         return
-    with _session(base, cfg, 0) as client:
+    with _session(base, cfg, 0, entered) as client:
         yield client
 
 
 @contextmanager
-def _session(base: Any, cfg: Any, root: int) -> Iterator[Client | None]:
-    """:func:`session` over ``base`` (of 2 ranks or more); ``cfg`` counts as given on rank ``root``."""
+def _session(base: Any, cfg: Any, root: int, entered: float | None = None) -> Iterator[Client | None]:
+    """:func:`session` over ``base`` (of 2 ranks or more); ``cfg`` counts as given on rank ``root``, and
+    the session's wall time starts at ``entered`` there (report.py)."""
+    entered = time.time() if entered is None else entered
     world = base.Dup()  # never talk on the user's communicator
     try:
-        ctx = _startup(world, cfg, root)
+        ctx = _startup(world, cfg, entered, root)
     except (ConfigError, StoreError):
         world.Free()
         raise

@@ -40,6 +40,7 @@ from .protocol import (
     UNHANG,
     Context,
 )
+from .report import process_age_s
 from .service import Service, max_rss_mib
 from .store.format import write_run
 from .store.writer import staging_dir
@@ -178,7 +179,7 @@ class Visor(Service):
         self.n_requests = 0
         self.n_pings = 0
         self.status = MPI.Status()
-        self.t_start = time.time()
+        self.t_start = ctx.started  # the session's start (rank 0 entering session()): wall time begins there
         self.record = self._run_record()
         write_run(self.root, self.record)
         self.beat = time.monotonic()
@@ -368,7 +369,7 @@ class Visor(Service):
         return {
             "run": f"{ctx.run_id:016x}",
             "status": "running",
-            "start": time.time_ns(),
+            "start": int(self.t_start * 1e9),  # so that the record's end - start is the summary's wall time
             "end": None,
             "version": __version__,
             "ranks": len(ctx.roles.role),
@@ -389,7 +390,8 @@ class Visor(Service):
             roles.setdefault(r["role"], []).append(dict(r))
         clients = roles.get("client", [])
         graphers = roles.get("grapher", [])
-        wall = time.time() - self.t_start
+        end = time.time_ns()  # every event stored, every file closed: wall time ends (report.py)
+        wall = end / 1e9 - self.t_start
         events = sum(g["events"] for g in graphers)
         logged = sum(c["events"] for c in clients)
         first = min((c["first_time"] for c in clients if c.get("first_time")), default=None)
@@ -400,8 +402,11 @@ class Visor(Service):
             "store": os.path.abspath(self.root),
             "ranks": len(self.ctx.roles.role),
             "hosts": sorted(set(self.ctx.hosts)),
+            "start": int(self.t_start * 1e9),
+            "end": end,
             "wall_s": round(wall, 3),
             "visor_max_rss_mib": max_rss_mib(),
+            "process_s": process_age_s(),  # (report.py: what wall time leaves out)
             "events_logged": logged,
             "events_stored": events,
             "bytes_stored": sum(g["bytes"] for g in graphers),
@@ -447,14 +452,17 @@ class Visor(Service):
 
     def _write_manifest(self, status: str = "complete", **extra: Any) -> None:
         self.summary = self.summary_dict()
-        self._save({**self.record, **self.summary, **extra, "status": status, "end": time.time_ns()})
+        self._save({**self.record, **self.summary, **extra, "status": status})
 
     def _print_summary(self) -> None:
-        if self.summary is None or not self.ctx.cfg.service.summary:
-            return
-        from .report import print_summary
+        from .config import summary_mode
 
-        print_summary(self.summary)
+        mode = summary_mode(self.ctx.cfg.service.summary)
+        if self.summary is None or mode == "none":
+            return
+        from .report import print_summary, print_summary_line
+
+        (print_summary if mode == "table" else print_summary_line)(self.summary)
 
     def run(self) -> str:
         while not self.finished:

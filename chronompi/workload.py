@@ -180,7 +180,8 @@ def rate_text(n: float) -> str:
 class _Watch:
     """Every client sends its running count to client 0 every ``REPORT_S`` (point to point on a communicator
     of its own, so nothing mixes with the application's messages); client 0 adds them up and shows the whole
-    run: events of all clients, events/s, and the membership (keepers, graphers) the visor reports."""
+    run: events of all clients, the wall time so far and the rate as the run's summary defines them (from the
+    session's start: chronompi/report.py), the rate of the last second, and the membership the visor reports."""
 
     def __init__(self, client: Client, w: WorkloadConfig, counter: list[int], mode: str) -> None:
         self.client, self.w, self.counter, self.mode = client, w, counter, mode
@@ -213,8 +214,7 @@ class _Watch:
         counts = [0] * n
         finished = {0}
         total = self.w.events * n
-        t0 = time.perf_counter()
-        samples = [(t0, 0)]  # (time, events) over the last second, for the current rate
+        samples = [(time.perf_counter(), 0)]  # (time, events) over the last second, for the current rate
         status = MPI.Status()
         render = _Bar(total, n) if self.mode == "bar" else _Lines(total, n)
         members, asked = "", 0.0
@@ -233,7 +233,7 @@ class _Watch:
             dt = samples[-1][0] - samples[0][0]
             rate = (samples[-1][1] - samples[0][1]) / dt if dt > 0 else 0.0
             last = self.done.is_set() and len(finished) == n
-            render.update(done, rate, now - t0, members, last)
+            render.update(done, rate, self.client.elapsed(), members, last)
             if last:
                 break
             time.sleep(0.1)
@@ -261,20 +261,26 @@ class _Bar:
     """rich's progress bar on a terminal."""
 
     def __init__(self, total: int, n_clients: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self.progress = Progress(
             TextColumn(f"{_count(n_clients, 'client')}"),
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} events/s  {task.fields[members]}"),
-            TimeElapsedColumn(),
+            TextColumn(
+                "{task.fields[elapsed]} s  {task.fields[rate]} events/s{task.fields[now]}  {task.fields[members]}"
+            ),
         )
-        self.task = self.progress.add_task("log", total=total, rate="0", members="")
+        self.task = self.progress.add_task("log", total=total, rate="0", now="", elapsed="0.0", members="")
         self.progress.start()
 
     def update(self, done: int, rate: float, elapsed: float, members: str, last: bool) -> None:
-        self.progress.update(self.task, completed=done, rate=rate_text(rate), members=members)
+        """``rate``: of the last second; the bar shows the average since the session started (report.py)."""
+        avg = done / elapsed if elapsed > 0 else 0.0
+        now = "" if last else f" (now {rate_text(rate)})"
+        self.progress.update(
+            self.task, completed=done, rate=rate_text(avg), now=now, elapsed=f"{elapsed:.1f}", members=members
+        )
         if last:
             self.progress.stop()
 
@@ -286,13 +292,16 @@ class _Lines:
         self.total, self.n_clients, self.printed = total, n_clients, -LINE_S
 
     def update(self, done: int, rate: float, elapsed: float, members: str, last: bool) -> None:
+        """``rate``: of the last second; ``elapsed``: since the session started. The line shows the wall time
+        and the average rate as the summary defines them (report.py), and the last second's rate while running."""
         if not last and elapsed - self.printed < LINE_S:
             return
         self.printed = elapsed
         avg = done / elapsed if elapsed > 0 else 0.0
-        shown = f"{avg if last else rate:,.0f} events/s{' on average' if last else ''}"
+        now = "" if last else f" (now {rate:,.0f}/s)"
         line = (
-            f"progress: {done:,}/{self.total:,} events of {_count(self.n_clients, 'client')}, {shown}, {elapsed:.1f} s"
+            f"progress: {done:,}/{self.total:,} events of {_count(self.n_clients, 'client')} in {elapsed:.2f} s: "
+            f"{avg:,.0f} events/s{now}"
         )
         print(line + (f"; {members}" if members else ""), flush=True)
 

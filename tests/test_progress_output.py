@@ -3,10 +3,16 @@ the output is not a terminal.
 
 Before: the bar counted client 0 only ("client 0 of 5") and, since Open MPI gives its ranks a pseudo-terminal
 even when mpirun's output goes to a file, the file got ANSI escapes, cursor codes and progress frames.
+
+Wall time and rate (chronompi/report.py) are one definition for the progress line, the summary table, the run
+record and the one line a program's session prints. Before, the progress line's clock started after the clients'
+start-up and stopped at the last count (255 k events/s "on average" in 0.2 s), while the table's started at the
+visor's start and included the drain (141 k events/s in 0.42 s), for the same run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,9 +20,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import APPS, manifest, mpirun
 
-from chronompi.report import stdout_is_terminal
+import chronompi
+from chronompi.protocol import client_id
+from chronompi.report import stdout_is_terminal, summary_line
 from chronompi.workload import _Lines, progress_mode
+
+sys.path.insert(0, str(APPS))
+from fill_store import payload  # noqa: E402
+
+LAST = re.compile(
+    r"progress: ([\d,]+)/([\d,]+) events of 3 clients in ([\d.]+) s: ([\d,]+) events/s; 1 keeper, 1 grapher"
+)
 
 
 @pytest.mark.mpi
@@ -35,12 +51,59 @@ def test_run_into_a_file_prints_plain_progress_of_all_clients(tmp_path: Path) ->
     lines = [line for line in text.splitlines() if line.startswith("progress: ")]
     assert lines, text
     # 6 ranks = visor, keeper, grapher, 3 clients: the last line counts all of them
-    assert re.fullmatch(
-        r"progress: 9,000/9,000 events of 3 clients, [\d,]+ events/s on average, [\d.]+ s; 1 keeper, 1 grapher",
-        lines[-1],
-    ), lines[-1]
+    last = LAST.fullmatch(lines[-1])
+    assert last, lines[-1]
+    assert last[1] == last[2] == "9,000"
     assert "client 0 of" not in text
-    assert "store: " in text and "events stored" in text  # the summary, plain
+    assert "store: " in text and "events stored" in text  # chronompi run keeps its table, plain
+    assert "per role" in text and "wall time" in text
+
+    # the same clock and the same definitions in the table, the run record and the progress line
+    run = manifest(tmp_path / "chronompi-store")
+    wall, events = run["wall_s"], run["events_stored"]
+    assert events == 9000 and run["events_logged"] == 9000
+    assert run["end"] - run["start"] == pytest.approx(wall * 1e9, abs=1e6)  # what chronompi stats shows
+    assert events / run["rate_events_s"] == pytest.approx(wall, abs=6e-4)  # (wall_s is rounded to 1 ms)
+    assert run["start"] <= run["first_time"] <= run["last_time"] <= run["end"]  # every event inside the wall time
+    assert f"{wall:.2f} s" in text and f"{run['rate_events_s']:,.0f} events/s" in text  # the table shows them
+    shown_s, shown_rate = float(last[3]), int(last[4].replace(",", ""))
+    assert 9000 / shown_rate == pytest.approx(shown_s, abs=6e-3)  # rate = events / wall time so far (0.01 s shown)
+    # the last progress line comes after the last event was logged and before the run ended, on the same
+    # clock that starts with the session (the old one started after the clients' start-up: shorter than this)
+    logging_ended_s = (run["last_time"] - run["start"]) / 1e9
+    assert logging_ended_s - 0.05 <= shown_s <= wall + 0.05, (logging_ended_s, shown_s, wall)
+    assert shown_rate >= run["rate_events_s"] * 0.95  # so its rate is the summary's or a little higher
+
+
+@pytest.mark.mpi
+def test_a_program_gets_one_line_on_stderr(tmp_path: Path) -> None:
+    """session() in a program: no table, one line on the visor's stderr; events stored, the store and the run."""
+    store, refdir = tmp_path / "store", tmp_path / "refs"
+    refdir.mkdir()
+    spec = {"cfg": {"storage": {"staging": "none"}}, "events": 200, "rate": 0}
+    r = mpirun(6, "fill_store.py", str(store), str(refdir), json.dumps(spec), timeout=180)
+    run = manifest(store)
+    assert run["events_stored"] == 600
+    lines = [line for line in r.stderr.splitlines() if line.startswith("chronompi: ")]
+    assert lines == [summary_line(run)], r.stderr  # once, from the visor, with the record's figures
+    assert re.fullmatch(
+        rf"chronompi: 600 events in {re.escape(str(store.resolve()))} \(run {run['run']}, [\d.]+ s, [\d,]+ events/s; "
+        r"[\d.]+ s since rank 0's process started\); "
+        rf"chronompi stats {re.escape(str(store.resolve()))} for details",
+        lines[0],
+    ), lines[0]
+    assert run["process_s"] > run["wall_s"]  # the job's launch and imports are outside the session
+    assert "wall time" not in r.stdout + r.stderr and "per role" not in r.stdout + r.stderr  # no table
+    rank_of = {client_id(int(run["run"], 16), r): r for r in range(6)}
+    seen = set()
+    with chronompi.open_store(store) as st:  # what the line counts is in the store, once, byte for byte
+        for s in st.stories("c"):
+            ev = st.replay("c", s)
+            for cid, seq, data in zip(ev["client"].tolist(), ev["seq"].tolist(), ev["payload"].tolist()):
+                assert (s, cid, seq) not in seen, f"{s}: event ({cid:x}, {seq}) stored twice"
+                seen.add((s, cid, seq))
+                assert data == payload(rank_of[cid], int(s[1:]), seq)
+    assert len(seen) == 600
 
 
 def test_lines_are_throttled_and_end_with_the_total(capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,10 +113,21 @@ def test_lines_are_throttled_and_end_with_the_total(capsys: pytest.CaptureFixtur
     lines.update(1000, 0.0, 3.0, "", last=True)
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        "progress: 0/1,000 events of 2 clients, 1,000 events/s, 0.0 s; 1 keeper, 1 grapher",
-        "progress: 300/1,000 events of 2 clients, 1,000 events/s, 2.1 s; 1 keeper, 1 grapher",
-        "progress: 1,000/1,000 events of 2 clients, 333 events/s on average, 3.0 s",
+        "progress: 0/1,000 events of 2 clients in 0.00 s: 0 events/s (now 1,000/s); 1 keeper, 1 grapher",
+        "progress: 300/1,000 events of 2 clients in 2.10 s: 143 events/s (now 1,000/s); 1 keeper, 1 grapher",
+        "progress: 1,000/1,000 events of 2 clients in 3.00 s: 333 events/s",
     ]
+
+
+def test_summary_line_names_what_went_wrong() -> None:
+    s = {"run": "ab", "store": "/s", "events_stored": 10, "events_logged": 12, "wall_s": 2.0, "rate_events_s": 5.0}
+    s |= {"dropped": 2, "events_lost": 0, "failures": [{"rank": 3, "host": "n1", "error": "ValueError: x"}]}
+    s |= {"process_s": 7.25}
+    assert summary_line(s) == (
+        "chronompi: 10 events in /s (run ab, 2.00 s, 5 events/s; 7.2 s since rank 0's process started); "
+        "12 logged; 2 dropped (client.policy=drop); "
+        "rank 3 on n1 failed: ValueError: x; chronompi stats /s for details"
+    )
 
 
 def test_terminal_detection(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -129,6 +129,7 @@ def test_wrong_type_is_a_config_error() -> None:
         ({"layout": {"per_node": "sometimes"}}, ["layout.per_node='sometimes'", "true or false or null"]),
         ({"elastic": {"auto": 3}}, ["elastic.auto=3", "null"]),
         ({"service": {"progress": "x"}}, ["service.progress", "'x'"]),
+        ({"service": {"summary": "loud"}}, ["service.summary", "'loud'", "'line', 'table' or 'none'"]),
         ({"storage": {"root": ""}}, ["storage.root"]),
         ({"storage": {"segment_bytes": 0}}, ["storage.segment_bytes"]),
     ],
@@ -175,6 +176,21 @@ def test_compose_defaults(where: str) -> None:
     assert compose(["layout=single"]).layout == LayoutConfig(keepers=1, graphers=1, per_node=False)
     assert cfg.workload.events == 20000
     assert cfg.storage.root == "chronompi-store"
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [("line", "line"), ("TABLE", "table"), ("none", "none"), (True, "table"), (False, "none"), ("false", "none")],
+)
+def test_summary_modes_and_the_older_booleans(value: object, mode: str) -> None:
+    assert Config().service.summary == "line"  # programs: one line
+    assert as_config({"service": {"summary": value}}).service.summary == mode
+
+
+def test_chronompi_run_keeps_the_table(where: str) -> None:
+    assert compose([]).service.summary == "table"
+    assert compose(["service.summary=false"]).service.summary == "none"  # Hydra hands over the text 'False'
+    assert compose(["service.summary=line"]).service.summary == "line"
 
 
 def test_compose_experiment(where: str) -> None:
