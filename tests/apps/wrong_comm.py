@@ -14,16 +14,7 @@ from __future__ import annotations
 import sys
 import time
 
-import _hang  # noqa: E402
-
-_hang.arm(150)
-
-from mpi4py import MPI  # noqa: E402
-
-import chronompi  # noqa: E402
-
-comm = MPI.COMM_WORLD
-N_EVENTS = 60
+N_EVENTS = 60  # (tests import this module: nothing here may start MPI or arm the hang guard)
 
 
 def payload(rank: int, i: int) -> bytes:
@@ -31,6 +22,15 @@ def payload(rank: int, i: int) -> bytes:
 
 
 if __name__ == "__main__":
+    import _hang
+
+    _hang.arm(150)
+
+    from mpi4py import MPI
+
+    import chronompi
+
+    comm = MPI.COMM_WORLD  # kept from before the session, as the programs this test stands for do
     store, mode = sys.argv[1], sys.argv[2]
     sleep_s = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     cfg = {"storage": {"root": store}, "service": {"summary": False}}
