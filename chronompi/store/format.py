@@ -2,14 +2,18 @@
 
 ::
 
-    STORE/chronompi.json                      marker: {"format": "chronompi-store", "schema": 1}
+    STORE/chronompi.json                      marker: {"format": "chronompi-store", "schema": 2}
     STORE/segments/r<run>-g<grapher>-<n>.h5   closed segments (".h5.part" while being written)
     STORE/runs/r<run>.json                    run manifest written by the visor at the end
 
     segment:/<chronicle>/<story>/events    EVENT rows (time, client, seq, offset, length)
     segment:/<chronicle>/<story>/payload   uint8 heap; row i's bytes are payload[offset : offset + length]
-    segment:/<chronicle>/<story>/windows   WINDOW rows, one per sorted run written
+    segment:/<chronicle>/<story>/windows   WINDOW rows, one per sorted run written, with its checksums
     segment attrs: schema, run, grapher, created
+
+Schema 2 adds checksums: the three datasets carry HDF5's Fletcher32 filter (the library checks
+every chunk it reads) and each windows row the CRC-32s of its run (``integrity.py``). Schema-1
+segments (no checksums, the ``WINDOW_V1`` index) are still read, with the plausibility checks only.
 
 Rows of one window run are contiguous and sorted by (time, client, seq); their
 payloads lie in one span of the heap (min offset to max offset + length), in the
@@ -32,24 +36,32 @@ import numpy as np
 from ..codec import EVENT
 from ..errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: checksums (Fletcher32 chunks, CRC-32 per run); 1 is still read
 MARKER = "chronompi.json"
 SEGMENTS = "segments"
 RUNS = "runs"
 
+_WINDOW_V1 = [
+    ("window", "<i8"),
+    ("first_row", "<u8"),
+    ("n_rows", "<u8"),
+    ("t_min", "<i8"),
+    ("t_max", "<i8"),
+    ("late", "u1"),
+    ("committed", "<i8"),  # wall-clock ns when the run was written (time-to-durable)
+]
+WINDOW_V1 = np.dtype(_WINDOW_V1)  # schema 1: no checksums (still read, see docs/format.md)
 WINDOW = np.dtype(
-    [
-        ("window", "<i8"),
-        ("first_row", "<u8"),
-        ("n_rows", "<u8"),
-        ("t_min", "<i8"),
-        ("t_max", "<i8"),
-        ("late", "u1"),
-        ("committed", "<i8"),  # wall-clock ns when the run was written (time-to-durable)
+    _WINDOW_V1
+    + [
+        ("heap0", "<u8"),  # the run's payload bytes: payload[heap0 : heap0 + heap_bytes]
+        ("heap_bytes", "<u8"),
+        ("crc", "<u4"),  # CRC-32 of the run's event rows, then of its payload bytes (integrity.py)
+        ("row_crc", "<u4"),  # CRC-32 of this row's bytes before row_crc
     ]
 )
 
-__all__ = ["EVENT", "WINDOW", "SCHEMA_VERSION", "init_store", "check_store", "write_run", "read_runs"]
+__all__ = ["EVENT", "WINDOW", "WINDOW_V1", "SCHEMA_VERSION", "init_store", "check_store", "write_run", "read_runs"]
 
 
 def init_store(root: str | os.PathLike[str]) -> Path:

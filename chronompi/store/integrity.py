@@ -1,0 +1,133 @@
+"""Checksums of a segment's sorted runs, and the rows that cannot be data (pure numpy + zlib, no HDF5).
+
+Every windows-index row of a schema-2 segment carries two CRC-32s (zlib's, the IEEE polynomial):
+
+- ``crc``: over the run's event rows as stored (``n_rows`` x 36 bytes, offsets absolute), then its
+  payload bytes ``payload[heap0 : heap0 + heap_bytes]``;
+- ``row_crc``: over the index row itself, every field before ``row_crc`` (so a flipped
+  ``first_row``, ``t_min`` or ``crc`` is told apart from damaged data).
+
+A reader checks both for every run it uses; a run that fails is never served. Besides the sums,
+:func:`implausible` finds rows that cannot be data whatever the sums say (schema-1 segments have
+none): a time outside the run's span or not positive, payloads outside the run's heap span, clients
+the run record does not know, seq numbers past a client's count for the story.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..protocol import client_id
+
+__all__ = ["has_sums", "data_crc", "row_crc", "run_problem", "implausible", "RunClients", "run_clients"]
+
+_ROW_CRC = "row_crc"
+
+
+def has_sums(index_dtype: np.dtype) -> bool:
+    """True for a schema-2 windows index (with checksums), False for a schema-1 one."""
+    names = index_dtype.names or ()
+    return "crc" in names and _ROW_CRC in names and "heap0" in names
+
+
+def data_crc(events: np.ndarray, heap: np.ndarray | memoryview | bytes) -> int:
+    """CRC-32 of a run's event rows (as stored) followed by its payload bytes."""
+    crc = zlib.crc32(np.ascontiguousarray(events).view(np.uint8)) if len(events) else 0
+    return zlib.crc32(heap, crc) if len(heap) else crc
+
+
+def row_crc(row: np.ndarray) -> int:
+    """CRC-32 of one windows-index row (a 0-d or 1-element WINDOW array): every byte before ``row_crc``."""
+    raw = np.ascontiguousarray(row).reshape(1).view(np.uint8)
+    end = row.dtype.fields[_ROW_CRC][1]  # type: ignore[index]
+    return zlib.crc32(raw[:end])
+
+
+def run_problem(row: np.ndarray, events: np.ndarray, heap: np.ndarray) -> str | None:
+    """Why the run of index ``row`` is not what was written (None: it checks out).
+
+    ``events`` are its rows, ``heap`` its payload bytes ``[heap0, heap0 + heap_bytes)``."""
+    if row_crc(row) != int(row[_ROW_CRC]):
+        return "index row checksum mismatch"
+    if data_crc(events, heap) != int(row["crc"]):
+        return "data checksum mismatch"
+    return None
+
+
+@dataclass(frozen=True)
+class RunClients:
+    """What a run record says about the clients of one story: who may write (``known``, sorted), and
+    for those it counted, how many events each logged to the story (``counted``, ``counts``, sorted)."""
+
+    known: np.ndarray | None  # uint64, sorted; None: the record does not say
+    counted: np.ndarray  # uint64, sorted
+    counts: np.ndarray  # uint64, the story's event count of counted[i]
+
+
+_NOTHING_KNOWN = RunClients(None, np.empty(0, np.uint64), np.empty(0, np.uint64))
+
+
+def run_clients(record: Mapping[str, object] | None, key: str) -> RunClients:
+    """The clients a run record knows, and their event counts for story ``key`` ("chronicle/story").
+
+    Only a record that lists its client ranks (``roles.client``, written when a run ends) says who
+    may write; a running or crashed run's record does not, and nothing is checked against it."""
+    if not record:
+        return _NOTHING_KNOWN
+    roles = record.get("roles")
+    clients = roles.get("client") if isinstance(roles, dict) else None
+    if not isinstance(clients, list) or not clients:
+        return _NOTHING_KNOWN
+    try:
+        run = int(str(record["run"]), 16)
+        ranks = {int(c["rank"]) for c in clients}
+        ranks.update(int(f["rank"]) for f in record.get("failures") or [] if isinstance(f, dict))  # type: ignore[attr-defined]
+    except (KeyError, TypeError, ValueError):
+        return _NOTHING_KNOWN
+    known = np.array(sorted(client_id(run, r) for r in ranks), np.uint64)
+    pairs = []
+    for c in clients:
+        stories = c.get("stories")
+        if isinstance(stories, dict) and key in stories:
+            pairs.append((client_id(run, int(c["rank"])), int(stories[key])))
+    pairs.sort()
+    return RunClients(
+        known, np.array([p[0] for p in pairs], np.uint64), np.array([p[1] for p in pairs], np.uint64)
+    )
+
+
+def implausible(
+    events: np.ndarray, lo: np.ndarray, hi: np.ndarray, t_min: np.ndarray, t_max: np.ndarray, who: RunClients
+) -> str | None:
+    """Why some of ``events`` cannot be data (None: all can), vectorised.
+
+    ``lo``/``hi``: per event, the payload byte span its run may use; ``t_min``/``t_max``: its run's
+    time span from the index (arrays as long as ``events``, or scalars)."""
+    if not len(events):
+        return None
+    t = events["time"]
+    if np.any(t <= 0):
+        return f"{int(np.sum(t <= 0))} events with time <= 0"
+    if np.any(t < t_min) or np.any(t > t_max):
+        return "events outside their run's time span"
+    off = events["offset"]
+    end = off + events["length"].astype(np.uint64)
+    if np.any(off < lo) or np.any(end > hi) or np.any(end < off):
+        return "payload offsets or lengths outside the heap"
+    if who.known is not None:
+        c = events["client"]
+        pos = np.minimum(np.searchsorted(who.known, c), len(who.known) - 1)
+        bad = who.known[pos] != c
+        if np.any(bad):
+            return f"{int(bad.sum())} events of clients not in the run record (e.g. {int(c[bad][0]):#x})"
+        if len(who.counted):
+            pos = np.minimum(np.searchsorted(who.counted, c), len(who.counted) - 1)
+            mine = who.counted[pos] == c
+            over = mine & (events["seq"] >= who.counts[pos])
+            if np.any(over):
+                return f"{int(over.sum())} events with seq beyond their client's count for the story"
+    return None
