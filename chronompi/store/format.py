@@ -11,9 +11,9 @@
     segment:/<chronicle>/<story>/windows   WINDOW rows, one per sorted run written, with its checksums
     segment attrs: schema, run, grapher, created
 
-Schema 2 adds checksums: the three datasets carry HDF5's Fletcher32 filter (the library checks
-every chunk it reads) and each windows row the CRC-32s of its run (``integrity.py``). Schema-1
-segments (no checksums, the ``WINDOW_V1`` index) are still read, with the plausibility checks only.
+Schema 2 adds checksums: each windows row carries the XXH3-64 hashes of its run and of itself
+(``integrity.py``). Schema-1 segments (no checksums, the ``WINDOW_V1`` index) are still read, with
+the plausibility checks only.
 
 Rows of one window run are contiguous and sorted by (time, client, seq); their
 payloads lie in one span of the heap (min offset to max offset + length), in the
@@ -36,7 +36,7 @@ import numpy as np
 from ..codec import EVENT
 from ..errors import StoreError
 
-SCHEMA_VERSION = 2  # 2: checksums (Fletcher32 chunks, CRC-32 per run); 1 is still read
+SCHEMA_VERSION = 2  # 2: checksums (XXH3-64 per run and per index row); 1 is still read
 MARKER = "chronompi.json"
 SEGMENTS = "segments"
 RUNS = "runs"
@@ -56,8 +56,8 @@ WINDOW = np.dtype(
     + [
         ("heap0", "<u8"),  # the run's payload bytes: payload[heap0 : heap0 + heap_bytes]
         ("heap_bytes", "<u8"),
-        ("crc", "<u4"),  # CRC-32 of the run's event rows, then of its payload bytes (integrity.py)
-        ("row_crc", "<u4"),  # CRC-32 of this row's bytes before row_crc
+        ("checksum", "<u8"),  # XXH3-64 of the run's event rows, then of its payload bytes (integrity.py)
+        ("row_checksum", "<u8"),  # XXH3-64 of this row's bytes before row_checksum
     ]
 )
 
