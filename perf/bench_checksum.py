@@ -11,6 +11,7 @@ load average before and after to OUT (default ``perf/results/checksum.jsonl``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 import chronompi  # noqa: E402
 from chronompi.codec import EVENT  # noqa: E402
 from chronompi.config import StorageConfig  # noqa: E402
+from chronompi.store import reader  # noqa: E402
 from chronompi.store.format import init_store, write_run  # noqa: E402
 from chronompi.store.writer import Run, SegmentWriter  # noqa: E402
 
@@ -71,6 +74,18 @@ def build(root: Path, n_events: int, mode: str) -> float:
     return spent
 
 
+@contextlib.contextmanager
+def unverified() -> Iterator[None]:
+    """The reader without its hash checks (for the measurement only)."""
+    saved = reader.run_problem, reader.row_sum
+    reader.run_problem = lambda *a: None  # type: ignore[assignment]
+    reader.row_sum = lambda row: int(row["row_checksum"][0])  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        reader.run_problem, reader.row_sum = saved
+
+
 def main() -> None:
     n_events = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else HERE / "results" / "checksum.jsonl"
@@ -95,11 +110,17 @@ def main() -> None:
         stores = {m: chronompi.open_store(tmp / f"{m}-0") for m in MODES}
         for m in MODES:  # warm the page cache and the open files
             stores[m].replay_raw("bench", "events")
+        full["xxh3-unverified"] = []
         for r in range(rounds):
             for m in MODES:
                 t0 = time.perf_counter()
                 ev, _heap = stores[m].replay_raw("bench", "events")
                 full[m].append(time.perf_counter() - t0)
+                if m == "xxh3":  # the same store and reader with the hash checks switched off: their cost alone
+                    with unverified():
+                        t0 = time.perf_counter()
+                        stores[m].replay_raw("bench", "events")
+                        full["xxh3-unverified"].append(time.perf_counter() - t0)
                 assert len(ev) == n_events
                 a = int(starts[r])
                 t0 = time.perf_counter()
@@ -109,7 +130,7 @@ def main() -> None:
             st.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    med = {m: statistics.median(full[m]) for m in MODES}
+    med = {m: statistics.median(v) for m, v in full.items()}
     rec = {
         "bench": "checksum",
         "events": n_events,
@@ -117,8 +138,9 @@ def main() -> None:
         "rounds": rounds,
         "write_s": {m: round(min(write[m]), 3) for m in MODES},
         "write_vs_none": {m: round(min(write[m]) / min(write["none"]) - 1, 3) for m in MODES},
-        "replay_raw_full_s_p50": {m: round(med[m], 4) for m in MODES},
-        "replay_raw_full_vs_none": {m: round(med[m] / med["none"] - 1, 3) for m in MODES},
+        "replay_raw_full_s_p50": {m: round(v, 4) for m, v in med.items()},
+        "replay_raw_full_vs_none": {m: round(v / med["none"] - 1, 3) for m, v in med.items()},
+        "verify_cost_xxh3": round(med["xxh3"] / med["xxh3-unverified"] - 1, 3),
         "replay_raw_1s_ms_p50": {m: round(1000 * statistics.median(rng1s[m]), 2) for m in MODES},
         "store_bytes": size,
         "h5py": __import__("h5py").__version__,

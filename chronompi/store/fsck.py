@@ -278,6 +278,8 @@ def fsck(path: str | os.PathLike[str], repair: bool = True, live_s: float = 60.0
             continue
         rep.repaired.extend(_describe(a, repair=True))
         rep.problems.extend(_lost_lines(a, repair=True))  # data lost is never "ok", though repaired
+        if a.kind == "quarantine" and a.path.suffix == ".h5":  # a closed segment held committed events
+            rep.problems.append(f"{a.path.name}: its events are lost to the store (the file is in {DAMAGED}/)")
         if writes:
             rep.segments += 1
             rep.events += a.events

@@ -155,12 +155,21 @@ _DAMAGE = (KeyError, OSError, ValueError, TypeError, RuntimeError)  # what h5py 
 _INDEX_FIELDS = {"first_row", "n_rows", "t_min", "t_max"}
 
 
-def index_rows(f: h5py.File, key: str, t0: int | None, t1: int | None, who: RunClients | None = None) -> list[_Row]:
+def index_rows(
+    f: h5py.File,
+    key: str,
+    t0: int | None,
+    t1: int | None,
+    who: RunClients | None = None,
+    checked: dict[tuple[str, str], int] | None = None,
+) -> list[_Row]:
     """The windows-index rows of ``key`` in one file that may hold events of [t0, t1).
 
     Raises DamagedSegment when the story's datasets are missing, of the wrong type or
     unreadable, when an index row fails its checksum, or when the index points past its
-    events or heap or covers a row twice.
+    events or heap or covers a row twice. Every row's hash is checked, not only those of the
+    range (a flipped time span would hide a run); ``checked`` remembers how many rows of each
+    (file, story) passed, so a store checks each row once.
     """
     g = f[key]
     if not isinstance(g, h5py.Group):
@@ -182,11 +191,14 @@ def index_rows(f: h5py.File, key: str, t0: int | None, t1: int | None, who: RunC
     except _DAMAGE as exc:
         raise damaged(f, key, f"has an unreadable windows index ({' '.join(str(exc).split())})") from None
     if has_sums(index.dtype):
-        for i in range(len(index)):
+        done = checked.get((f.filename, key), 0) if checked is not None else 0
+        for i in range(done, len(index)):
             if row_sum(index[i : i + 1]) != int(index["row_checksum"][i]):
                 raise damaged(f, key, f"has a windows-index row ({i}) that fails its checksum")
         if len(index) and int((index["heap0"] + index["heap_bytes"]).max()) > g["payload"].shape[0]:
             raise damaged(f, key, "has an index pointing past its payload heap")
+        if checked is not None:
+            checked[(f.filename, key)] = len(index)
     if len(index):
         first = index["first_row"].astype(np.int64)
         stop = first + index["n_rows"].astype(np.int64)
@@ -261,28 +273,36 @@ def _read_row(r: _Row, t0: int | None, t1: int | None) -> tuple[np.ndarray, np.n
     idx = r.runs
     n_rows = idx["n_rows"].astype(np.int64)
     if has_sums(idx.dtype):
+        # schema 2: each run against its hashes (XXH3, ~10 GB/s). A run that passes is byte for byte what
+        # the writer wrote, so the checks of rows that cannot be data are per run (its ends), not per row
         b0 = int(idx["heap0"].min())
         b1 = int((idx["heap0"] + idx["heap_bytes"]).max())
         heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
-        lo = np.repeat(idx["heap0"], n_rows)
-        hi = lo + np.repeat(idx["heap_bytes"], n_rows)
-        for i, w in enumerate(idx):  # each run against its own hashes (XXH3: ~10 GB/s)
+        for i, w in enumerate(idx):
             a, n = int(w["first_row"]) - r.first, int(w["n_rows"])
             h0 = int(w["heap0"]) - b0
             problem = run_problem(idx[i : i + 1], ev[a : a + n], heap[h0 : h0 + int(w["heap_bytes"])])
             if problem is not None:
                 raise damaged(r.file, r.group, f"window {int(w['window'])}: {problem}", (int(w["first_row"]), n))
-    else:  # schema 1: no sums; a run's payloads lie between its smallest offset and its largest end
+        starts = (idx["first_row"] - r.first).astype(np.int64)
+        ends = starts + n_rows - 1
+        full = n_rows > 0
+        t = ev["time"]
+        if np.any(idx["t_min"][full] <= 0) or np.any(t[starts[full]] != idx["t_min"][full]):
+            raise damaged(r.file, r.group, "holds rows that cannot be data: a run's first time is not its index's")
+        if np.any(t[ends[full]] != idx["t_max"][full]):
+            raise damaged(r.file, r.group, "holds rows that cannot be data: a run's last time is not its index's")
+    else:  # schema 1: no hashes; a run's payloads lie between its smallest offset and its largest end
         b0 = int(ev["offset"].min())
         b1 = int((ev["offset"] + ev["length"]).max())
         if b1 > g["payload"].shape[0]:
             raise damaged(r.file, r.group, f"has payloads past its heap (byte {b1} of {g['payload'].shape[0]})")
         heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
-        lo, hi = np.uint64(b0), np.uint64(b1)
-    problem = implausible(ev, lo, hi, np.repeat(idx["t_min"], n_rows), np.repeat(idx["t_max"], n_rows), r.who)
-    if problem is not None:
-        one = (r.first, r.n) if len(idx) == 1 else None
-        raise damaged(r.file, r.group, f"holds rows that cannot be data: {problem}", one)
+        t_min, t_max = np.repeat(idx["t_min"], n_rows), np.repeat(idx["t_max"], n_rows)
+        problem = implausible(ev, np.uint64(b0), np.uint64(b1), t_min, t_max, r.who)
+        if problem is not None:
+            one = (r.first, r.n) if len(idx) == 1 else None
+            raise damaged(r.file, r.group, f"holds rows that cannot be data: {problem}", one)
     if (t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1):
         keep = np.ones(len(ev), bool)  # runs that straddle the range: cut after the check
         if t0 is not None:
@@ -322,6 +342,7 @@ class Store:
         self._warned: set[Path] = set()
         self._warned_damage: set[str] = set()
         self._records: dict[int, dict[str, Any]] | None = None
+        self._checked: dict[tuple[str, str], int] = {}  # index rows whose hashes passed, per (file, story)
 
     # -- lifecycle --------------------------------------------------------
     def close(self) -> None:
@@ -447,7 +468,7 @@ class Store:
                 continue
             seen_story = True
             try:
-                rows.extend(index_rows(f, key, t0, t1, self._who(f, key)))
+                rows.extend(index_rows(f, key, t0, t1, self._who(f, key), self._checked))
             except DamagedSegment as exc:
                 self._skip(exc)
         if not seen_chronicle:
