@@ -4,9 +4,11 @@ Builds one store of EVENTS events (default 1 M; 64 B payloads, 5 clients, 100 ms
 events, like ``bench_replay.py``) per checksum mode of the segment writer (``none``: schema 1 as
 before checksums; ``fletcher32``: HDF5's filter on every chunk; ``xxh3``: XXH3-64 hashes per run and
 per index row in the index, schema 2, the default; ``both``: the two), timing the writes, then times a
-full ``replay_raw`` (page cache warm) and a 1-second-range ``replay_raw`` of each, the modes interleaved round after round so that the
-load of other work falls on all of them alike. One process, no MPI. Appends one JSON line with the
-load average before and after to OUT (default ``perf/results/checksum.jsonl``).
+full ``replay_raw`` (page cache warm) and a 1-second-range ``replay_raw`` of each, the modes interleaved
+round after round so that the load of other work falls on all of them alike; ``xxh3-unverified`` is the
+``xxh3`` store read with the hash checks switched off (``verify_cost_xxh3``: what the checks cost). One
+process, no MPI. Appends one JSON line with the load average before and after to OUT (default
+``perf/results/checksum.jsonl``).
 """
 
 from __future__ import annotations

@@ -48,7 +48,9 @@ def logged() -> dict[Key, bytes]:
     for r in logged_runs():
         heap = np.concatenate(r.parts).tobytes()
         for e in r.events:
-            out[(int(e["time"]), int(e["client"]), int(e["seq"]))] = heap[int(e["offset"]) : int(e["offset"] + e["length"])]
+            out[(int(e["time"]), int(e["client"]), int(e["seq"]))] = heap[
+                int(e["offset"]) : int(e["offset"] + e["length"])
+            ]
     return out
 
 
@@ -267,19 +269,26 @@ def test_byte_flips_in_crash_left_part(crashed_template: Path, tmp_path: Path) -
 
 
 def test_flipped_index_rows_keep_every_event(closed_template: Path, tmp_path: Path) -> None:
-    """One byte flipped in three index rows apart (first_row, n_rows, t_max): their runs' own data
-    hashes vouch for the rows again, so nothing is lost; before fsck nothing wrong is served."""
+    """One bit flipped in three index rows apart: a first_row that now overlaps the run before it
+    (today's reader served those events twice), an n_rows, a t_max. The runs' own data hashes vouch
+    for their rows again, so fsck loses nothing; before it nothing wrong is served."""
     root = copy_of(closed_template, tmp_path)
     want = logged()
     victim = sorted((root / "segments").glob("*.h5"))[0]
     with open_segment(victim) as f:
         wi = f["c/s/windows"]
-        assert wi.shape[0] >= 7
+        index, n_events = wi[...], f["c/s/events"].shape[0]
+        assert len(index) >= 6
         (base, _end), row = _chunks(wi, 0, 1)[0], wi.dtype.itemsize
         fields = wi.dtype.fields
-    pos = [base + 1 * row + fields["first_row"][1], base + 3 * row + fields["n_rows"][1] + 1]
-    pos.append(base + 5 * row + fields["t_max"][1] + 2)
-    flip(victim, np.array(pos), np.random.default_rng(20))
+    first = int(index["first_row"][3])
+    bit = next(1 << b for b in range(8) if (first ^ (1 << b)) < first)  # lower: overlaps row 2, in range
+    assert (first ^ bit) + int(index["n_rows"][3]) <= n_events
+    data = bytearray(victim.read_bytes())
+    data[base + 3 * row + fields["first_row"][1]] ^= bit
+    data[base + 1 * row + fields["n_rows"][1]] ^= 0x04
+    data[base + 5 * row + fields["t_max"][1] + 6] ^= 0x10
+    victim.write_bytes(bytes(data))
     check(root, want, set(want))
 
 
@@ -299,6 +308,9 @@ def test_zeroed_chunk(closed_template: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("where", ["events", "payload"])
 def test_two_chunks_swapped(closed_template: Path, tmp_path: Path, where: str) -> None:
+    """Payload chunks swapped: today's code served other events' bytes. Events chunks swapped: the rows
+    are genuine events with genuine offsets, which today's code served right; the hashes now quarantine
+    those runs (nothing vouches for rows out of place) and keep the others."""
     root = copy_of(closed_template, tmp_path)
     want = logged()
     victim = sorted((root / "segments").glob("*.h5"))[0]
