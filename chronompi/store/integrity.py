@@ -106,18 +106,29 @@ def run_clients(record: Mapping[str, object] | None, key: str) -> RunClients:
 
 
 def implausible(
-    events: np.ndarray, lo: np.ndarray, hi: np.ndarray, t_min: np.ndarray, t_max: np.ndarray, who: RunClients
+    events: np.ndarray,
+    lo: np.ndarray | int,
+    hi: np.ndarray | int,
+    t_min: np.ndarray | int,
+    t_max: np.ndarray | int,
+    who: RunClients,
+    starts: np.ndarray | None = None,
 ) -> str | None:
     """Why some of ``events`` cannot be data (None: all can), vectorised.
 
-    ``lo``/``hi``: per event, the payload byte span its run may use; ``t_min``/``t_max``: its run's
-    time span from the index (arrays as long as ``events``, or scalars)."""
+    ``lo``/``hi``: the payload byte span the events may use; ``t_min``/``t_max``: their run's time
+    span from the index: scalars for one run, or with ``starts`` (the first row of each non-empty
+    run, increasing) one value per run."""
     if not len(events):
         return None
     t = events["time"]
-    if np.any(t <= 0):
-        return f"{int(np.sum(t <= 0))} events with time <= 0"
-    if np.any(t < t_min) or np.any(t > t_max):
+    if starts is not None:  # per run: its smallest and largest time, one pass each
+        small, large = np.minimum.reduceat(t, starts), np.maximum.reduceat(t, starts)
+    else:
+        small, large = np.asarray(t.min()), np.asarray(t.max())
+    if np.any(small <= 0):
+        return "events with time <= 0"
+    if np.any(small < t_min) or np.any(large > t_max):
         return "events outside their run's time span"
     off = events["offset"]
     end = off + events["length"].astype(np.uint64)

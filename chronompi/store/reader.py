@@ -298,8 +298,9 @@ def _read_row(r: _Row, t0: int | None, t1: int | None) -> tuple[np.ndarray, np.n
         if b1 > g["payload"].shape[0]:
             raise damaged(r.file, r.group, f"has payloads past its heap (byte {b1} of {g['payload'].shape[0]})")
         heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
-        t_min, t_max = np.repeat(idx["t_min"], n_rows), np.repeat(idx["t_max"], n_rows)
-        problem = implausible(ev, np.uint64(b0), np.uint64(b1), t_min, t_max, r.who)
+        full = n_rows > 0
+        starts = (np.cumsum(n_rows) - n_rows)[full]
+        problem = implausible(ev, b0, b1, idx["t_min"][full], idx["t_max"][full], r.who, starts)
         if problem is not None:
             one = (r.first, r.n) if len(idx) == 1 else None
             raise damaged(r.file, r.group, f"holds rows that cannot be data: {problem}", one)
