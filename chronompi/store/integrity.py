@@ -40,10 +40,10 @@ def data_sum(events: np.ndarray, heap_parts: list[np.ndarray] | tuple[np.ndarray
     """XXH3-64 of a run's event rows (as stored) followed by its payload bytes (one or more parts)."""
     h = xxhash.xxh3_64()
     if len(events):
-        h.update(np.ascontiguousarray(events).view(np.uint8))
+        h.update(np.ascontiguousarray(events).view(np.uint8).data)
     for part in heap_parts:
         if len(part):
-            h.update(np.ascontiguousarray(part).view(np.uint8))
+            h.update(np.ascontiguousarray(part).view(np.uint8).data)
     return h.intdigest()
 
 
@@ -51,7 +51,7 @@ def row_sum(row: np.ndarray) -> int:
     """XXH3-64 of one windows-index row (a 1-element WINDOW array): every byte before ``row_checksum``."""
     raw = np.ascontiguousarray(row).reshape(1).view(np.uint8)
     end = row.dtype.fields[_ROW_SUM][1]  # type: ignore[index]
-    return xxhash.xxh3_64_intdigest(raw[:end])
+    return xxhash.xxh3_64_intdigest(raw[:end].data)
 
 
 def run_problem(row: np.ndarray, events: np.ndarray, heap: np.ndarray) -> str | None:

@@ -134,7 +134,7 @@ def _plausible_run(k: _Keeper, row: np.ndarray, run: np.ndarray, heap_size: int,
     lo, hi = _payload_span(run)
     t_min, t_max = (int(run["time"][0]), int(run["time"][-1])) if len(run) else (0, 0)
     problem = "payload past the heap" if hi > heap_size else None
-    problem = problem or implausible(run, np.uint64(lo), np.uint64(hi), t_min, t_max, who)
+    problem = problem or implausible(run, int(lo), int(hi), t_min, t_max, who)
     if problem is None and len(run) and (t_min != int(row["t_min"]) or t_max != int(row["t_max"])):
         problem = "index time span differs from its events"
     if problem is None and len(run) > 1 and not bool(np.all(ordered_steps(run))):
@@ -193,9 +193,7 @@ def _plan_v2(
             continue
         run = events[a : a + n]
         problem = run_problem(w, run, heap[h0 : h0 + nb])
-        problem = problem or implausible(
-            run, np.uint64(h0), np.uint64(h0 + nb), int(w["t_min"][0]), int(w["t_max"][0]), who
-        )
+        problem = problem or implausible(run, int(h0), int(h0 + nb), int(w["t_min"][0]), int(w["t_max"][0]), who)
         covered[a : a + n] = True
         if problem is None:
             k.keep(w, h0, h0 + nb)
@@ -211,7 +209,7 @@ def _plan_v2(
             values = (orphans[data_sum(run, (heap[lo:hi],))], a, b - a, run["time"][0], run["time"][-1], lo, hi - lo)
             for name, value in zip(("window", "first_row", "n_rows", "t_min", "t_max", "heap0", "heap_bytes"), values):
                 row[name] = value
-            if implausible(run, np.uint64(lo), np.uint64(hi), int(run["time"][0]), int(run["time"][-1]), who) is None:
+            if implausible(run, int(lo), int(hi), int(run["time"][0]), int(run["time"][-1]), who) is None:
                 k.keep(row, lo, hi)  # the damaged row's own data hash vouches for these rows
                 continue
         k.lose(int(b - a), "index row damaged" if orphans else "rows no index row covers")
