@@ -317,6 +317,12 @@ def _read_row(r: _Row, t0: int | None, t1: int | None) -> tuple[np.ndarray, np.n
     return ev, heap
 
 
+def _unreadable(f: h5py.File, key: str, exc: BaseException) -> DamagedSegment:
+    """The error for HDF5 failing to read the structure of segment ``f`` (at ``key``)."""
+    why = " ".join(str(exc).split())
+    return DamagedSegment(f"segment {f.filename}: unreadable structure ({why})", f.filename, fsck_hint(f.filename))
+
+
 def _hit(r: _Row, exc: DamagedSegment) -> bool:
     """Whether row ``r`` is what ``exc`` says is damaged (one run, else the whole story in that file)."""
     if r.file.filename != exc.path or (exc.story is not None and r.group != exc.story):
@@ -427,7 +433,10 @@ class Store:
     def chronicles(self) -> list[str]:
         names: set[str] = set()
         for f in self._files_iter():
-            names.update(f.keys())
+            try:
+                names.update(f.keys())
+            except _DAMAGE as exc:
+                self._skip(_unreadable(f, "", exc))
         return sorted(names)
 
     def stories(self, chronicle: str) -> list[str]:
@@ -435,9 +444,12 @@ class Store:
         names: set[str] = set()
         found = False
         for f in self._files_iter():
-            if chronicle in f:
-                found = True
-                names.update(f[chronicle].keys())
+            try:
+                if chronicle in f:
+                    found = True
+                    names.update(f[chronicle].keys())
+            except _DAMAGE as exc:
+                self._skip(_unreadable(f, chronicle, exc))
         if not found:
             raise self._unknown(chronicle)
         return sorted(names)
@@ -462,16 +474,18 @@ class Store:
         rows: list[_Row] = []
         seen_chronicle = seen_story = False
         for f in self._files_iter():
-            if chronicle not in f:
-                continue
-            seen_chronicle = True
-            if key not in f:
-                continue
-            seen_story = True
             try:
+                if chronicle not in f:
+                    continue
+                seen_chronicle = True
+                if key not in f:
+                    continue
+                seen_story = True
                 rows.extend(index_rows(f, key, t0, t1, self._who(f, key), self._checked))
             except DamagedSegment as exc:
                 self._skip(exc)
+            except _DAMAGE as exc:  # HDF5's own metadata checksums (object headers, links) failed
+                self._skip(_unreadable(f, key, exc))
         if not seen_chronicle:
             raise self._unknown(chronicle)
         if not seen_story:
