@@ -377,3 +377,22 @@ def test_damage_names_file_story_and_rows(closed_template: Path, tmp_path: Path)
     e = info.value
     assert e.path == str(victim) and e.story == "c/s" and e.rows is not None
     assert "run 00000000000000da" in str(e) and "checksum" in str(e) and "chronompi fsck" in str(e)
+
+
+def test_fsck_command_counts_what_it_quarantined(closed_template: Path, tmp_path: Path, capsys) -> None:
+    """``chronompi fsck`` on flipped payload bytes: the events kept and quarantined with the reason, exit 1
+    (never "ok" when events were lost), the original in damaged/; the second run: ok, exit 0, nothing done."""
+    from chronompi.cli import main
+
+    root = copy_of(closed_template, tmp_path)
+    rng = np.random.default_rng(7)
+    victim = sorted((root / "segments").glob("*.h5"))[0]
+    flip(victim, positions_in(data_ranges(victim, "payload"), 5, rng), rng)
+    assert main(["fsck", str(root)]) == 1
+    out = capsys.readouterr().out
+    last = out.splitlines()[-1]
+    assert "quarantined (" in last and "data checksum mismatch" in last and not last.endswith(": ok"), out
+    assert (root / "damaged" / victim.name).exists()
+    assert main(["fsck", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "repaired:" not in out and out.rstrip().endswith(": ok"), out

@@ -181,7 +181,11 @@ def _describe(a: Action, repair: bool) -> list[str]:
         return [f"partial segment {a.path} (recoverable: {a.events} committed events into {a.target.name}){extra}"]
     out = []
     for sp in a.stories:
-        for p in sp.problems if not sp.lost else sp.problems[:1]:
+        if sp.lost:  # the quarantine itself is a problem line of its own (_lost_lines)
+            verb = "rewritten with" if repair else "a repair rewrites it with"
+            out.append(f"{a.path.name}:{sp.key}: {verb} its {sp.events} verified events")
+            continue
+        for p in sp.problems:
             if repair:
                 out.append(f"{a.path.name}:{sp.key}: {p} (index rebuilt, {sp.events} events kept)")
             else:
@@ -202,7 +206,7 @@ def _lost_lines(a: Action, repair: bool) -> list[str]:
         verb = "quarantined" if repair else "would quarantine"
         out.append(
             f"{a.path.name}:{sp.key}: {verb} {sp.quarantined} events of damaged runs ({why}), "
-            f"kept {sp.events} verified events; {where}"
+            f"{'kept' if repair else 'keeps'} {sp.events} verified events; {where}"
         )
     return out
 
