@@ -115,8 +115,51 @@ def open_segment(path: str | os.PathLike[str]) -> Any:
     import h5py
 
     if str(path).endswith(".part"):
-        return h5py.File(path, "r", libver="latest", swmr=True)
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+        _few_read_attempts(fapl.id)
+        flags = h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ
+        return h5py.File(h5py.h5f.open(os.fsencode(os.fspath(path)), flags, fapl=fapl))
     return h5py.File(path, "r")
+
+
+SWMR_READ_ATTEMPTS = 8  # HDF5's default for SWMR readers is 100, with a backoff that grows to seconds
+
+
+def _few_read_attempts(fapl_id: int) -> None:
+    """Make a SWMR reader give up on a metadata checksum after a few tries, not 100.
+
+    A SWMR reader retries metadata that fails its checksum (it may be mid-write) with a growing
+    sleep; on a *damaged* file that is minutes per object, so a reader of a flipped ``.part``
+    seemed to hang. A few tries (about a millisecond) are plenty for a live writer's torn reads.
+    h5py has no binding for ``H5Pset_metadata_read_attempts``: it is called in the HDF5 library
+    h5py has loaded (found in this process's mappings); where it cannot be, the default stays.
+    """
+    global _set_attempts
+    if _set_attempts is None:
+        _set_attempts = _find_set_attempts() or (lambda fapl, n: None)
+    _set_attempts(fapl_id, SWMR_READ_ATTEMPTS)
+
+
+_set_attempts: Any = None
+
+
+def _find_set_attempts() -> Any:
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as fh:
+            libs = {line.split()[-1] for line in fh if "libhdf5" in line and "_hl" not in line}
+    except OSError:
+        return None
+    for lib in sorted(libs):
+        try:
+            fn = ctypes.CDLL(lib).H5Pset_metadata_read_attempts
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
+        return lambda fapl, n: fn(fapl, n)
+    return None
 
 
 def write_run(

@@ -97,6 +97,7 @@ class Action:
     target: Path | None = None
     stories: list[StoryPlan] = field(default_factory=list)
     why: str = ""
+    held_data: bool = False  # a quarantined file that held committed events (never "ok")
 
     @property
     def events(self) -> int:
@@ -145,11 +146,17 @@ def plan(root: Path, live_s: float = 60.0) -> Plan:
             pl.actions.append(Action("drop-part", part, final))
             continue
         try:
-            with open_segment(part) as src:
+            src = open_segment(part)
+        except _DAMAGE as exc:  # not even a superblock: a job killed before the part's first flush
+            pl.actions.append(Action("quarantine", part, why=f"unreadable partial segment ({_why(exc)})"))
+            continue
+        try:
+            with src:
                 stories = plan_segment(src, partial=True, record=records.get(run))
                 pl.actions.append(Action("recover", part, final, stories))
-        except _DAMAGE as exc:
-            pl.actions.append(Action("quarantine", part, why=f"unreadable partial segment ({_why(exc)})"))
+        except _DAMAGE as exc:  # it opened, so it had been written: what it held is lost
+            why = f"damaged partial segment ({_why(exc)})"
+            pl.actions.append(Action("quarantine", part, why=why, held_data=True))
     for p in sorted(seg.glob("*.h5")):
         try:
             with open_segment(p) as f:
@@ -282,7 +289,7 @@ def fsck(path: str | os.PathLike[str], repair: bool = True, live_s: float = 60.0
             continue
         rep.repaired.extend(_describe(a, repair=True))
         rep.problems.extend(_lost_lines(a, repair=True))  # data lost is never "ok", though repaired
-        if a.kind == "quarantine" and a.path.suffix == ".h5":  # a closed segment held committed events
+        if a.kind == "quarantine" and (a.path.suffix == ".h5" or a.held_data):  # it held committed events
             rep.problems.append(f"{a.path.name}: its events are lost to the store (the file is in {DAMAGED}/)")
         if writes:
             rep.segments += 1
