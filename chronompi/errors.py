@@ -148,15 +148,25 @@ class RemoteError(ChronoError, RuntimeError):
 class DamagedSegment(StoreError, UserWarning):
     """A segment file of a store is damaged; ``path`` names it, ``hint`` says what to run.
 
-    Raised by a replay when a story's index or data in a segment is missing or
-    unreadable (``chronompi fsck STORE`` rebuilds the index from the events, so
-    skipping would silently drop events that are still there). Issued as a
+    Raised by a replay when a story's index or data in a segment is missing,
+    unreadable, fails its checksum or holds rows that cannot be data (``chronompi
+    fsck STORE`` quarantines the damaged runs and keeps the rest, so skipping a
+    whole file would drop events that are sound). Issued as a
     *warning* of this category, and the segment skipped, when a whole file
     cannot be opened, or for any damage when the store was opened with
     ``skip_damaged=True``. ``warnings.warn("...", DamagedSegment)`` works too.
     """
 
-    def __init__(self, message: str, path: object = None, hint: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        path: object = None,
+        hint: str = "",
+        story: str | None = None,
+        rows: tuple[int, int] | None = None,
+    ) -> None:
         self.path = None if path is None else str(path)
         self.hint = hint
+        self.story = story  # "chronicle/story", when the damage is in one story
+        self.rows = rows  # (first row, number of rows) of the damaged sorted run, when it is one run
         super().__init__(f"{message}; {hint}" if hint else message)

@@ -534,6 +534,9 @@ def cmd_fsck(argv: Sequence[str]) -> int:
     verdict = "ok" if rep.ok else ("problems found (dry run: nothing changed)" if a.dry_run else "problems remain")
     events = getattr(rep, "events", None)
     counted = f", {events} events" if isinstance(events, int) else ""
+    lost = getattr(rep, "quarantined", None)
+    if lost:  # events of damaged runs taken out of the store, by reason
+        counted += f", {sum(lost.values())} quarantined ({'; '.join(f'{n} {why}' for why, n in sorted(lost.items()))})"
     out.write(
         f"{a.store}: {rep.segments} segments{counted}, {len(rep.repaired)} repaired, {len(rep.problems)} problems: "
         f"{verdict}\n"

@@ -16,7 +16,7 @@ def read_h5(store: Path) -> dict[tuple[str, str], list[tuple[int, int, int, byte
     out: dict[tuple[str, str], list[tuple[int, int, int, bytes]]] = defaultdict(list)
     for path in sorted((store / "segments").glob("*.h5")):
         with h5py.File(path, "r") as f:
-            assert f.attrs["schema"] == 1
+            assert f.attrs["schema"] == 2  # checksums (docs/format.md)
             for chron in f:
                 for story in f[chron]:
                     g = f[chron][story]

@@ -16,9 +16,9 @@ from chronompi.store.fsck import fsck
 from chronompi.store.writer import SegmentWriter
 
 
-def build(root: Path) -> list[bytes]:
+def build(root: Path, checksums: str = "xxh3") -> list[bytes]:
     init_store(root)
-    w = SegmentWriter(root, 0xD4, 0, StorageConfig(root=str(root), staging="none"))
+    w = SegmentWriter(root, 0xD4, 0, StorageConfig(root=str(root), staging="none"), checksums=checksums)
     seqs: dict[int, int] = {}
     for k in range(6):
         w.append("c", "s", [make_run(T0 // W + k, [1, 2], 20, seqs)])
@@ -55,8 +55,10 @@ def test_missing_index_is_rebuilt_from_the_events(tmp_path: Path) -> None:
 
 
 def test_index_rows_pointing_past_the_events_are_rebuilt(tmp_path: Path) -> None:
+    """A schema-1 segment (no checksums): the index is rebuilt from the events' sorted runs.
+    (Schema 2: tests/test_damage.py, flipped index rows.)"""
     root = tmp_path / "s"
-    want = build(root)
+    want = build(root, checksums="none")
     with h5py.File(segment(root), "a") as f:
         wi = f["c/s/windows"]
         rows = wi[...]

@@ -128,7 +128,7 @@ def test_read_only_store_fails_every_rank_at_start(tmp_path: Path) -> None:
 # -- the writer alone on a full tmpfs -----------------------------------------
 def _run(seq: int, n: int) -> Run:
     ev = np.zeros(n, EVENT)
-    ev["time"] = np.arange(seq, seq + n)
+    ev["time"] = 1 + np.arange(seq, seq + n)  # time 0 cannot be data: readers refuse it
     ev["seq"] = np.arange(seq, seq + n)
     ev["length"] = 1024
     ev["offset"] = np.arange(n) * 1024

@@ -2,14 +2,18 @@
 
 ::
 
-    STORE/chronompi.json                      marker: {"format": "chronompi-store", "schema": 1}
+    STORE/chronompi.json                      marker: {"format": "chronompi-store", "schema": 2}
     STORE/segments/r<run>-g<grapher>-<n>.h5   closed segments (".h5.part" while being written)
     STORE/runs/r<run>.json                    run manifest written by the visor at the end
 
     segment:/<chronicle>/<story>/events    EVENT rows (time, client, seq, offset, length)
     segment:/<chronicle>/<story>/payload   uint8 heap; row i's bytes are payload[offset : offset + length]
-    segment:/<chronicle>/<story>/windows   WINDOW rows, one per sorted run written
+    segment:/<chronicle>/<story>/windows   WINDOW rows, one per sorted run written, with its checksums
     segment attrs: schema, run, grapher, created
+
+Schema 2 adds checksums: each windows row carries the XXH3-64 hashes of its run and of itself
+(``integrity.py``). Schema-1 segments (no checksums, the ``WINDOW_V1`` index) are still read, with
+the plausibility checks only.
 
 Rows of one window run are contiguous and sorted by (time, client, seq); their
 payloads lie in one span of the heap (min offset to max offset + length), in the
@@ -32,24 +36,32 @@ import numpy as np
 from ..codec import EVENT
 from ..errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: checksums (XXH3-64 per run and per index row); 1 is still read
 MARKER = "chronompi.json"
 SEGMENTS = "segments"
 RUNS = "runs"
 
+_WINDOW_V1 = [
+    ("window", "<i8"),
+    ("first_row", "<u8"),
+    ("n_rows", "<u8"),
+    ("t_min", "<i8"),
+    ("t_max", "<i8"),
+    ("late", "u1"),
+    ("committed", "<i8"),  # wall-clock ns when the run was written (time-to-durable)
+]
+WINDOW_V1 = np.dtype(_WINDOW_V1)  # schema 1: no checksums (still read, see docs/format.md)
 WINDOW = np.dtype(
-    [
-        ("window", "<i8"),
-        ("first_row", "<u8"),
-        ("n_rows", "<u8"),
-        ("t_min", "<i8"),
-        ("t_max", "<i8"),
-        ("late", "u1"),
-        ("committed", "<i8"),  # wall-clock ns when the run was written (time-to-durable)
+    _WINDOW_V1
+    + [
+        ("heap0", "<u8"),  # the run's payload bytes: payload[heap0 : heap0 + heap_bytes]
+        ("heap_bytes", "<u8"),
+        ("checksum", "<u8"),  # XXH3-64 of the run's event rows, then of its payload bytes (integrity.py)
+        ("row_checksum", "<u8"),  # XXH3-64 of this row's bytes before row_checksum
     ]
 )
 
-__all__ = ["EVENT", "WINDOW", "SCHEMA_VERSION", "init_store", "check_store", "write_run", "read_runs"]
+__all__ = ["EVENT", "WINDOW", "WINDOW_V1", "SCHEMA_VERSION", "init_store", "check_store", "write_run", "read_runs"]
 
 
 def init_store(root: str | os.PathLike[str]) -> Path:
@@ -103,8 +115,51 @@ def open_segment(path: str | os.PathLike[str]) -> Any:
     import h5py
 
     if str(path).endswith(".part"):
-        return h5py.File(path, "r", libver="latest", swmr=True)
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+        _few_read_attempts(fapl.id)
+        flags = h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ
+        return h5py.File(h5py.h5f.open(os.fsencode(os.fspath(path)), flags, fapl=fapl))
     return h5py.File(path, "r")
+
+
+SWMR_READ_ATTEMPTS = 8  # HDF5's default for SWMR readers is 100, with a backoff that grows to seconds
+
+
+def _few_read_attempts(fapl_id: int) -> None:
+    """Make a SWMR reader give up on a metadata checksum after a few tries, not 100.
+
+    A SWMR reader retries metadata that fails its checksum (it may be mid-write) with a growing
+    sleep; on a *damaged* file that is minutes per object, so a reader of a flipped ``.part``
+    seemed to hang. A few tries (about a millisecond) are plenty for a live writer's torn reads.
+    h5py has no binding for ``H5Pset_metadata_read_attempts``: it is called in the HDF5 library
+    h5py has loaded (found in this process's mappings); where it cannot be, the default stays.
+    """
+    global _set_attempts
+    if _set_attempts is None:
+        _set_attempts = _find_set_attempts() or (lambda fapl, n: None)
+    _set_attempts(fapl_id, SWMR_READ_ATTEMPTS)
+
+
+_set_attempts: Any = None
+
+
+def _find_set_attempts() -> Any:
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as fh:
+            libs = {line.split()[-1] for line in fh if "libhdf5" in line and "_hl" not in line}
+    except OSError:
+        return None
+    for lib in sorted(libs):
+        try:
+            fn = ctypes.CDLL(lib).H5Pset_metadata_read_attempts
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int64, ctypes.c_uint], ctypes.c_int
+        return lambda fapl, n: fn(fapl, n)
+    return None
 
 
 def write_run(

@@ -36,7 +36,8 @@ from ..codec import EVENT
 from ..errors import DamagedSegment, StoreError, UnknownChronicle, UnknownStory
 from ..merge import gather, merge_runs
 from ..names import check_name
-from .format import SEGMENTS, WINDOW, check_store, fsck_hint, open_segment, part_files, read_runs
+from .format import SEGMENTS, check_store, fsck_hint, open_segment, part_files, read_runs
+from .integrity import RunClients, has_sums, implausible, row_sum, run_clients, run_problem
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def to_replay(events: np.ndarray, heap: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Row:
-    """One windows-index row of one segment (a sorted run)."""
+    """Sorted runs of one story in one segment, neighbours in its events table (read in one go)."""
 
     file: h5py.File
     group: str
@@ -130,21 +131,45 @@ class _Row:
     n: int
     t_min: int
     t_max: int
+    runs: np.ndarray  # their windows-index rows (WINDOW, or WINDOW_V1 in a schema-1 segment)
+    who: RunClients  # what the run record says about the story's clients
 
 
-def damaged(f: h5py.File, key: str, what: str) -> DamagedSegment:
-    """The error for story ``key`` of segment ``f`` being damaged (``what``: how)."""
-    return DamagedSegment(f"segment {f.filename}: story {key} {what}", f.filename, fsck_hint(f.filename))
+def damaged(f: h5py.File, key: str, what: str, rows: tuple[int, int] | None = None) -> DamagedSegment:
+    """The error for story ``key`` of segment ``f`` being damaged (``what``: how; ``rows``: the sorted run)."""
+    try:
+        run = f" (run {int(f.attrs['run']):016x})"
+    except Exception:  # noqa: BLE001 - the attribute may be what is damaged
+        run = ""
+    where = f" rows {rows[0]}-{rows[0] + rows[1] - 1}" if rows is not None and rows[1] else ""
+    return DamagedSegment(
+        f"segment {f.filename}: story {key}{run}{where} {what}",
+        f.filename,
+        fsck_hint(f.filename),
+        story=key,
+        rows=rows,
+    )
 
 
 _DAMAGE = (KeyError, OSError, ValueError, TypeError, RuntimeError)  # what h5py raises on a broken file
+_INDEX_FIELDS = {"first_row", "n_rows", "t_min", "t_max"}
 
 
-def index_rows(f: h5py.File, key: str, t0: int | None, t1: int | None) -> list[_Row]:
+def index_rows(
+    f: h5py.File,
+    key: str,
+    t0: int | None,
+    t1: int | None,
+    who: RunClients | None = None,
+    checked: dict[tuple[str, str], int] | None = None,
+) -> list[_Row]:
     """The windows-index rows of ``key`` in one file that may hold events of [t0, t1).
 
     Raises DamagedSegment when the story's datasets are missing, of the wrong type or
-    unreadable, or when its index points past its events.
+    unreadable, when an index row fails its checksum, or when the index points past its
+    events or heap or covers a row twice. Every row's hash is checked, not only those of the
+    range (a flipped time span would hide a run); ``checked`` remembers how many rows of each
+    (file, story) passed, so a store checks each row once.
     """
     g = f[key]
     if not isinstance(g, h5py.Group):
@@ -153,7 +178,7 @@ def index_rows(f: h5py.File, key: str, t0: int | None, t1: int | None) -> list[_
         if not isinstance(g.get(name), h5py.Dataset):
             raise damaged(f, key, f"has no {name} dataset")
     wi, ev = g["windows"], g["events"]
-    if wi.dtype.names is None or not {"first_row", "n_rows", "t_min", "t_max"} <= set(wi.dtype.names):
+    if wi.dtype.names is None or not _INDEX_FIELDS <= set(wi.dtype.names):
         raise damaged(f, key, f"has a windows index of the wrong type ({wi.dtype})")
     if ev.dtype.names is None or not {"time", "client", "seq", "offset", "length"} <= set(ev.dtype.names):
         raise damaged(f, key, f"has an events table of the wrong type ({ev.dtype})")
@@ -162,19 +187,36 @@ def index_rows(f: h5py.File, key: str, t0: int | None, t1: int | None) -> list[_
             wi.refresh()  # the index first: the rows it lists were flushed before it
             ev.refresh()
             g["payload"].refresh()
-        index = wi[...] if wi.shape[0] else np.empty(0, WINDOW)
+        index = wi[...] if wi.shape[0] else np.empty(0, wi.dtype)
     except _DAMAGE as exc:
-        raise damaged(f, key, f"has an unreadable windows index ({exc})") from None
+        raise damaged(f, key, f"has an unreadable windows index ({' '.join(str(exc).split())})") from None
+    if has_sums(index.dtype):
+        done = checked.get((f.filename, key), 0) if checked is not None else 0
+        for i in range(done, len(index)):
+            if row_sum(index[i : i + 1]) != int(index["row_checksum"][i]):
+                raise damaged(f, key, f"has a windows-index row ({i}) that fails its checksum")
+        if len(index) and int((index["heap0"] + index["heap_bytes"]).max()) > g["payload"].shape[0]:
+            raise damaged(f, key, "has an index pointing past its payload heap")
+        if checked is not None:
+            checked[(f.filename, key)] = len(index)
     if len(index):
-        end = int((index["first_row"].astype(np.int64) + index["n_rows"].astype(np.int64)).max())
-        if end > ev.shape[0]:
-            raise damaged(f, key, f"has an index pointing past its events (row {end} of {ev.shape[0]})")
+        first = index["first_row"].astype(np.int64)
+        stop = first + index["n_rows"].astype(np.int64)
+        if int(stop.max()) > ev.shape[0]:
+            raise damaged(f, key, f"has an index pointing past its events (row {int(stop.max())} of {ev.shape[0]})")
+        order = np.argsort(first, kind="stable")
+        if np.any(stop[order][:-1] > first[order][1:]):
+            raise damaged(f, key, "has windows-index rows that cover the same events")
     sel = np.ones(len(index), bool)
     if t0 is not None:
         sel &= index["t_max"] >= t0
     if t1 is not None:
         sel &= index["t_min"] < t1
-    return [_Row(f, key, int(w["first_row"]), int(w["n_rows"]), int(w["t_min"]), int(w["t_max"])) for w in index[sel]]
+    who = who if who is not None else run_clients(None, key)
+    return [
+        _Row(f, key, int(w["first_row"]), int(w["n_rows"]), int(w["t_min"]), int(w["t_max"]), index[i : i + 1], who)
+        for i, w in zip(np.flatnonzero(sel), index[sel])
+    ]
 
 
 def _coalesce(rows: list[_Row]) -> list[_Row]:
@@ -188,81 +230,104 @@ def _coalesce(rows: list[_Row]) -> list[_Row]:
         last = out[-1] if out else None
         if last is not None and last.file is r.file and last.group == r.group and last.first + last.n == r.first:
             out[-1] = _Row(
-                r.file, r.group, last.first, last.n + r.n, min(last.t_min, r.t_min), max(last.t_max, r.t_max)
+                r.file,
+                r.group,
+                last.first,
+                last.n + r.n,
+                min(last.t_min, r.t_min),
+                max(last.t_max, r.t_max),
+                np.concatenate([last.runs, r.runs]),
+                r.who,
             )
         else:
             out.append(r)
     return out
 
 
-def _trim(r: _Row, t0: int | None, t1: int | None) -> _Row | None:
-    """Row ``r`` cut to its events of [t0, t1) (None: none). A row is one sorted run, so the cut is
-    two binary searches in its time column, read for a row that straddles the range only."""
-    if not ((t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1)):
-        return r
-    times = r.file[r.group]["events"].fields("time")[r.first : r.first + r.n]
-    lo = int(np.searchsorted(times, t0, side="left")) if t0 is not None else 0
-    hi = int(np.searchsorted(times, t1, side="left")) if t1 is not None else len(times)
-    if hi <= lo:
-        return None
-    return _Row(r.file, r.group, r.first + lo, hi - lo, int(times[lo]), int(times[hi - 1]))
-
-
 def read_rows(rows: list[_Row], t0: int | None, t1: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The events of [t0, t1) in the given rows as (events, heap) pieces to merge.
 
-    Rows that straddle the range are cut first (each alone: a window's time column), so the
-    neighbours coalesce into reads of exactly the events in range."""
-    trimmed: list[_Row] = []
-    for r in rows:
-        try:
-            cut = _trim(r, t0, t1)
-        except _DAMAGE as exc:
-            raise damaged(r.file, r.group, f"has unreadable events ({exc})") from None
-        if cut is not None:
-            trimmed.append(cut)
+    Neighbouring rows are read in one go; every sorted run is read whole and verified (its
+    checksums, and that every row can be data) before the events outside the range are cut."""
     runs: list[tuple[np.ndarray, np.ndarray]] = []
-    for r in _coalesce(trimmed):
+    for r in _coalesce(rows):
         try:
             piece = _read_row(r, t0, t1)
         except DamagedSegment:
             raise
         except _DAMAGE as exc:
-            raise damaged(r.file, r.group, f"has unreadable events or payload ({exc})") from None
+            why = " ".join(str(exc).split())
+            one = (r.first, r.n) if len(r.runs) == 1 else None
+            raise damaged(r.file, r.group, f"has unreadable events or payload ({why})", one) from None
         if piece is not None:
             runs.append(piece)
     return runs
 
 
 def _read_row(r: _Row, t0: int | None, t1: int | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """One coalesced row read: its events of [t0, t1) and their payload bytes (None: none in range)."""
+    """One coalesced row read and verified: its events of [t0, t1) and their payload bytes (None: none)."""
     g = r.file[r.group]
-    ds = g["events"]
-    if (t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1):
-        # a row that straddles the range: read its times first (8 bytes an event), then only
-        # the events and payload bytes between the first and the last one kept
-        times = ds.fields("time")[r.first : r.first + r.n]
-        keep = np.ones(len(times), bool)
-        if t0 is not None:
-            keep &= times >= t0
-        if t1 is not None:
-            keep &= times < t1
-        idx = np.flatnonzero(keep)
-        if not len(idx):
-            return None
-        lo, hi = int(idx[0]), int(idx[-1]) + 1
-        ev = ds[r.first + lo : r.first + hi][keep[lo:hi]]
-    else:
-        ev = ds[r.first : r.first + r.n]
-    if not len(ev):
+    if not r.n:
         return None
-    b0 = int(ev["offset"].min())
-    b1 = int((ev["offset"] + ev["length"]).max())
-    if b1 > g["payload"].shape[0]:
-        raise damaged(r.file, r.group, f"has payloads past its heap (byte {b1} of {g['payload'].shape[0]})")
-    heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
+    ev = g["events"][r.first : r.first + r.n]
+    idx = r.runs
+    n_rows = idx["n_rows"].astype(np.int64)
+    if has_sums(idx.dtype):
+        # schema 2: each run against its hashes (XXH3, ~10 GB/s). A run that passes is byte for byte what
+        # the writer wrote, so the checks of rows that cannot be data are per run (its ends), not per row
+        b0 = int(idx["heap0"].min())
+        b1 = int((idx["heap0"] + idx["heap_bytes"]).max())
+        heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
+        for i, w in enumerate(idx):
+            a, n = int(w["first_row"]) - r.first, int(w["n_rows"])
+            h0 = int(w["heap0"]) - b0
+            problem = run_problem(idx[i : i + 1], ev[a : a + n], heap[h0 : h0 + int(w["heap_bytes"])])
+            if problem is not None:
+                raise damaged(r.file, r.group, f"window {int(w['window'])}: {problem}", (int(w["first_row"]), n))
+        starts = (idx["first_row"] - r.first).astype(np.int64)
+        ends = starts + n_rows - 1
+        full = n_rows > 0
+        t = ev["time"]
+        if np.any(idx["t_min"][full] <= 0) or np.any(t[starts[full]] != idx["t_min"][full]):
+            raise damaged(r.file, r.group, "holds rows that cannot be data: a run's first time is not its index's")
+        if np.any(t[ends[full]] != idx["t_max"][full]):
+            raise damaged(r.file, r.group, "holds rows that cannot be data: a run's last time is not its index's")
+    else:  # schema 1: no hashes; a run's payloads lie between its smallest offset and its largest end
+        b0 = int(ev["offset"].min())
+        b1 = int((ev["offset"] + ev["length"]).max())
+        if b1 > g["payload"].shape[0]:
+            raise damaged(r.file, r.group, f"has payloads past its heap (byte {b1} of {g['payload'].shape[0]})")
+        heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
+        full = n_rows > 0
+        starts = (np.cumsum(n_rows) - n_rows)[full]
+        problem = implausible(ev, b0, b1, idx["t_min"][full], idx["t_max"][full], r.who, starts)
+        if problem is not None:
+            one = (r.first, r.n) if len(idx) == 1 else None
+            raise damaged(r.file, r.group, f"holds rows that cannot be data: {problem}", one)
+    if (t0 is not None and r.t_min < t0) or (t1 is not None and r.t_max >= t1):
+        keep = np.ones(len(ev), bool)  # runs that straddle the range: cut after the check
+        if t0 is not None:
+            keep &= ev["time"] >= t0
+        if t1 is not None:
+            keep &= ev["time"] < t1
+        ev = ev[keep]
+        if not len(ev):
+            return None
     ev["offset"] -= b0
     return ev, heap
+
+
+def _unreadable(f: h5py.File, key: str, exc: BaseException) -> DamagedSegment:
+    """The error for HDF5 failing to read the structure of segment ``f`` (at ``key``)."""
+    why = " ".join(str(exc).split())
+    return DamagedSegment(f"segment {f.filename}: unreadable structure ({why})", f.filename, fsck_hint(f.filename))
+
+
+def _hit(r: _Row, exc: DamagedSegment) -> bool:
+    """Whether row ``r`` is what ``exc`` says is damaged (one run, else the whole story in that file)."""
+    if r.file.filename != exc.path or (exc.story is not None and r.group != exc.story):
+        return False
+    return exc.rows is None or (r.first < exc.rows[0] + max(exc.rows[1], 1) and exc.rows[0] < r.first + r.n)
 
 
 class Store:
@@ -283,6 +348,8 @@ class Store:
         self._files: dict[Path, h5py.File] = {}
         self._warned: set[Path] = set()
         self._warned_damage: set[str] = set()
+        self._records: dict[int, dict[str, Any]] | None = None
+        self._checked: dict[tuple[str, str], int] = {}  # index rows whose hashes passed, per (file, story)
 
     # -- lifecycle --------------------------------------------------------
     def close(self) -> None:
@@ -366,7 +433,10 @@ class Store:
     def chronicles(self) -> list[str]:
         names: set[str] = set()
         for f in self._files_iter():
-            names.update(f.keys())
+            try:
+                names.update(f.keys())
+            except _DAMAGE as exc:
+                self._skip(_unreadable(f, "", exc))
         return sorted(names)
 
     def stories(self, chronicle: str) -> list[str]:
@@ -374,9 +444,12 @@ class Store:
         names: set[str] = set()
         found = False
         for f in self._files_iter():
-            if chronicle in f:
-                found = True
-                names.update(f[chronicle].keys())
+            try:
+                if chronicle in f:
+                    found = True
+                    names.update(f[chronicle].keys())
+            except _DAMAGE as exc:
+                self._skip(_unreadable(f, chronicle, exc))
         if not found:
             raise self._unknown(chronicle)
         return sorted(names)
@@ -401,28 +474,46 @@ class Store:
         rows: list[_Row] = []
         seen_chronicle = seen_story = False
         for f in self._files_iter():
-            if chronicle not in f:
-                continue
-            seen_chronicle = True
-            if key not in f:
-                continue
-            seen_story = True
             try:
-                rows.extend(index_rows(f, key, t0, t1))
+                if chronicle not in f:
+                    continue
+                seen_chronicle = True
+                if key not in f:
+                    continue
+                seen_story = True
+                rows.extend(index_rows(f, key, t0, t1, self._who(f, key), self._checked))
             except DamagedSegment as exc:
                 self._skip(exc)
+            except _DAMAGE as exc:  # HDF5's own metadata checksums (object headers, links) failed
+                self._skip(_unreadable(f, key, exc))
         if not seen_chronicle:
             raise self._unknown(chronicle)
         if not seen_story:
             raise UnknownStory(chronicle, story)
         return rows
 
+    def _who(self, f: h5py.File, key: str) -> RunClients:
+        """What the record of segment ``f``'s run says about the clients of story ``key``."""
+        if self._records is None:
+            self._records = {}
+            for rec in self.runs():
+                try:
+                    self._records[int(str(rec["run"]), 16)] = rec
+                except (KeyError, ValueError):
+                    continue
+        try:
+            run = int(f.attrs["run"])
+        except Exception:  # noqa: BLE001 - a segment without its run attribute: nothing to check against
+            return run_clients(None, key)
+        return run_clients(self._records.get(run), key)
+
     def _skip(self, exc: DamagedSegment) -> None:
         """A damaged story: raise, or with ``skip_damaged`` warn (once a file) and go on without it."""
         if not self.skip_damaged:
             raise exc
-        if exc.path not in self._warned_damage:
-            self._warned_damage.add(str(exc.path))
+        what = f"{exc.path}:{exc.story}:{exc.rows}"
+        if what not in self._warned_damage:
+            self._warned_damage.add(what)
             warnings.warn(exc, stacklevel=4)
 
     def _read(self, rows: list[_Row], t0: int | None, t1: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -432,7 +523,9 @@ class Store:
                 break
             except DamagedSegment as exc:
                 self._skip(exc)
-                left = [r for r in rows if r.file.filename != exc.path]
+                left = [r for r in rows if not _hit(r, exc)]  # the damaged run, else the story in that file
+                if len(left) == len(rows):
+                    left = [r for r in rows if r.file.filename != exc.path]
                 if len(left) == len(rows):
                     raise
                 rows = left

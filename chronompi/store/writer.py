@@ -46,12 +46,14 @@ from .._faults import fault_point
 from ..codec import EVENT
 from ..config import StorageConfig
 from ..errors import StorageFull
-from .format import SCHEMA_VERSION, SEGMENTS, WINDOW, discard, fsync_dir
+from .format import SCHEMA_VERSION, SEGMENTS, WINDOW, WINDOW_V1, discard, fsync_dir
+from .integrity import data_sum, row_sum
 from .space import check_dir, chunk_growth, ensure_free, free_bytes
 
 log = logging.getLogger(__name__)
 
 WINDOW_CHUNK = 256  # rows of a segment's windows index per HDF5 chunk
+CHECKSUMS = ("xxh3", "both", "fletcher32", "none")  # what SegmentWriter(checksums=...) writes (see __init__)
 
 
 @dataclass
@@ -126,7 +128,22 @@ def move_into_store(src: Path, dst: Path) -> None:
 
 
 class SegmentWriter:
-    def __init__(self, root: str | os.PathLike[str], run_id: int, grapher: int, cfg: StorageConfig) -> None:
+    """Writes one grapher's segments.
+
+    ``checksums`` (for measurements and for tests of old stores; keep the default): ``xxh3`` writes
+    schema 2 (XXH3-64 hashes per run and per index row), ``both`` adds HDF5's Fletcher32 filter on
+    every chunk (the library checks each chunk it reads; +30 % replay time, perf/results/checksum.jsonl),
+    ``fletcher32`` only the filter with a schema-1 index, ``none`` a schema-1 segment as chronompi
+    wrote before checksums."""
+
+    def __init__(
+        self, root: str | os.PathLike[str], run_id: int, grapher: int, cfg: StorageConfig, checksums: str = "xxh3"
+    ) -> None:
+        if checksums not in CHECKSUMS:
+            raise ValueError(f"checksums={checksums!r}: use one of {', '.join(CHECKSUMS)}")
+        self.fletcher32 = checksums in ("both", "fletcher32")
+        self.sums = checksums in ("both", "xxh3")
+        self.index_dtype = WINDOW if self.sums else WINDOW_V1
         self.root = Path(root)
         self.store_dir = self.root / SEGMENTS
         self.stage = staging_dir(cfg, run_id)
@@ -169,7 +186,7 @@ class SegmentWriter:
             raise exc if isinstance(exc, OSError) else OSError(_errno_of(exc), str(exc), str(part)) from exc
         self.file, self.part = f, part
         try:
-            f.attrs["schema"] = SCHEMA_VERSION
+            f.attrs["schema"] = SCHEMA_VERSION if self.sums else 1
             f.attrs["run"] = np.uint64(self.run_id)
             f.attrs["grapher"] = self.grapher
             f.attrs["segment"] = self.n_segment
@@ -206,11 +223,21 @@ class SegmentWriter:
 
     def _create(self, f: h5py.File, chronicle: str, story: str) -> None:
         g = f.require_group(chronicle).create_group(story)
-        g.create_dataset("events", shape=(0,), maxshape=(None,), dtype=EVENT, chunks=(self.cfg.events_chunk_rows,))
+        fl = self.fletcher32  # HDF5 checks each chunk's Fletcher32 sum on every read
         g.create_dataset(
-            "payload", shape=(0,), maxshape=(None,), dtype=np.uint8, chunks=(self.cfg.payload_chunk_bytes,)
+            "events", shape=(0,), maxshape=(None,), dtype=EVENT, chunks=(self.cfg.events_chunk_rows,), fletcher32=fl
         )
-        g.create_dataset("windows", shape=(0,), maxshape=(None,), dtype=WINDOW, chunks=(WINDOW_CHUNK,))
+        g.create_dataset(
+            "payload",
+            shape=(0,),
+            maxshape=(None,),
+            dtype=np.uint8,
+            chunks=(self.cfg.payload_chunk_bytes,),
+            fletcher32=fl,
+        )
+        g.create_dataset(
+            "windows", shape=(0,), maxshape=(None,), dtype=self.index_dtype, chunks=(WINDOW_CHUNK,), fletcher32=fl
+        )
 
     def fsync(self) -> None:
         """Make what the open segment holds durable on its disk (``storage.fsync`` decides when)."""
@@ -399,14 +426,19 @@ class SegmentWriter:
             row0 = ev_ds.shape[0]
             byte0 = pl_ds.shape[0]
             events = np.empty(n_rows, EVENT)
-            index = np.empty(len(runs), WINDOW)
+            index = np.zeros(len(runs), self.index_dtype)
             row, off = 0, byte0
             for i, r in enumerate(runs):
                 n = len(r.events)
                 part = events[row : row + n]
                 part[...] = r.events
                 part["offset"] += off
-                index[i] = (r.window, row0 + row, n, r.events["time"][0], r.events["time"][-1], r.late, 0)
+                fields = {"window": r.window, "first_row": row0 + row, "n_rows": n, "late": r.late}
+                fields.update(t_min=r.events["time"][0], t_max=r.events["time"][-1])
+                if self.sums:  # the hash of what is written: rows with their absolute offsets, heap parts in order
+                    fields.update(heap0=off, heap_bytes=r.nbytes, checksum=data_sum(part, r.parts))
+                for name, value in fields.items():
+                    index[name][i] = value
                 row += n
                 off += r.nbytes
             ev_ds.resize((row0 + n_rows,))
@@ -431,6 +463,9 @@ class SegmentWriter:
         now = time.time_ns()
         for wi_ds, index in pending:
             index["committed"] = now
+            if self.sums:
+                for i in range(len(index)):
+                    index["row_checksum"][i] = row_sum(index[i : i + 1])
             w0 = wi_ds.shape[0]
             wi_ds.resize((w0 + len(index),))
             wi_ds[w0:] = index
