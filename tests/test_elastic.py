@@ -197,8 +197,10 @@ def test_autoscaler_grows_under_a_burst_and_shrinks_when_idle(store: Path, outdi
         "events": 0,
         "stories": 2,
         "mode": "log_many",
-        "sizes": [256],
-        "schedule": [[3.0, 0], [5.0, 200]],
+        # 4 KiB events: the clients block on max_inflight during the burst even on an idle machine (with
+        # 256 B the Python-side event making was the bottleneck there: 0.04 s of waits in 3 s, no growth)
+        "sizes": [4096],
+        "schedule": [[3.0, 0], [5.0, 5]],  # a burst, then a quiet phase (~3 MB/s a client)
     }
     mpirun(8, "record.py", str(store), str(outdir), json.dumps(spec), timeout=180)
     stored = check_store(store, outdir)

@@ -239,11 +239,11 @@ def test_sbatch_workload_srun_pmix(slurm: None, tmp_path: Path, job_name: str) -
 def test_sbatch_failure_is_the_exit_status(slurm: None, tmp_path: Path, job_name: str) -> None:
     """A run that fails (here: a bad layout) makes the job, and so sbatch --wait, exit non-zero."""
     rc, job_id, out = sbatch(
-        tmp_path, job_name, job_env(STORE=str(tmp_path / "store"), WORKLOAD="layout.keepers=0", VERIFY="0")
+        tmp_path, job_name, job_env(STORE=str(tmp_path / "store"), WORKLOAD="layout.keepers=-1", VERIFY="0")
     )
     text = out.read_text(errors="replace")
-    assert rc != 0, f"job {job_id} with layout.keepers=0 exited 0:\n{text[-3000:]}"
-    assert "keepers=0" in text, f"the job output does not say what was wrong:\n{text[-3000:]}"
+    assert rc != 0, f"job {job_id} with layout.keepers=-1 exited 0:\n{text[-3000:]}"
+    assert "keepers=-1" in text, f"the job output does not say what was wrong:\n{text[-3000:]}"
 
 
 def test_sbatch_record_runs_an_unmodified_program(slurm: None, tmp_path: Path, job_name: str) -> None:
