@@ -36,7 +36,6 @@ from .errors import (
     UnknownStory,
 )
 from .logging_handler import LogHandler
-from .store import Store, open_store
 from .story import Story
 
 
@@ -52,10 +51,19 @@ if TYPE_CHECKING:
     from .client import Client
     from .embed import finalize, init
     from .session import session
+    from .store import Store, open_store
 
 # Names whose modules import mpi4py.MPI (which initialises MPI): loaded on first use, so that
-# `import chronompi`, `open_store` and the offline commands never start MPI.
-_LAZY = {"Client": "client", "session": "session", "init": "embed", "finalize": "embed"}
+# `import chronompi`, `open_store` and the offline commands never start MPI; and the reader's (h5py), so
+# that a client rank does not import h5py at start-up.
+_LAZY = {
+    "Client": "client",
+    "session": "session",
+    "init": "embed",
+    "finalize": "embed",
+    "Store": "store",
+    "open_store": "store",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -128,10 +128,13 @@ class Client:
     def _sync_clock(self, spin: bool = True) -> None:
         """Cristian's algorithm against the visor: keep the ping-pong with the smallest round trip.
 
-        At start-up it spins between tests (sleeping would inflate the round trip); the
-        periodic re-estimation from the ticker thread yields the GIL instead, so the
-        science code's threads keep running. The new offset applies to later stamps;
-        stamps stay strictly increasing whatever it is (they never go below the last one).
+        At start-up it spins between tests for up to 200 us (sleeping would inflate the round
+        trip), then sleeps between them: on an oversubscribed node dozens of clients spinning
+        at once took the CPU from the visor that answers them (the smallest round trip is
+        kept, so a slow ping costs nothing but its time). The periodic re-estimation from
+        the ticker thread yields the GIL instead, so the science code's threads keep running.
+        The new offset applies to later stamps; stamps stay strictly increasing whatever it
+        is (they never go below the last one).
         """
         best_rtt, best_off = None, 0
         ping = np.empty(0, np.int64)
@@ -141,13 +144,14 @@ class Client:
                 t0 = time.time_ns()
                 self._comm.Send([ping, MPI.INT64_T], self._visor, TAG_CLOCK)
                 req = self._comm.Irecv([reply, MPI.INT64_T], self._visor, TAG_CLOCK)
+            spin_until = t0 + 200_000 if spin else t0
             while True:
                 with self._lock:
                     if req.Test():
                         t1 = time.time_ns()
                         break
-                if not spin:
-                    time.sleep(0)
+                if time.time_ns() > spin_until:
+                    time.sleep(0 if not spin else 50e-6)
             rtt = t1 - t0
             if best_rtt is None or rtt < best_rtt:
                 best_rtt, best_off = rtt, int(reply[0]) - (t0 + t1) // 2

@@ -28,12 +28,9 @@ from .config import Config, LayoutConfig, as_config
 from .errors import ChronoError, ConfigError, StoreError
 from .layout import CLIENT, GRAPHER, ROLES, SPARE, VISOR, assign_roles, autoscaler_on, plan
 from .logutil import setup_logging
-from .member import serve_member
 from .protocol import Context, hostname
 from .store.format import init_store
 from .store.space import advice
-from .store.writer import check_dirs
-from .visor import Visor
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +102,28 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
     resolved = dataclasses.replace(resolved, layout=layout, elastic=elastic)  # (cfg given by the user: untouched)
     # every grapher checks the directories it will write, on its own node; all ranks see every answer
     # spares may become graphers: their directories are checked too
-    mine = check_dirs(resolved.storage, run_id) if roles.role[rank] in (GRAPHER, SPARE) else []
+    mine: list[str] = []
+    if roles.role[rank] in (GRAPHER, SPARE):
+        from .store.writer import check_dirs  # (h5py: only ranks that write import it)
+
+        mine = check_dirs(resolved.storage, run_id)
     problems = [f"rank {r} on {hosts[r]} (grapher): {p}" for r, ps in enumerate(comm.allgather(mine)) for p in ps]
     if problems:
         raise ConfigError("a grapher cannot write its files: " + " | ".join(problems))
     ctx = Context(comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts)
     ctx.started = started
     return ctx
+
+
+def _arrive(comm: Any) -> None:
+    """Wait for every rank to reach the session without spinning: MPI's blocking collectives poll, and
+    on an oversubscribed node (more ranks than cores) the ranks that arrived first took the CPU from
+    those still importing. A nonblocking barrier tested with growing sleeps (up to 5 ms) gives it back."""
+    req = comm.Ibarrier()
+    nap = 1e-4
+    while not req.Test():
+        time.sleep(nap)
+        nap = min(nap * 1.5, 5e-3)
 
 
 def _abort(comm: Any, ctx: Context | None, what: str) -> None:
@@ -160,6 +172,7 @@ def _session(base: Any, cfg: Any, root: int, entered: float | None = None) -> It
     """:func:`session` over ``base`` (of 2 ranks or more); ``cfg`` counts as given on rank ``root``, and
     the session's wall time starts at ``entered`` there (report.py)."""
     entered = time.time() if entered is None else entered
+    _arrive(base)
     world = base.Dup()  # never talk on the user's communicator
     try:
         ctx = _startup(world, cfg, entered, root)
@@ -193,10 +206,14 @@ def _session(base: Any, cfg: Any, root: int, entered: float | None = None) -> It
             summary: dict[str, Any] | None = None
             try:
                 if ctx.role == VISOR:
+                    from .visor import Visor
+
                     visor = Visor(ctx)
                     visor.run()
                     summary = visor.summary
                 else:  # keeper, grapher or spare: members come and go (member.py)
+                    from .member import serve_member
+
                     summary = serve_member(ctx)
             except BaseException:
                 _abort(world, ctx, f"{ctx.role} service")

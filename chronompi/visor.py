@@ -468,8 +468,8 @@ class Visor(Service):
         while not self.finished:
             self.backoff.step(self.step())
         self._write_manifest()
-        self._print_summary()
         brief = {k: v for k, v in (self.summary or {}).items() if k not in ("roles", "clock", "registry")}
-        for r in self.everyone:  # clients, members, spares
-            self.comm.send((RELEASE, brief), dest=r, tag=TAG_CTRL)
+        for r in self.everyone:  # clients, members, spares: released before the summary is printed (the
+            self.comm.send((RELEASE, brief), dest=r, tag=TAG_CTRL)  # table imports rich), so they end sooner
+        self._print_summary()
         return "released"
