@@ -37,12 +37,6 @@ log = logging.getLogger(__name__)
 MAX_MESSAGES_PER_STEP = 256
 
 
-def grapher_index(ctx: Context, rank: int) -> int:
-    """A grapher's number in segment names: its place among the layout's graphers, then among the spares."""
-    r = ctx.roles
-    return r.graphers.index(rank) if rank in r.graphers else len(r.graphers) + r.spares.index(rank)
-
-
 class Grapher(Service):
     role = "grapher"
 
@@ -55,7 +49,7 @@ class Grapher(Service):
     ) -> None:
         super().__init__(ctx, members)
         self.window_ns = int(ctx.cfg.keeper.window_ms * 1e6)
-        self.index = grapher_index(ctx, ctx.rank)
+        self.index = ctx.roles.grapher_index(ctx.rank)
         root = Path(ctx.cfg.storage.root)
         self.writer = SegmentWriter(root, ctx.run_id, self.index, ctx.cfg.storage)
         self.writer.n_segment = first_segment  # a spare serving again goes on numbering its segments

@@ -49,6 +49,10 @@ class Roles:
     def clients_of(self, keeper: int) -> tuple[int, ...]:
         return tuple(c for c in self.clients if self.keeper_of[c] == keeper)
 
+    def grapher_index(self, rank: int) -> int:
+        """A grapher's number in segment names: its place among the layout's graphers, then among the spares."""
+        return self.graphers.index(rank) if rank in self.graphers else len(self.graphers) + self.spares.index(rank)
+
 
 @dataclass(frozen=True)
 class Plan:

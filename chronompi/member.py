@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .grapher import Grapher
-from .keeper import Keeper
 from .layout import GRAPHER, KEEPER, SPARE
 from .membership import Membership
 from .progress import Backoff
@@ -42,14 +40,18 @@ def serve_member(ctx: Context) -> dict[str, Any] | None:
             log.info("spare %d: serving as %s from epoch %d", ctx.rank, role, members.latest.number)
         service: Service
         if role == KEEPER:
+            from .keeper import Keeper  # (per role: a keeper never imports h5py)
+
             service = Keeper(ctx, members, alive)
         elif role == GRAPHER:
-            service = Grapher(ctx, members, alive, first_segment=segments)
+            from .grapher import Grapher
+
+            service = grapher = Grapher(ctx, members, alive, first_segment=segments)
         else:
             raise RuntimeError(f"rank {ctx.rank}: no member role {role!r}")
         outcome = service.run()
-        if isinstance(service, Grapher):
-            segments = service.writer.n_segment
+        if role == GRAPHER:
+            segments = grapher.writer.n_segment
         if outcome == "released":
             return service.summary
         log.info("%s %d: retired, back to the spares", role, ctx.rank)

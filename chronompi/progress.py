@@ -11,6 +11,12 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+# How often a rank that has nothing left to do but wait for the whole job (the session's start, its
+# release) polls: at most every 20 ms. Dozens of ranks polling every 2 ms on an oversubscribed node took
+# most of the CPU from the ranks they were waiting for.
+WAIT_POLL_MAX_S = 0.02
+
+
 class Backoff:
     """Sleep between polls that doubles up to a cap and resets on progress.
 

@@ -28,6 +28,7 @@ from .config import Config, LayoutConfig, as_config
 from .errors import ChronoError, ConfigError, StoreError
 from .layout import CLIENT, GRAPHER, ROLES, SPARE, VISOR, assign_roles, autoscaler_on, plan
 from .logutil import setup_logging
+from .progress import WAIT_POLL_MAX_S
 from .protocol import Context, hostname
 from .store.format import init_store
 from .store.space import advice
@@ -118,12 +119,12 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
 def _arrive(comm: Any) -> None:
     """Wait for every rank to reach the session without spinning: MPI's blocking collectives poll, and
     on an oversubscribed node (more ranks than cores) the ranks that arrived first took the CPU from
-    those still importing. A nonblocking barrier tested with growing sleeps (up to 5 ms) gives it back."""
+    those still importing. A nonblocking barrier tested with growing sleeps gives it back."""
     req = comm.Ibarrier()
     nap = 1e-4
     while not req.Test():
         time.sleep(nap)
-        nap = min(nap * 1.5, 5e-3)
+        nap = min(nap * 1.5, WAIT_POLL_MAX_S)
 
 
 def _abort(comm: Any, ctx: Context | None, what: str) -> None:

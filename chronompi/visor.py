@@ -23,7 +23,6 @@ from mpi4py import MPI
 from ._version import __version__
 from .elastic import Coordinator
 from .errors import ChronicleExists, ChronicleInUse, ChronoError, StoryNotAcquired, UnknownChronicle
-from .grapher import grapher_index
 from .names import check_name
 from .protocol import (
     DONE,
@@ -42,8 +41,7 @@ from .protocol import (
 )
 from .report import process_age_s
 from .service import Service, max_rss_mib
-from .store.format import write_run
-from .store.writer import staging_dir
+from .store.format import staging_dir, write_run
 from .watchdog import HangJudge, hang_message
 
 log = logging.getLogger(__name__)
@@ -375,7 +373,7 @@ class Visor(Service):
             "ranks": len(ctx.roles.role),
             "hosts": sorted(set(ctx.hosts)),
             "graphers": [  # (spares may serve as graphers: where their open segments would be)
-                {"index": grapher_index(ctx, r), "rank": r, "host": ctx.hosts[r], "staging": str(stage)}
+                {"index": ctx.roles.grapher_index(r), "rank": r, "host": ctx.hosts[r], "staging": str(stage)}
                 for r in ctx.roles.graphers + ctx.roles.spares
             ],
             "config": dataclasses.asdict(ctx.cfg),
@@ -469,7 +467,9 @@ class Visor(Service):
             self.backoff.step(self.step())
         self._write_manifest()
         brief = {k: v for k, v in (self.summary or {}).items() if k not in ("roles", "clock", "registry")}
-        for r in self.everyone:  # clients, members, spares: released before the summary is printed (the
-            self.comm.send((RELEASE, brief), dest=r, tag=TAG_CTRL)  # table imports rich), so they end sooner
+        # clients, members, spares: released before the summary is printed (the table imports rich), and all
+        # at once: each rank released goes on to MPI_Finalize and polls there, so blocking sends one after
+        # another ran ever slower (1.4 s for 74 ranks on 2 cores)
+        MPI.Request.waitall([self.comm.isend((RELEASE, brief), dest=r, tag=TAG_CTRL) for r in self.everyone])
         self._print_summary()
         return "released"

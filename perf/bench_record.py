@@ -10,8 +10,11 @@ and times the whole job from outside (``time.perf_counter`` around the launcher)
 The program sees N ranks either way and does the same work; with ``record`` its logging records (one per
 rank and iteration) are recorded. Each job's program prints its own start and end times (``--timing``),
 so the table splits the job into start (launch to the program's first line), the program, and end (its
-last line to the job's exit). The load average is read before every job. One JSON line per job, then a
-summary per (N, system): median, min, max over the rounds. No MPI in this process.
+last line to the job's exit). The load average is read before every job. One untimed job of each kind
+comes first and the jobs run without ``PYTHONDONTWRITEBYTECODE``: Python's bytecode caches are written,
+as they are for a user after their first run (without them every rank compiles chronompi's modules).
+One JSON line per job, then a summary per (N, system): median, min, max over the rounds. No MPI in this
+process.
 
     python perf/bench_record.py [--ranks 8,16] [--rounds 5] [--iterations 200] [--out perf/out/record.jsonl]
 """
@@ -59,7 +62,10 @@ def one_job(system: str, n: int, size: int, iterations: int, scratch: Path, time
     load = os.getloadavg()[0]
     t_launch = time.time()
     t0 = time.perf_counter()
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=scratch, start_new_session=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # a user's Python caches bytecode
+    r = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, cwd=scratch, start_new_session=True, env=env
+    )
     wall = time.perf_counter() - t0
     t_exit = time.time()
     if r.returncode != 0:
@@ -104,6 +110,8 @@ def main() -> None:
     mach = machine()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-record-") as tmp:
+        for system in ("plain", "record"):  # not timed: writes the bytecode caches, as any earlier run has
+            one_job(system, 2, a.size, 1, Path(tmp), a.timeout)
         for rnd in range(a.rounds):
             for n in (int(x) for x in a.ranks.split(",")):
                 order = ("plain", "record") if rnd % 2 == 0 else ("record", "plain")

@@ -49,7 +49,16 @@ def test_run_per_node_verify_on_two_nodes(netns_cluster, tmp_path: Path) -> None
     cluster = netns_cluster(2)
     assert cluster.shell("n1", "hostname").strip() == "n1" and cluster.shell("n2", "hostname").strip() == "n2"
     store = tmp_path / "store"
-    argv = chronompi_mpirun(cluster, 8, "chronompi", "run", "layout=per_node", f"storage.root={store}", "--verify")
+    argv = chronompi_mpirun(
+        cluster,
+        8,
+        "chronompi",
+        "run",
+        "layout=per_node",
+        "client.clock_resync_s=0.05",
+        f"storage.root={store}",
+        "--verify",
+    )
     r = cluster.on("head", argv, timeout=TIMEOUT, env=env(), cwd=tmp_path)
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
     assert "verify: OK" in r.stdout
@@ -59,6 +68,17 @@ def test_run_per_node_verify_on_two_nodes(netns_cluster, tmp_path: Path) -> None
     run = runs[0]
     assert run["status"] == "complete" and run["hosts"] == ["n1", "n2"]
     assert run["events_logged"] == run["events_stored"] > 0 and run["events_lost"] == 0
+    # clocks: a client on the visor's node (n1) reads the visor's clock; one on n2 measures its offset by
+    # ping-pong over TCP, at start-up and again every 50 ms (an error bound above 0, several estimates)
+    clients = {c["rank"]: c["host"] for c in run["roles"]["client"]}
+    clock = run["clock"]
+    assert sorted(set(clients.values())) == ["n1", "n2"], clients
+    for rank, host in clients.items():
+        c = clock[str(rank)]
+        if host == "n1":
+            assert (c["syncs"], c["offset_ns"], c["error_ns"]) == (0, 0, 0), (rank, c)
+        else:
+            assert c["syncs"] >= 2 and c["error_ns"] > 0, (rank, c)
     # mpirun fills node by node (4 slots each): a keeper per node means keepers among ranks 0-3 and 4-7
     keepers = run["epochs"][0]["keepers"]
     assert sorted({k // 4 for k in keepers}) == [0, 1], f"keepers {keepers}: not one per node"

@@ -38,12 +38,14 @@ def test_online_replay_includes_earlier_runs(store: Path) -> None:
     assert r.stdout.count(" OK ") == 4, r.stdout
 
 
-def test_clock_is_re_estimated_while_recording(store: Path) -> None:
-    """With clock_resync_s small the clients re-measure their offset mid-run; order and replays stay exact."""
+def test_clients_on_the_visors_node_read_its_clock(store: Path) -> None:
+    """A client on the visor's node shares its clock: offset 0 and error 0 exactly, no ping-pong, also when
+    re-estimation is due (tests/test_multinode.py checks the clients of another node, which do measure)."""
     s = spec("A", 1, 1)
     s["cfg"]["client"]["clock_resync_s"] = 0.1
     r = mpirun(5, "online.py", str(store), json.dumps(s))
     assert r.stdout.count(" OK ") == 4, r.stdout
     clock = manifest(store)["clock"]
-    assert len(clock) == 2 and all(c["syncs"] >= 3 for c in clock.values()), clock
-    assert all(c["offset_min_ns"] <= c["offset_ns"] <= c["offset_max_ns"] for c in clock.values())
+    assert len(clock) == 2, clock
+    for c in clock.values():
+        assert (c["syncs"], c["offset_ns"], c["error_ns"], c["offset_min_ns"], c["offset_max_ns"]) == (0, 0, 0, 0, 0), c

@@ -29,12 +29,15 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..codec import EVENT
 from ..errors import StoreError
+
+if TYPE_CHECKING:
+    from ..config import StorageConfig
 
 SCHEMA_VERSION = 2  # 2: checksums (XXH3-64 per run and per index row); 1 is still read
 MARKER = "chronompi.json"
@@ -62,6 +65,17 @@ WINDOW = np.dtype(
 )
 
 __all__ = ["EVENT", "WINDOW", "WINDOW_V1", "SCHEMA_VERSION", "init_store", "check_store", "write_run", "read_runs"]
+
+
+def staging_dir(cfg: StorageConfig, run_id: int) -> Path:
+    """Where a grapher of run ``run_id`` writes its open segments (here, not in writer.py: the visor names
+    them in the run record and does not import h5py)."""
+    if cfg.staging in ("", "none"):
+        return Path(cfg.root) / SEGMENTS
+    base = cfg.staging
+    if base == "auto":
+        base = os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    return Path(base) / f"chronompi-staging-r{run_id:016x}"
 
 
 def init_store(root: str | os.PathLike[str]) -> Path:

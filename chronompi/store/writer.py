@@ -46,7 +46,7 @@ from .._faults import fault_point
 from ..codec import EVENT
 from ..config import StorageConfig
 from ..errors import StorageFull
-from .format import SCHEMA_VERSION, SEGMENTS, WINDOW, WINDOW_V1, discard, fsync_dir
+from .format import SCHEMA_VERSION, SEGMENTS, WINDOW, WINDOW_V1, discard, fsync_dir, staging_dir
 from .integrity import data_sum, row_sum
 from .space import check_dir, chunk_growth, ensure_free, free_bytes
 
@@ -77,16 +77,6 @@ class Run:
     @property
     def nbytes(self) -> int:
         return sum(h.nbytes for h in self.parts)
-
-
-def staging_dir(cfg: StorageConfig, run_id: int) -> Path:
-    """Where a grapher of run ``run_id`` writes its open segments."""
-    if cfg.staging in ("", "none"):
-        return Path(cfg.root) / SEGMENTS
-    base = cfg.staging
-    if base == "auto":
-        base = os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
-    return Path(base) / f"chronompi-staging-r{run_id:016x}"
 
 
 def check_dirs(cfg: StorageConfig, run_id: int) -> list[str]:
