@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from . import codec, errors
+from . import codec, errors, stop
 from .errors import SessionClosed, StoryNotAcquired, SyncTimeout
 from .membership import Epoch
 from .names import check_name
@@ -35,6 +35,8 @@ from .protocol import (
     HANG,
     LOAD,
     RELEASE,
+    STOP,
+    STOP_ACK,
     TAG_BATCH,
     TAG_CLOCK,
     TAG_CTRL,
@@ -69,6 +71,9 @@ class Client:
         # and error 0, exactly, with no ping-pong (dozens of clients pinging one visor cost 0.45 s of start-up
         # at 64 ranks on 2 cores)
         self._same_clock = ctx.host == ctx.hosts[self._visor]
+        self._stop_out: tuple[Any, ...] | None = None  # STOP or STOP_ACK for the visor, once the batches are out
+        self._stop_told = False
+        self._stop_wait: list[Any] | None = None  # the sends in flight when the stop was noticed
         self._route = Route(ctx.rank, membership_of(ctx))  # where batches go (membership epochs)
         self._ctrl: list[Any] = []  # the visor's membership messages not handled yet, in order
         self._auto = ctx.cfg.elastic.auto
@@ -176,6 +181,7 @@ class Client:
         try:
             while not self._stop.wait(period):
                 self._tick()
+                self._stopping()
                 if self._watchdog is not None:
                     self._watch()
                 if resync > 0 and time.monotonic() - self._synced_at >= resync:
@@ -194,6 +200,28 @@ class Client:
                 if len(self._batch) or len(self._inflight) < self._max_inflight:
                     self._send_locked(codec.DATA)  # an aged batch, or a heartbeat when empty
             self._tick_no = self._batch_no
+
+    def _stopping(self) -> None:
+        """A stop signal (stop.py): tell the visor once, after sending every event held; answer the visor's
+        STOP the same way. Sent only once the batches sent so far are taken (as a hang report), so that
+        the forced end that follows writes all of them; the program may go on logging meanwhile."""
+        if self._stop_out is None and not self._stop_told and stop.received() is not None:
+            self._stop_out = (STOP, self.rank, stop.received())
+        if self._stop_out is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            if self._stop_wait is None:
+                if len(self._batch):
+                    self._send_locked(codec.DATA)
+                self._stop_wait = list(self._inflight.requests)
+            self._reap()
+            pending = {id(r) for r in self._inflight.requests}
+            if any(id(r) in pending for r in self._stop_wait):
+                return  # again at the next tick
+            self._comm.send(self._stop_out, dest=self._visor, tag=TAG_CTRL)
+            self._stop_out, self._stop_wait, self._stop_told = None, None, True
 
     def _watch(self) -> None:
         """Report to the visor a call the session's thread is stuck in (watchdog.py), after our events:
@@ -375,6 +403,8 @@ class Client:
                 epoch = Epoch.from_json(msg[1])
                 self._route.adopt(epoch)
                 self._comm.send((EPOCH_ACK, self.rank, epoch.number), dest=self._visor, tag=TAG_CTRL)
+            elif msg[0] == STOP:  # the job is stopping: send what we hold, then say so (from the ticker)
+                self._stop_out = (STOP_ACK, self.rank)
             elif msg[0] == DROP:
                 # a replay or sync in progress may be waiting on those members: answer between them
                 if not closing:

@@ -93,6 +93,7 @@ class ServiceConfig:
     backoff_min_us: float = 20.0
     backoff_max_ms: float = 2.0
     failure_grace_s: float = 30.0  # after a client fails, how long the others may take to finish
+    stop_grace_s: float = 20.0  # after SIGTERM/SIGINT (stop.py): how long the drain may take (Slurm's KillWait: 30 s)
     hang_check_s: float = 10.0  # a client stuck this long in an MPI call that cannot return ends the job; 0: off
     # what the visor prints at the end: line (one line: events, store, run, wall time, rate; the default) | table
     # (the full table; `chronompi run`'s default) | none. true and false, its older values, mean table and none
@@ -407,6 +408,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "service.backoff_min_us": (_at_least(0), ">= 0"),
     "service.backoff_max_ms": (_at_least(0), ">= 0"),
     "service.failure_grace_s": (_at_least(0), ">= 0"),
+    "service.stop_grace_s": (_at_least(0), ">= 0"),
     "service.hang_check_s": (_at_least(0), ">= 0"),
     "service.summary": (lambda v: summary_mode(v) is not None, "'line', 'table' or 'none' (true: table, false: none)"),
     "service.log_level": (lambda v: v.upper() in _LOG_LEVELS, "a logging level: DEBUG, INFO, WARNING, ERROR, CRITICAL"),

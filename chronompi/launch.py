@@ -149,7 +149,10 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
     stdin and stdout pass straight through; stderr is copied through as it comes, so that a
     launch that failed before any rank started (:func:`launcher_failed`) can be tried again,
-    up to :data:`LAUNCH_ATTEMPTS` times. SIGTERM and SIGHUP are passed on to mpirun; SIGINT is
+    up to :data:`LAUNCH_ATTEMPTS` times. A SIGTERM (Slurm's time limit, scancel, kill) becomes
+    SIGUSR2 for mpirun, which passes it on to every rank: a session drains and ends with the
+    status of SIGTERM (stop.py; Open MPI's launcher itself kills every rank about 0.2 s after it
+    passes on a SIGTERM). A second SIGTERM is passed on as it is. SIGHUP is passed on; SIGINT is
     ignored here because Ctrl-C reaches mpirun itself (same process group), and a second one
     would make it abort at once. mpirun gets SIGTERM if this process dies first (Linux).
     """
@@ -157,7 +160,14 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
     for attempt in range(LAUNCH_ATTEMPTS):
         proc = subprocess.Popen(argv, env=dict(env), stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
-        forward = {s: signal.signal(s, _passer(proc)) for s in _FORWARDED}
+        terms: list[int] = []
+
+        def on_term(sig: int, _frame: object, proc: subprocess.Popen[bytes] = proc, terms: list[int] = terms) -> None:
+            terms.append(sig)
+            proc.send_signal(signal.SIGUSR2 if len(terms) == 1 else sig)
+
+        forward = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
+        forward[signal.SIGHUP] = signal.signal(signal.SIGHUP, _passer(proc))
         forward[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
         tail = b""
         try:
@@ -169,6 +179,8 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str]) -> int:
         finally:
             for s, old in forward.items():
                 signal.signal(s, old)
+        if terms and rc != 0:
+            return 128 + signal.SIGTERM  # stopped by the signal, however mpirun ended
         if not launcher_failed(rc, tail.decode(errors="replace")) or attempt == LAUNCH_ATTEMPTS - 1:
             return rc if rc >= 0 else 128 - rc
         sys.stderr.write(f"chronompi mpirun: the launcher did not start (exit {rc}); trying again\n")
@@ -178,6 +190,3 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
 def _passer(proc: subprocess.Popen[bytes]) -> Callable[[int, object], None]:
     return lambda sig, _frame: proc.send_signal(sig)
-
-
-_FORWARDED = (15, 1)  # SIGTERM, SIGHUP

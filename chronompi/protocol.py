@@ -42,7 +42,7 @@ TAG_CHUNK_HEAP = 0x4309  # the payload parts of a chunk whose header says FLAG_H
 # CTRL message kinds (first element of the tuple)
 DONE = "done"  # (DONE, role, rank, stats): a rank finished its part of the shutdown
 FAILED = "failed"  # (FAILED, rank, host, text): a client's code raised
-FORCE_END = "force-end"  # visor -> keepers: treat every client as ended
+FORCE_END = "force-end"  # (FORCE_END, why): visor -> keepers: treat every client as ended ("stop": a drain)
 RELEASE = "release"  # (RELEASE, summary): visor -> everyone: the session is over
 STORAGE = "storage"  # (STORAGE, rank, host, state, info): grapher -> visor: its staging or store is failing;
 # state: retrying | recovered | abandoned | gave-up (info: path, errno, error, ...; see docs "Storage faults")
@@ -60,6 +60,8 @@ GONE = "gone"  # (GONE, client rank): visor -> keeper: a client that ended witho
 SCALED = "scaled"  # (SCALED, reason): visor's record of an automatic decision (only in the run record)
 HANG = "hang"  # (HANG, rank, report): client -> visor: stuck in a blocking MPI call (watchdog.py)
 UNHANG = "unhang"  # (UNHANG, rank): client -> visor: the reported call returned after all
+STOP = "stop"  # (STOP, rank, signum): a client got a stop signal (stop.py); (STOP,): visor -> clients: send all
+STOP_ACK = "stop-ack"  # (STOP_ACK, rank): a client sent every event it held to its keeper
 LOAD = "load"  # (LOAD, rank, role, numbers): periodic load report to the visor (elastic.auto)
 # (this often: elastic.period_s)
 

@@ -186,8 +186,10 @@ class Service:
             elif kind == SEAL:
                 self.sealed = True
             elif kind == FORCE_END:
-                if not self.forced and not self.finished:
-                    log.warning("%s %d: forced to end by the visor", self.role, self.ctx.rank)
+                if not self.forced and not self.finished:  # (FORCE_END, why): "stop" is a drain asked for (stop.py)
+                    (log.info if msg[1:] == ("stop",) else log.warning)(
+                        "%s %d: forced to end by the visor", self.role, self.ctx.rank
+                    )
                 self.forced = True
             elif kind == RETIRE:
                 self.retired = True

@@ -23,6 +23,7 @@ from typing import Any
 
 from mpi4py import MPI
 
+from . import stop
 from .client import Client
 from .config import Config, LayoutConfig, as_config
 from .errors import ChronoError, ConfigError, StoreError
@@ -164,8 +165,14 @@ def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
             with _session(merged, resolved, root, entered) as client:
                 yield client
         return
-    with _session(base, cfg, 0, entered) as client:
-        yield client
+    # a job started by mpirun (or srun, or sbatch): SIGTERM, SIGINT and SIGUSR2 drain it (stop.py); a
+    # program started alone keeps its own handling (Ctrl-C in a notebook stays a KeyboardInterrupt)
+    restore = stop.install()
+    try:
+        with _session(base, cfg, 0, entered) as client:
+            yield client
+    finally:
+        restore()
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from . import stop
 from ._version import __version__
 from .elastic import Coordinator
 from .errors import ChronicleExists, ChronicleInUse, ChronoError, StoryNotAcquired, UnknownChronicle
@@ -31,6 +32,8 @@ from .protocol import (
     HANG,
     RELEASE,
     SEAL,
+    STOP,
+    STOP_ACK,
     STORAGE,
     TAG_CLOCK,
     TAG_CTRL,
@@ -170,6 +173,9 @@ class Visor(Service):
         self.forced = False
         self.hangs = HangJudge()  # the clients' reports of calls that cannot return (watchdog.py)
         self.hang: dict[str, Any] | None = None  # the one that ends the run
+        self.stop_signal: int | None = None  # the stop signal being drained (stop.py)
+        self.stop_at = 0.0
+        self.stop_acks: set[int] = set()  # clients that sent all they held
         self.storage: list[dict[str, Any]] = []  # graphers' storage reports, in arrival order (run record)
         self.storage_failed: dict[str, Any] | None = None  # the first grapher that gave up: the run's reason
         self.storage_failed_at = 0.0
@@ -230,6 +236,10 @@ class Visor(Service):
                     log.warning("%s", warning)
             elif msg[0] == UNHANG:
                 self.hangs.moved(msg[1])
+            elif msg[0] == STOP:  # a client got a stop signal this rank did not
+                self._begin_stop(msg[2])
+            elif msg[0] == STOP_ACK:
+                self.stop_acks.add(msg[1])
             elif self.elastic.on_ctrl(src, msg):
                 pass
             elif msg[0] == FAILED:
@@ -252,10 +262,7 @@ class Visor(Service):
         if state == "gave-up" and self.storage_failed is None:
             self.storage_failed = entry
             self.storage_failed_at = time.monotonic()
-            if not self.forced:  # the healthy graphers write everything the keepers hold, then the job ends
-                self.forced = True
-                for k in sorted(self.elastic.alive_keepers):
-                    self.comm.send((FORCE_END,), dest=k, tag=TAG_CTRL)
+            self._force_end()  # the healthy graphers write everything the keepers hold, then the job ends
         self.record["storage"] = self.storage
         self._save({**self.record, "alive": time.time_ns()})  # visible at once, to users and fsck
 
@@ -301,9 +308,7 @@ class Visor(Service):
             missing,
             self.ctx.cfg.service.failure_grace_s,
         )
-        self.forced = True
-        for k in sorted(self.elastic.alive_keepers):
-            self.comm.send((FORCE_END,), dest=k, tag=TAG_CTRL)
+        self._force_end()
 
     def _check_hang(self) -> None:
         """A client is stuck in a call that can never return: say why (one line for the job), then end
@@ -316,9 +321,60 @@ class Visor(Service):
         self.hang = info
         sys.stderr.write(hang_message(info, self.ctx.roles.role) + "\n")
         sys.stderr.flush()
+        self._force_end()
+
+    def _force_end(self, why: str = "failure") -> None:
+        """End the run early: the keepers treat every client as ended and hand all they hold to the graphers."""
+        if self.forced:
+            return
         self.forced = True
         for k in sorted(self.elastic.alive_keepers):
-            self.comm.send((FORCE_END,), dest=k, tag=TAG_CTRL)
+            self.comm.send((FORCE_END, why), dest=k, tag=TAG_CTRL)
+
+    # -- stopping on a signal (stop.py) ------------------------------------
+    def _begin_stop(self, signum: int) -> None:
+        if self.stop_signal is not None:
+            return
+        self.stop_signal, self.stop_at = signum, time.monotonic()
+        log.info("%s: every client sends what it holds, then the run ends", stop.name(signum))
+        for c in sorted(set(self.ctx.roles.clients) - set(self.done)):
+            self.comm.send((STOP,), dest=c, tag=TAG_CTRL)
+
+    def _check_stop(self, services: set[int], reported: set[int]) -> None:
+        """Drain on a stop signal: once every client sent what it held (or half the grace is over), the
+        forced end; once every member wrote what it held (or the grace is over), the stopped run ends."""
+        if self.stop_signal is None and stop.received() is not None:
+            self._begin_stop(stop.received())  # type: ignore[arg-type]
+        if self.stop_signal is None or self.hang is not None:
+            return
+        grace = self.ctx.cfg.service.stop_grace_s
+        waited = time.monotonic() - self.stop_at
+        if not self.forced:
+            if set(self.ctx.roles.clients) - set(self.done) - self.stop_acks and waited < grace / 2:
+                return
+            self._force_end("stop")
+        drained = services <= reported
+        if drained or waited >= grace:
+            self._end_stopped(drained)
+
+    def _end_stopped(self, drained: bool) -> None:
+        sig = self.stop_signal
+        assert sig is not None
+        missing = sorted(set(self.ctx.roles.clients) - set(self.done) - self.stop_acks)
+        reason = {"signal": stop.name(sig), "drained": drained, "clients_silent": missing}
+        self._write_manifest("stopped", reason=reason)
+        s = self.summary or {}
+        if drained and not missing:
+            what = f"{s.get('events_stored', 0):,} events stored, every one logged before the signal among them"
+        else:
+            what = (
+                f"the drain did not finish within service.stop_grace_s={self.ctx.cfg.service.stop_grace_s:g} s "
+                f"(clients that did not answer: {missing or 'none'}; keepers or graphers still writing: "
+                f"{not drained}); run chronompi fsck {os.path.abspath(self.root)}"
+            )
+        sys.stderr.write(f"chronompi: stopped by {stop.name(sig)}: {what}; run {s.get('run')} in {s.get('store')}\n")
+        sys.stderr.flush()
+        self.comm.Abort(128 + sig)
 
     def _heartbeat(self) -> None:
         """Rewrite the run record now and then: fsck tells a live run from a crashed one by its age."""
@@ -341,6 +397,7 @@ class Visor(Service):
             services <= reported or time.monotonic() - self.storage_failed_at > self.ctx.cfg.service.failure_grace_s
         ):
             self._end_failed()
+        self._check_stop(services, reported)
         if self.forced and services <= reported:
             if self.hang is not None:
                 self._write_manifest("aborted", reason={"hang": self.hang})

@@ -153,23 +153,28 @@ def committed_windows(store: Path) -> dict[str, set[int]]:
     return out
 
 
-def check(store: Path, refdir: Path, windows_complete: bool = True) -> tuple[int, set]:
-    """The store is valid (order, once, payloads); with ``windows_complete``, every window with an index
-    row holds every event logged into it (true without syncs: a sync writes a window's events so far)."""
-    runs = read_runs(store)
-    assert len(runs) == 1 and runs[0]["status"] == "running"
-    run_id = int(runs[0]["run"], 16)
-    window_ns = int(runs[0]["config"]["keeper"]["window_ms"] * 1e6)
-    rank_of = {client_id(run_id, r): r for r in range(int(runs[0]["ranks"]))}
-    events = stored_events(store)
-    keys = set()
-    for story, rows in events.items():
+def stored_keys(store: Path, run: dict) -> set[tuple[str, int, int]]:
+    """(story, client, seq) of every stored event, checked: total order, each once, payload as logged."""
+    run_id = int(run["run"], 16)
+    rank_of = {client_id(run_id, r): r for r in range(int(run["ranks"]))}
+    keys: set[tuple[str, int, int]] = set()
+    for story, rows in stored_events(store).items():
         j = int(story[1:])
         assert rows == sorted(rows), f"{story}: not in total order"
         for _t, cid, seq, data in rows:
             assert (story, cid, seq) not in keys, f"{story}: event ({cid:x}, {seq}) stored twice"
             keys.add((story, cid, seq))
             assert data == payload(rank_of[cid], j, seq), f"{story}: payload of ({cid:x}, {seq}) differs"
+    return keys
+
+
+def check(store: Path, refdir: Path, windows_complete: bool = True) -> tuple[int, set]:
+    """The store is valid (order, once, payloads); with ``windows_complete``, every window with an index
+    row holds every event logged into it (true without syncs: a sync writes a window's events so far)."""
+    runs = read_runs(store)
+    assert len(runs) == 1 and runs[0]["status"] == "running"
+    window_ns = int(runs[0]["config"]["keeper"]["window_ms"] * 1e6)
+    keys = stored_keys(store, runs[0])
     checked = 0
     if not windows_complete:
         return checked, keys

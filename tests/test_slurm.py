@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -267,3 +268,46 @@ def test_sbatch_record_runs_an_unmodified_program(slurm: None, tmp_path: Path, j
     )
     assert [m.rsplit(" ", 1)[0] if m.startswith("iteration") else m for m in messages] == want
     assert len(np.unique(ev["client"])) == RANKS
+
+
+def test_scancel_batch_signal_drains_the_run(slurm: None, tmp_path: Path, job_name: str) -> None:
+    """``scancel --batch --signal=TERM`` (what ``#SBATCH --signal=B:TERM@N`` sends before the time limit) reaches
+    the job script, which passes it to ``chronompi mpirun``: the run drains. Every event the clients logged
+    before the signal is in the store once with its payload, the run record says "stopped", the job output has
+    chronompi's one line, and the job exits 143."""
+    from test_stop import check_stopped, spec, wait_for_events  # (tests/test_stop.py: the same app, same check)
+
+    store, refdir = tmp_path / "store", tmp_path / "ref"
+    refdir.mkdir()
+    crashy = Path(__file__).parent / "apps" / "crashy.py"
+    env = job_env(STORE=str(store), CHRONOMPI_TEST_HANG_S="240")
+    argv = ["sbatch", "--parsable", f"--job-name={job_name}", "--nodes=1", "--ntasks=5", "--overcommit", "--time=5"]
+    argv += [f"--chdir={tmp_path}", f"--output={tmp_path}/job-%j.out", str(SBATCH)]
+    argv += [sys.executable, str(crashy), str(store), str(refdir), json.dumps(spec())]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    job_id = r.stdout.strip().split(";")[0]
+    assert r.returncode == 0 and job_id.isdigit(), r.stdout + r.stderr
+    out = tmp_path / f"job-{job_id}.out"
+
+    class Job:  # what wait_for_events polls: the job, as a process would be
+        stdout = None
+
+        @staticmethod
+        def poll() -> int | None:
+            q = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
+            if q.stdout.strip():
+                return None
+            raise AssertionError(f"job {job_id} ended early:\n{out.read_text(errors='replace')[-4000:]}")
+
+    wait_for_events(Job, refdir, 1000, timeout=JOB_TIMEOUT)  # type: ignore[arg-type]
+    signalled = time.time_ns()
+    subprocess.run(["scancel", "--batch", "--signal=TERM", job_id], check=True, timeout=30)
+    t0 = time.monotonic()
+    while subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True, timeout=30).stdout.strip():
+        assert time.monotonic() - t0 < 60, f"job {job_id} still runs 60 s after the signal"
+        time.sleep(0.5)
+    text = out.read_text(errors="replace")
+    assert "exit:     143 after" in text, text[-4000:]
+    lines = [ln for ln in text.splitlines() if ln.startswith("chronompi: stopped by SIGTERM")]
+    assert len(lines) == 1 and "every one logged before the signal among them" in lines[0], text[-4000:]
+    assert check_stopped(store, refdir, signalled) > 0

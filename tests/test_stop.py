@@ -1,0 +1,115 @@
+"""Stopping on a signal (chronompi/stop.py): SIGTERM drains the job instead of killing it.
+
+Slurm's time limit and scancel send SIGTERM to every process of a job, then SIGKILL after KillWait (30 s by
+default). Here a real job (tests/apps/crashy.py: clients logging at a steady pace, each keeping a reference of
+what it logged) gets SIGTERM at a random moment, either through ``chronompi mpirun`` or straight to every
+rank. Whatever the way, every event logged before the signal is in the store, once, payload identical, and
+no event was made up; the run record says "stopped"; one line says so; the exit status is SIGTERM's (143).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_crash import launch, read_refs, stored_keys
+
+from chronompi.store.format import read_runs
+
+pytestmark = pytest.mark.mpi
+
+GRACE_S = 20.0  # service.stop_grace_s (the default)
+
+
+def spec() -> dict:
+    return {
+        "cfg": {
+            "layout": {"keepers": 1, "graphers": 1},
+            "keeper": {"window_ms": 50},
+            "client": {"batch_ms": 5},
+            "storage": {"segment_bytes": 200000},
+            "service": {"summary": False},
+        },
+        "rate": 2000,
+        "seconds": 120,
+    }
+
+
+def wait_for_events(proc: subprocess.Popen, refdir: Path, per_client: int, timeout: float = 90) -> None:
+    t0 = time.monotonic()
+    while True:
+        refs = read_refs(refdir)
+        if len(refs) == 2 and min(len(r) for r in refs.values()) >= per_client:
+            return
+        assert proc.poll() is None, f"job ended early: {proc.stdout.read().decode()[-3000:]}"
+        assert time.monotonic() - t0 < timeout, "the clients never logged enough"
+        time.sleep(0.02)
+
+
+def check_stopped(store: Path, refdir: Path, signalled_ns: int) -> int:
+    """Every event a client logged before the signal is stored once with its payload; nothing else is."""
+    runs = read_runs(store)
+    assert len(runs) == 1, runs
+    run = runs[0]
+    assert run["status"] == "stopped", run.get("status")
+    assert run["reason"]["signal"] == "SIGTERM" and run["reason"]["drained"] is True, run["reason"]
+    keys = stored_keys(store, run)
+    before = 0
+    for cid, ref in read_refs(refdir).items():
+        for j in (0, 1):
+            mine = ref[(ref["story"] == j) & (ref["time"] < signalled_ns)]
+            seqs = mine["seq"].tolist()
+            missing = [s for s in seqs if (f"s{j}", cid, s) not in keys]
+            assert not missing, f"s{j} client {cid:x}: {len(missing)} events logged before the signal missing"
+            before += len(seqs)
+            stored = sorted(s for (st, c, s) in keys if st == f"s{j}" and c == cid)
+            assert stored == list(range(len(stored))), f"s{j} client {cid:x}: stored seqs not dense from 0"
+    return before
+
+
+def one_line(out: str) -> None:
+    lines = [ln for ln in out.splitlines() if ln.startswith("chronompi: stopped by SIGTERM")]
+    assert len(lines) == 1, out[-3000:]
+    assert "every one logged before the signal among them" in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("target", ["chronompi mpirun", "every rank"])
+def test_sigterm_drains_the_job(target: str, tmp_path: Path) -> None:
+    store, refdir = tmp_path / "store", tmp_path / "ref"
+    refdir.mkdir()
+    proc = launch(store, refdir, "same", None, tmp_path, spec=spec(), n=5)
+    try:
+        wait_for_events(proc, refdir, random.randint(500, 3000))
+        signalled = time.time_ns()
+        t0 = time.monotonic()
+        if target == "chronompi mpirun":
+            os.kill(proc.pid, signal.SIGTERM)
+        else:  # as Slurm signals the processes of a job step (srun): every rank, not the launcher
+            for p in refdir.glob("pid-*"):
+                try:
+                    os.kill(int(p.name[4:]), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        out = proc.communicate(timeout=GRACE_S + 60)[0].decode(errors="replace")
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+    assert proc.returncode == 128 + signal.SIGTERM, f"exit {proc.returncode}\n{out[-3000:]}"
+    assert took < GRACE_S, f"the drain took {took:.1f} s"
+    one_line(out)
+    before = check_stopped(store, refdir, signalled)
+    assert before > 0
+    assert not np.any([p.suffix == ".part" for p in (store / "segments").iterdir()]), "a segment left open"
+    fsck = subprocess.run(
+        [sys.executable, "-m", "chronompi", "fsck", str(store)], capture_output=True, text=True, timeout=120
+    )
+    assert fsck.returncode == 0 and " 0 repaired, 0 problems: ok" in fsck.stdout, fsck.stdout + fsck.stderr
