@@ -149,22 +149,25 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
     stdin and stdout pass straight through; stderr is copied through as it comes, so that a
     launch that failed before any rank started (:func:`launcher_failed`) can be tried again,
-    up to :data:`LAUNCH_ATTEMPTS` times. A SIGTERM (Slurm's time limit, scancel, kill) becomes
-    SIGUSR2 for mpirun, which passes it on to every rank: a session drains and ends with the
-    status of SIGTERM (stop.py; Open MPI's launcher itself kills every rank about 0.2 s after it
-    passes on a SIGTERM). A second SIGTERM is passed on as it is. SIGHUP is passed on; SIGINT is
+    up to :data:`LAUNCH_ATTEMPTS` times. A SIGTERM (Slurm's time limit, scancel, kill) is passed on
+    so that every rank gets it and a session drains, ending with the status of SIGTERM (stop.py):
+    Open MPI's launcher (PRRTE) kills every rank about 0.2 s after it passes on a SIGTERM, so it gets
+    SIGUSR2, which it passes on and nothing more; MPICH's (hydra) passes SIGTERM on and waits, and
+    dies of SIGUSR2, so it gets the SIGTERM. A second SIGTERM is passed on as it is. SIGHUP is passed on; SIGINT is
     ignored here because Ctrl-C reaches mpirun itself (same process group), and a second one
     would make it abort at once. mpirun gets SIGTERM if this process dies first (Linux).
     """
     import signal
 
+    prrte = (Path(shutil.which(argv[0], path=env.get("PATH")) or argv[0]).parent / "prterun").exists()
+    relay = signal.SIGUSR2 if prrte else signal.SIGTERM
     for attempt in range(LAUNCH_ATTEMPTS):
         proc = subprocess.Popen(argv, env=dict(env), stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         terms: list[int] = []
 
         def on_term(sig: int, _frame: object, proc: subprocess.Popen[bytes] = proc, terms: list[int] = terms) -> None:
             terms.append(sig)
-            proc.send_signal(signal.SIGUSR2 if len(terms) == 1 else sig)
+            proc.send_signal(relay if len(terms) == 1 else sig)
 
         forward = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
         forward[signal.SIGHUP] = signal.signal(signal.SIGHUP, _passer(proc))
