@@ -128,11 +128,36 @@ class Client:
 
     # -- start-up ----------------------------------------------------------
     def _start(self) -> None:
-        self._sync_clock()
+        self._node_clock()
         with self._lock:
             self._send_locked(codec.DATA)  # first heartbeat: the keeper learns our promise at once
         self._ticker = threading.Thread(target=self._tick_loop, name=f"chronompi-ticker-{self.rank}", daemon=True)
         self._ticker.start()
+
+    def _node_clock(self) -> None:
+        """The clock offset at start-up, once per node: the node's lowest client rank measures it against the
+        visor and hands it to the node's other clients (one kernel clock per node); on the visor's node
+        there is nothing to measure."""
+        if self._same_clock:
+            return
+        ctx = self.ctx
+        node = [r for r in ctx.roles.clients if ctx.hosts[r] == ctx.host]
+        buf = np.empty(2, np.int64)
+        if self.rank == node[0]:
+            self._sync_clock()
+            buf[:] = (self._offset, self._error)
+            for r in node[1:]:
+                self._comm.Send([buf, MPI.INT64_T], r, TAG_CLOCK)
+            return
+        req = self._comm.Irecv([buf, MPI.INT64_T], node[0], TAG_CLOCK)
+        backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
+        while not req.Test():
+            backoff.sleep()
+        offset, error = int(buf[0]), int(buf[1])
+        with self._lock:
+            self._offset, self._error, self._syncs = offset, error, self._syncs + 1
+            self._offset_range = (min(self._offset_range[0], offset), max(self._offset_range[1], offset))
+            self._synced_at = time.monotonic()
 
     def _sync_clock(self, spin: bool = True) -> None:
         """Cristian's algorithm against the visor: keep the ping-pong with the smallest round trip.

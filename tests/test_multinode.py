@@ -164,6 +164,10 @@ def test_record_unmodified_solver_across_two_nodes(netns_cluster, tmp_path: Path
     assert seen == collections.Counter({(it, rank): 1 for it in range(10) for rank in range(4)})
     run = chronompi.open_store(store).runs()[0]
     assert run["status"] == "complete" and run["hosts"] == ["n1", "n2"]
+    # the clock offset is measured once per node without the visor, by one client, not once per client
+    remote = {c["host"] for c in run["roles"]["client"]} - {"n1"}  # the visor is rank 0, on the first host
+    assert remote and run["clock_pings"] == 8 * len(remote), (run["clock_pings"], remote)
+    assert len({run["clock"][str(c["rank"])]["offset_ns"] for c in run["roles"]["client"] if c["host"] in remote}) == 1
     node_local_empty(cluster)
 
 
