@@ -37,7 +37,7 @@ from ..errors import DamagedSegment, StoreError, UnknownChronicle, UnknownStory
 from ..merge import gather, merge_runs
 from ..names import check_name
 from .format import SEGMENTS, check_store, fsck_hint, open_segment, part_files, read_runs
-from .integrity import RunClients, has_sums, implausible, row_sum, run_clients, run_problem
+from .integrity import RunClients, data_sum, has_sums, implausible, row_sum, run_clients
 
 log = logging.getLogger(__name__)
 
@@ -278,12 +278,7 @@ def _read_row(r: _Row, t0: int | None, t1: int | None) -> tuple[np.ndarray, np.n
         b0 = int(idx["heap0"].min())
         b1 = int((idx["heap0"] + idx["heap_bytes"]).max())
         heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
-        for i, w in enumerate(idx):
-            a, n = int(w["first_row"]) - r.first, int(w["n_rows"])
-            h0 = int(w["heap0"]) - b0
-            problem = run_problem(idx[i : i + 1], ev[a : a + n], heap[h0 : h0 + int(w["heap_bytes"])])
-            if problem is not None:
-                raise damaged(r.file, r.group, f"window {int(w['window'])}: {problem}", (int(w["first_row"]), n))
+        check_sums(r, ev, heap, b0)
         starts = (idx["first_row"] - r.first).astype(np.int64)
         ends = starts + n_rows - 1
         full = n_rows > 0
@@ -315,6 +310,19 @@ def _read_row(r: _Row, t0: int | None, t1: int | None) -> tuple[np.ndarray, np.n
             return None
     ev["offset"] -= b0
     return ev, heap
+
+
+def check_sums(r: _Row, ev: np.ndarray, heap: np.ndarray, b0: int) -> None:
+    """Every sorted run of coalesced row ``r`` against its data checksum (``ev``: the row's events, ``heap``: its
+    payload bytes from ``b0``); the index rows passed their own checksums when the index was read (_index_rows)."""
+    idx = r.runs
+    firsts, counts = idx["first_row"].tolist(), idx["n_rows"].tolist()
+    heap0s, sizes, sums = idx["heap0"].tolist(), idx["heap_bytes"].tolist(), idx["checksum"].tolist()
+    for i in range(len(idx)):
+        a, n, h0 = firsts[i] - r.first, counts[i], heap0s[i] - b0
+        if data_sum(ev[a : a + n], (heap[h0 : h0 + sizes[i]],)) != sums[i]:
+            window = int(idx["window"][i])
+            raise damaged(r.file, r.group, f"window {window}: data checksum mismatch", (firsts[i], n))
 
 
 def _unreadable(f: h5py.File, key: str, exc: BaseException) -> DamagedSegment:
