@@ -17,6 +17,7 @@ One JSON line per job, then a summary per (N, system): median, min, max over the
 process.
 
     python perf/bench_record.py [--ranks 8,16] [--rounds 5] [--iterations 200] [--out perf/out/record.jsonl]
+    python perf/bench_record.py --nodes 2 --ranks 8,16   # on 2 nodes made of network namespaces (root)
 """
 
 from __future__ import annotations
@@ -52,20 +53,27 @@ def machine() -> dict[str, Any]:
     }
 
 
-def one_job(system: str, n: int, size: int, iterations: int, scratch: Path, timeout: float) -> dict[str, Any]:
+def one_job(
+    system: str, n: int, size: int, iterations: int, scratch: Path, timeout: float, cluster: Any = None
+) -> dict[str, Any]:
     store = scratch / f"store-{system}-{n}"
     program = ["python", str(APP), str(size), str(iterations), "--timing"]
+    where = cluster.mpirun_args() if cluster is not None else []  # hostfile, ssh stand-in, TCP on its subnet
     if system == "plain":
-        argv = [sys.executable, "-m", "chronompi", "mpirun", "-n", str(n), "--", *program]
+        argv = [sys.executable, "-m", "chronompi", "mpirun", "-n", str(n), *where, "--", *program]
     else:
-        argv = [sys.executable, "-m", "chronompi", "record", "-n", str(n), f"storage.root={store}", "--", *program]
+        argv = [sys.executable, "-m", "chronompi", "record", "-n", str(n), f"storage.root={store}", *where]
+        argv += ["--", *program]
     load = os.getloadavg()[0]
     t_launch = time.time()
     t0 = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # a user's Python caches bytecode
-    r = subprocess.run(
-        argv, capture_output=True, text=True, timeout=timeout, cwd=scratch, start_new_session=True, env=env
-    )
+    if cluster is not None:  # mpirun on the cluster's head node (every node shares this machine's clock)
+        r = cluster.on("head", argv, timeout=timeout, env=env, cwd=scratch)
+    else:
+        r = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, cwd=scratch, start_new_session=True, env=env
+        )
     wall = time.perf_counter() - t0
     t_exit = time.time()
     if r.returncode != 0:
@@ -104,24 +112,46 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--out", default=str(ROOT / "perf" / "out" / "record.jsonl"))
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="run on a cluster in a box of this many nodes (tests/cluster.py: network namespaces, Open MPI over "
+        "TCP, node-local TMPDIR; root), ranks spread evenly; 0: this machine as one node",
+    )
     a = p.parse_args()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     mach = machine()
     rows = []
+    sizes = [int(x) for x in a.ranks.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-record-") as tmp:
         for system in ("plain", "record"):  # not timed: writes the bytecode caches, as any earlier run has
             one_job(system, 2, a.size, 1, Path(tmp), a.timeout)
-        for rnd in range(a.rounds):
-            for n in (int(x) for x in a.ranks.split(",")):
-                order = ("plain", "record") if rnd % 2 == 0 else ("record", "plain")
-                for system in order:
-                    row = {**one_job(system, n, a.size, a.iterations, Path(tmp), a.timeout), "round": rnd}
-                    rows.append(row)
-                    with out.open("a") as f:
-                        f.write(json.dumps({**row, "machine": mach}) + "\n")
-                    print(json.dumps(row), flush=True)
-    print(f"\n| ranks | system | wall s | start s | program s | end s | load | (median [min-max] of {a.rounds}) |")
+        # on a cluster, one per job size (its hostfile's slots: the ranks per node); rounds alternate inside
+        for group in [sizes] if not a.nodes else [[n] for n in sizes]:
+            cluster = None
+            if a.nodes:
+                sys.path.insert(0, str(ROOT / "tests"))
+                from cluster import Cluster
+
+                cluster = Cluster(a.nodes, Path(tmp) / f"cluster-{group[0]}", slots=-(-group[0] // a.nodes))
+            try:
+                for rnd in range(a.rounds):
+                    for n in group:
+                        order = ("plain", "record") if rnd % 2 == 0 else ("record", "plain")
+                        for system in order:
+                            job = one_job(system, n, a.size, a.iterations, Path(tmp), a.timeout, cluster)
+                            row = {**job, "nodes": a.nodes or 1, "round": rnd}
+                            rows.append(row)
+                            with out.open("a") as f:
+                                f.write(json.dumps({**row, "machine": mach}) + "\n")
+                            print(json.dumps(row), flush=True)
+            finally:
+                if cluster is not None:
+                    cluster.down()
+    print(f"\nnodes: {a.nodes or 1}")
+    print(f"| ranks | system | wall s | start s | program s | end s | load | (median [min-max] of {a.rounds}) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in sorted({r["ranks"] for r in rows}):
         for system in ("plain", "record"):
