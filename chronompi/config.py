@@ -13,6 +13,7 @@ import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -229,12 +230,39 @@ def _apply(obj: Any, data: Any, prefix: str, where: str, sources: dict[str, str]
             sources[key] = where
 
 
+_GROUPS = Path(__file__).resolve().parent / "conf"  # the config groups of chronompi run (hydra)
+
+
+def _group(key: str, name: str, where: str) -> tuple[str, Any] | None:
+    """A config group selected by name, as ``chronompi run`` takes them (``layout=per_node``,
+    ``+experiment=low_overhead``): (the section it sets, "" for the whole config; its values). None: no group."""
+    group = key.lstrip("+")
+    folder = _GROUPS / group
+    if not group.isidentifier() or not folder.is_dir():
+        return None
+    path = folder / f"{name.strip()}.yaml"
+    if not name.strip().isidentifier() or not path.is_file():
+        names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise ConfigError(f"{where}: there is no {group} config {name.strip()!r}; the {group} configs are: {names}")
+    from omegaconf import OmegaConf  # (only here: a group asked for by name)
+
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    whole = path.read_text().lstrip().startswith("# @package _global_")
+    return ("" if whole else group), data
+
+
 def _override(out: Config, item: str, where: str, sources: dict[str, str]) -> None:
-    """Apply one ``section.key=value`` override (the value is text, converted to the key's type)."""
+    """Apply one ``section.key=value`` override (the value is text, converted to the key's type), or select a
+    config group by name (``layout=per_node``: chronompi/conf/layout/per_node.yaml)."""
     key, eq, value = item.partition("=")
     key = key.strip()
     if not eq or not key:
         raise ConfigError(f"{where}: not a key=value pair; write e.g. storage.root=/scratch/run1")
+    chosen = _group(key, value, where) if "." not in key else None
+    if chosen is not None:
+        section, data = chosen
+        _apply(getattr(out, section) if section else out, data, f"{section}." if section else "", where, sources)
+        return
     obj: Any = out
     parts = key.split(".")
     for i, part in enumerate(parts):

@@ -245,3 +245,22 @@ def test_compose_config_dir_argument(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert compose([], config_dir=str(conf)).layout.keepers == 3
     monkeypatch.setenv("CHRONOMPI_CONF", str(conf))
     assert compose([]).layout.keepers == 3
+
+
+def test_env_overrides_select_config_groups_as_chronompi_run_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CHRONOMPI_OVERRIDES="layout=per_node" (a group of chronompi/conf, as chronompi run takes it) was refused for
+    a session() program; now a group sets its section, a later key refines it, a wrong name lists the groups."""
+    from chronompi.config import build
+
+    c = build(None, ["layout=per_node", "layout.graphers=3"])
+    assert (c.layout.per_node, c.layout.keepers, c.layout.graphers) == (True, 1, 3)
+    c = build(None, ["+experiment=low_overhead"])  # a global package: several sections
+    assert (c.keeper.window_ms, c.client.batch_ms) == (500.0, 200.0)
+    monkeypatch.setenv("SCRATCH", "/scratch/me")
+    assert build(None, ["storage=scratch"]).storage.root == "/scratch/me/chronompi-store"
+    with pytest.raises(ConfigError, match=r"no layout config 'nope'; the layout configs are: auto, per_node"):
+        build(None, ["layout=nope"])
+    with pytest.raises(ConfigError, match="'client' is a config section, not a value"):
+        build(None, ["client=x"])
+    with pytest.raises(ConfigError, match="no layout config"):
+        build(None, ["layout=../../etc/passwd"])  # a name, never a path
