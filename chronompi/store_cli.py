@@ -520,12 +520,18 @@ def cmd_stats(argv: Sequence[str]) -> int:
 def cmd_fsck(argv: Sequence[str]) -> int:
     p = _parser("fsck", "check a store and repair what a crash can leave behind (exit 1 when problems remain)")
     p.add_argument("--dry-run", action="store_true", help="only report: change nothing")
+    p.add_argument(
+        "--job-ended",
+        action="store_true",
+        help="the job that wrote the store has ended (crashed, killed, cancelled): repair its files now; without "
+        "it, files and run records changed in the last 60 s are left alone, since their job may be running",
+    )
     a = p.parse_args(argv)
     try:
         from .store.fsck import fsck
     except ImportError as exc:
         raise ChronoError(f"fsck is not available in this chronompi ({exc})") from None
-    rep = fsck(a.store, repair=not a.dry_run)
+    rep = fsck(a.store, repair=not a.dry_run, live_s=0.0 if a.job_ended else 60.0)
     out = sys.stdout
     for line in rep.repaired:
         out.write(f"repaired: {_one_line(line)}\n")

@@ -169,6 +169,29 @@ def test_staging_none_fsck_command_exits_0(tmp_path: Path, capsys) -> None:
     assert main(["fsck", str(root)]) == 0
 
 
+def test_fsck_right_after_a_crash_with_job_ended(tmp_path: Path, capsys) -> None:
+    """Right after a crash fsck leaves young files alone (their job may be running) and exits 1; --job-ended
+    says the job is dead: everything is recovered now, and a second fsck repairs nothing."""
+    from chronompi.cli import main
+
+    root, _ = crashed_store_staging_none(tmp_path)
+    for p in [*(root / "segments").iterdir(), *(root / "runs").iterdir()]:
+        os.utime(p)  # the job died just now
+    with chronompi.open_store(root) as st:
+        want = st.replay("c", "s")["payload"].tolist()
+    assert main(["fsck", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "may be running; left alone" in out and list((root / "segments").glob("*.part")), out
+    assert main(["fsck", "--job-ended", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("repaired: recovered") == 1 and "marked crashed" in out and out.rstrip().endswith(": ok"), out
+    assert not list((root / "segments").glob("*.part")) and [r["status"] for r in read_runs(root)] == ["crashed"]
+    with chronompi.open_store(root) as st:
+        assert st.replay("c", "s")["payload"].tolist() == want
+    assert main(["fsck", "--job-ended", str(root)]) == 0
+    assert " 0 repaired, 0 problems: ok" in capsys.readouterr().out
+
+
 # -- a dry run reports what the repair keeps ----------------------------------------------------------------------
 def test_dry_run_counts_equal_what_the_repair_keeps(tmp_path: Path) -> None:
     root, _ = crashed_store_staging_none(tmp_path)  # closed segments, one .part of a dead run ...
