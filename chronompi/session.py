@@ -128,6 +128,26 @@ def _arrive(comm: Any) -> None:
         nap = min(nap * 1.5, WAIT_POLL_MAX_S)
 
 
+def _say_once(exc: ChronoError, first: bool) -> None:
+    """A start-up error is the same on every rank: if the program does not catch it, one line from the first
+    rank says it, instead of a traceback from every rank (sys.excepthook; any other exception as before)."""
+    exc._chronompi_say = first  # type: ignore[attr-defined]
+    if getattr(sys.excepthook, "_chronompi", False):
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        say = getattr(value, "_chronompi_say", None)
+        if say is None:
+            previous(kind, value, tb)
+        elif say:
+            sys.stderr.write(f"chronompi: {kind.__name__}: {value}\n")
+            sys.stderr.flush()
+
+    hook._chronompi = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
 def _abort(comm: Any, ctx: Context | None, what: str) -> None:
     rank = comm.Get_rank()
     host = ctx.host if ctx else hostname()
@@ -184,8 +204,9 @@ def _session(base: Any, cfg: Any, root: int, entered: float | None = None) -> It
     world = base.Dup()  # never talk on the user's communicator
     try:
         ctx = _startup(world, cfg, entered, root)
-    except (ConfigError, StoreError):
+    except (ConfigError, StoreError) as exc:
         world.Free()
+        _say_once(exc, base.Get_rank() == root)
         raise
     setup_logging(ctx.cfg.service.log_level, ctx.rank, ctx.role)
     role_comm = world.Split(ROLES.index(ctx.role), ctx.rank)

@@ -82,6 +82,26 @@ def test_bad_layout_fails_on_every_rank(n: int, cfg: dict, fragment: str, store:
     assert time.monotonic() - t0 < 30
 
 
+@pytest.mark.parametrize(
+    "cfg, env, fragment",
+    [
+        ({"layout": {"graphers": -1}}, {}, "ConfigError: in cfg: layout.graphers=-1 must be >= 1"),
+        ({}, {"CHRONOMPI_OVERRIDES": "layout=nope"}, "there is no layout config 'nope'; the layout configs are: auto"),
+    ],
+)
+def test_a_start_up_error_the_program_does_not_catch_is_one_line(
+    cfg: dict, env: dict, fragment: str, store: Path
+) -> None:
+    """Bad input is said once: a session() start-up error that the program leaves uncaught was a traceback from
+    every rank; now one line from rank 0, and the job fails."""
+    cfg = {"storage": {"root": str(store)}, **cfg}
+    r = mpirun(4, "config_error.py", json.dumps(cfg), "uncaught", timeout=60, check=False, env=env)
+    assert r.returncode != 0
+    said = [ln for ln in r.stderr.splitlines() if ln.startswith("chronompi: ")]
+    assert len(said) == 1 and fragment in said[0], r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+
+
 def test_store_path_that_is_a_file(tmp_path: Path) -> None:
     f = tmp_path / "afile"
     f.write_text("not a store")

@@ -1,4 +1,5 @@
-"""Test app: start a session with the config given as JSON; print how it ended on every rank."""
+"""Test app: start a session with the config given as JSON; print how it ended on every rank.
+With a second argument ``uncaught`` the error is not caught: Python reports it (chronompi's excepthook)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from mpi4py import MPI  # noqa: E402
 import chronompi  # noqa: E402
 
 rank = MPI.COMM_WORLD.Get_rank()
+if sys.argv[2:] == ["uncaught"]:
+    with chronompi.session(cfg=json.loads(sys.argv[1])) as client:
+        pass
 try:
     with chronompi.session(cfg=json.loads(sys.argv[1])) as client:
         pass
