@@ -461,7 +461,7 @@ class Visor(Service):
             "end": end,
             "wall_s": round(wall, 3),
             "visor_max_rss_mib": max_rss_mib(),
-            "clock_pings": self.n_pings,  # answered: at start-up clock_pings per node without the visor, then re-estimates
+            "clock_pings": self.n_pings,  # answered: clock_pings per node without the visor, then re-estimates
             "process_s": process_age_s(),  # (report.py: what wall time leaves out)
             "events_logged": logged,
             "events_stored": events,
