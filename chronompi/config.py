@@ -243,7 +243,11 @@ def _group(key: str, name: str, where: str) -> tuple[str, Any] | None:
     path = folder / f"{name.strip()}.yaml"
     if not name.strip().isidentifier() or not path.is_file():
         names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-        raise ConfigError(f"{where}: there is no {group} config {name.strip()!r}; the {group} configs are: {names}")
+        section = _fields(Config).get(group)
+        keys = f"; or set its keys, e.g. {group}.{next(iter(_fields(section)))}=..." if section else ""
+        raise ConfigError(
+            f"{where}: there is no {group} config {name.strip()!r}; the {group} configs are: {names}{keys}"
+        )
     from omegaconf import OmegaConf  # (only here: a group asked for by name)
 
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}

@@ -557,9 +557,11 @@ def test_fsck_exit_status_and_missing_module(
             return not self.problems
 
     calls: list[bool] = []
+    ages: list[float] = []
 
-    def fake(path: object, repair: bool = True) -> Report:
+    def fake(path: object, repair: bool = True, live_s: float = 60.0) -> Report:
         calls.append(repair)
+        ages.append(live_s)
         return Report(["segment y.h5 is\nunreadable"], ["removed z.tmp-1"], 3)
 
     monkeypatch.setitem(sys.modules, "chronompi.store.fsck", types.SimpleNamespace(fsck=fake))
@@ -572,6 +574,8 @@ def test_fsck_exit_status_and_missing_module(
     ]
     rc, out, _ = cli(capsys, "fsck", built.root, "--dry-run")
     assert rc == 1 and calls == [True, False] and "dry run" in out
+    rc, out, _ = cli(capsys, "fsck", built.root, "--job-ended")  # the job is dead: nothing is too young
+    assert rc == 1 and calls == [True, False, True] and ages == [60.0, 60.0, 0.0]
     monkeypatch.setitem(sys.modules, "chronompi.store.fsck", None)  # the module is not there
     rc, out, err = cli(capsys, "fsck", built.root)
     assert rc == 2 and err.count("\n") == 1 and "fsck is not available" in err
