@@ -304,7 +304,7 @@ def test_scancel_batch_signal_drains_the_run(slurm: None, tmp_path: Path, job_na
     subprocess.run(["scancel", "--batch", "--signal=TERM", job_id], check=True, timeout=30)
     t0 = time.monotonic()
     while subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True, timeout=30).stdout.strip():
-        assert time.monotonic() - t0 < 60, f"job {job_id} still runs 60 s after the signal"
+        assert time.monotonic() - t0 < 120, f"job {job_id} still runs 120 s after the signal"
         time.sleep(0.5)
     text = out.read_text(errors="replace")
     assert "exit:     143 after" in text, text[-4000:]
