@@ -133,7 +133,10 @@ def _check_story(st: Any, chronicle: str, story: str) -> None:
 
 
 def _human(a: argparse.Namespace) -> bool:
-    return not getattr(a, "plain", False) and sys.stdout.isatty()
+    """Rich tables on a terminal (not a dumb one: a batch job's TERM=dumb gets the plain rows)."""
+    from .report import stdout_is_terminal
+
+    return not getattr(a, "plain", False) and stdout_is_terminal()
 
 
 Column = tuple[str, str]  # (title, format spec: "" text, "d" integer, ".3f" float ...)

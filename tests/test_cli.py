@@ -198,6 +198,11 @@ def test_ls_rich_on_a_terminal(
     built: Built, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.delenv("CHRONOMPI_STDOUT_TTY", raising=False)
+    monkeypatch.setenv("TERM", "dumb")  # a terminal that cannot draw (a batch job's): the plain rows
+    rc, out, _ = cli(capsys, "ls", built.root)
+    assert rc == 0 and out.startswith("chronicle\tstory\t"), out
+    monkeypatch.setenv("TERM", "xterm")
     rc, out, _ = cli(capsys, "ls", built.root)
     assert rc == 0
     assert "\t" not in out and "─" in out  # a rich table, not TSV
@@ -362,6 +367,8 @@ def test_stats_plain(built: Built, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_stats_rich(built: Built, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.delenv("CHRONOMPI_STDOUT_TTY", raising=False)
+    monkeypatch.setenv("TERM", "xterm")  # (with TERM=dumb rich squeezed the table to "...": now plain rows)
     rc, out, _ = cli(capsys, "stats", built.root)
     assert rc == 0 and "\t" not in out
     for word in ("residual", "late", "events_per_s", "complete", "crashed", iso(T0)):
