@@ -48,7 +48,7 @@ from .protocol import (
     Context,
 )
 from .route import Route
-from .service import Outbox, make_backoff, membership_of
+from .service import Outbox, make_backoff, membership_of, wait_all
 from .story import ACTIVE, CLOSED, RECORD_OVERHEAD, RELEASED, Story, _OpenBatch, _time_ns
 from .watchdog import Watchdog
 from .windows import FOREVER, NEVER
@@ -149,10 +149,10 @@ class Client:
             for r in node[1:]:
                 self._comm.Send([buf, MPI.INT64_T], r, TAG_CLOCK)
             return
-        req = self._comm.Irecv([buf, MPI.INT64_T], node[0], TAG_CLOCK)
-        backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
-        while not req.Test():
-            backoff.sleep()
+        wait_all(
+            [self._comm.Irecv([buf, MPI.INT64_T], node[0], TAG_CLOCK)],
+            Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy),
+        )
         offset, error = int(buf[0]), int(buf[1])
         with self._lock:
             self._offset, self._error, self._syncs = offset, error, self._syncs + 1
