@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,15 @@ def mpirun(n: int, script: str, *args: str, timeout: float = 120, check: bool = 
     if check and r.returncode != 0:
         pytest.fail(f"mpirun -n {n} {script} exited {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
     return r
+
+
+def rank_lines(stdout: str, start: str = r"RANK \d+ ") -> list[str]:
+    """The lines the ranks printed that begin with the regex ``start``, whatever the launcher did to them.
+
+    MPICH's launcher (hydra) forwards each rank's output as it comes, so one rank's line can be glued to the
+    end of another's, its newline arriving later ("...sparesRANK 1 ConfigError: ...\\n\\n"); Open MPI
+    forwards whole lines. Each line starts at a match of ``start`` and ends at the next match or newline."""
+    return [piece.split("\n", 1)[0].rstrip() for piece in re.split(f"(?={start})", stdout)[1:]]
 
 
 def manifest(store: Path) -> dict:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import manifest, mpirun
+from conftest import manifest, mpirun, rank_lines
 
 import chronompi
 
@@ -19,18 +18,9 @@ pytestmark = pytest.mark.mpi
 BAD_NAMES = ["../x", "a/b", "", "x" * 65, "bad name", "caf\u00e9", ".hidden", "..", "-dash"]
 
 
-def rank_lines(stdout: str) -> list[str]:
-    """The ``RANK <n> ...`` lines the ranks printed, whatever the launcher did to them.
-
-    MPICH's launcher (hydra) forwards each rank's output as it comes, so one rank's line can be glued to the
-    end of another's, its newline arriving later ("...sparesRANK 1 ConfigError: ...\\n\\n"); Open MPI
-    forwards whole lines. Each record starts at ``RANK <n> `` and ends at the next record or newline."""
-    return [piece.split("\n", 1)[0].rstrip() for piece in re.split(r"(?=RANK \d+ )", stdout)[1:]]
-
-
 def test_bad_input_in_a_session(store: Path) -> None:
     r = mpirun(5, "bad_input.py", str(store))
-    checked = [line.split(" ", 1)[1] for line in r.stdout.splitlines() if line.startswith("CHECKED ")]
+    checked = [line.split(" ", 1)[1] for line in rank_lines(r.stdout, "CHECKED ")]
     expected = [f"{kind}-name {b!r}" for b in BAD_NAMES for kind in ("chronicle", "story")] + [
         "name-not-str",
         "invalid-is-valueerror",

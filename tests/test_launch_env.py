@@ -7,6 +7,8 @@ exits 1 at once without a message (measured here with Debian's Open MPI 4.1.4 an
 
 from __future__ import annotations
 
+from conftest import rank_lines
+
 from chronompi.launch import mpi_env
 
 SINGLETON = {  # what Open MPI 4.1.4's singleton start-up set here (`env` in a child after MPI init)
@@ -56,7 +58,7 @@ def test_mpirun_options_before_the_double_dash_reach_mpirun() -> None:
     env = {**os.environ, "CHRONOMPI_TEST_X": "forwarded"}
     r = subprocess.run([*cmd, "--", sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert sorted(r.stdout.split("\n")[:2]) == ["rank 0 forwarded", "rank 1 forwarded"], r.stdout + r.stderr
+    assert sorted(rank_lines(r.stdout, r"rank \d ")) == ["rank 0 forwarded", "rank 1 forwarded"], r.stdout + r.stderr
     r = subprocess.run(
         [sys.executable, "-m", "chronompi", "mpirun", "--host", "x", "--", "true"],
         capture_output=True,

@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import APPS, mpirun
-from test_bad_input import rank_lines
+from conftest import APPS, mpirun, rank_lines
 
 import chronompi
 from chronompi.codec import EVENT
