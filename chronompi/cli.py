@@ -192,6 +192,7 @@ def cmd_run(argv: Sequence[str]) -> int:
 
 
 def cmd_mpirun(argv: Sequence[str]) -> int:
+    from .ending import store_guesses
     from .launch import exec_mpi, mpi_env, mpirun_argv
     from .report import STDOUT_TTY
 
@@ -222,7 +223,7 @@ def cmd_mpirun(argv: Sequence[str]) -> int:
     if sys.stdout.isatty():
         env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))  # the ranks' pty says 80
     argv_full = mpirun_argv(np_, rest, extra, env)
-    return exec_mpi(argv_full, env)
+    return exec_mpi(argv_full, env, store_guesses(rest, env))
 
 
 # -- store tools ----------------------------------------------------------------------------------------------------

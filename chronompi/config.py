@@ -59,7 +59,9 @@ class KeeperConfig:
 @dataclass
 class StorageConfig:
     root: str = "chronompi-store"  # the store directory (cold tier)
-    staging: str = "auto"  # warm tier (open segments): auto = $SLURM_TMPDIR, $TMPDIR or /tmp; none = in the store
+    # warm tier (open segments): local = $SLURM_TMPDIR, $TMPDIR or /tmp; none = in the store; a path; auto = local
+    # on one node, none on several (a synced event must outlive the loss of any one node)
+    staging: str = "auto"
     segment_bytes: int = 1 << 30  # roll a grapher's segment past this size
     segment_age_s: float = 600.0  # ... or when it is this old
     events_chunk_rows: int = 16384  # HDF5 chunk of the events table

@@ -16,8 +16,12 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .ending import Markers
 
 
 def bin_dir() -> str:
@@ -144,12 +148,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def exec_mpi(argv: Sequence[str], env: Mapping[str, str]) -> int:
+def exec_mpi(argv: Sequence[str], env: Mapping[str, str], stores: Sequence[Path] = ()) -> int:
     """Run mpirun in the foreground as ``chronompi mpirun`` does, and give its exit code.
 
-    stdin and stdout pass straight through; stderr is copied through as it comes, so that a
+    stdin passes straight through; stdout and stderr are copied through as they come, so that a
     launch that failed before any rank started (:func:`launcher_failed`) can be tried again,
-    up to :data:`LAUNCH_ATTEMPTS` times. A SIGTERM (Slurm's time limit, scancel, kill) is passed on
+    up to :data:`LAUNCH_ATTEMPTS` times, and a job that ended badly gets one line saying what was lost
+    (a node, a rank) and how to recover its run in one of ``stores`` (:mod:`chronompi.ending`). A SIGTERM
+    (Slurm's time limit, scancel, kill) is passed on
     so that every rank gets it and a session drains, ending with the status of SIGTERM (stop.py):
     Open MPI's launcher (PRRTE) kills every rank about 0.2 s after it passes on a SIGTERM, so it gets
     SIGUSR2, which it passes on and nothing more; MPICH's (hydra) passes SIGTERM on and waits, and
@@ -161,8 +167,17 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str]) -> int:
 
     prrte = (Path(shutil.which(argv[0], path=env.get("PATH")) or argv[0]).parent / "prterun").exists()
     relay = signal.SIGUSR2 if prrte else signal.SIGTERM
+    from .ending import LAUNCHER, Markers
+
+    since_ns = time.time_ns() - 5_000_000_000  # (a visor on another node: its clock may differ a little)
+    env = {**env, LAUNCHER: "1"}  # the visor names its run and store to us (ending.py)
+    if prrte:  # PRRTE passes only its own variables to other nodes; MPICH's hydra passes every one
+        argv = [argv[0], "-x", LAUNCHER, *argv[1:]]
     for attempt in range(LAUNCH_ATTEMPTS):
-        proc = subprocess.Popen(argv, env=dict(env), stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+        )
+        markers = Markers()
         terms: list[int] = []
 
         def on_term(sig: int, _frame: object, proc: subprocess.Popen[bytes] = proc, terms: list[int] = terms) -> None:
@@ -172,23 +187,65 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str]) -> int:
         forward = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
         forward[signal.SIGHUP] = signal.signal(signal.SIGHUP, _passer(proc))
         forward[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        tail = b""
         try:
-            assert proc.stderr is not None
-            while chunk := os.read(proc.stderr.fileno(), 65536):
-                os.write(2, chunk)
-                tail = (tail + chunk)[-4096:]
+            out, err = _copy_through(proc, markers)
             rc = proc.wait()
         finally:
             for s, old in forward.items():
                 signal.signal(s, old)
         if terms and rc != 0:
             return 128 + signal.SIGTERM  # stopped by the signal, however mpirun ended
-        if not launcher_failed(rc, tail.decode(errors="replace")) or attempt == LAUNCH_ATTEMPTS - 1:
-            return rc if rc >= 0 else 128 - rc
+        if not launcher_failed(rc, err) or attempt == LAUNCH_ATTEMPTS - 1:
+            return _ending(rc if rc >= 0 else 128 - rc, out + "\n" + err, stores, since_ns, markers.run)
         sys.stderr.write(f"chronompi mpirun: the launcher did not start (exit {rc}); trying again\n")
         time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _ending(rc: int, output: str, stores: Sequence[Path], since_ns: int, named: tuple[Path, str] | None) -> int:
+    """The exit status of a job that ended with ``rc`` after printing ``output``, saying what was lost.
+    Open MPI ends a job that lost the node of rank 0 with exit 0 ("PRTE has lost communication with a
+    remote daemon"): that job failed, and its status says so (255, as when it loses another node)."""
+    from .ending import crash_line, lost_node
+
+    if rc == 0 and lost_node(output) is None:
+        return 0
+    line = crash_line(rc or 255, output, stores, since_ns, named)
+    if line:
+        sys.stderr.write(line + "\n")
+    return rc or 255
+
+
+def _copy_through(proc: subprocess.Popen[bytes], markers: Markers, keep: int = 16384) -> tuple[str, str]:
+    """Copy ``proc``'s stdout (without the visor's markers) and stderr to ours as they come, until both end;
+    the last ``keep`` bytes of each. A closed stdout of ours (``| head``) stops the copying, not the job."""
+    import selectors
+
+    assert proc.stdout is not None and proc.stderr is not None
+    tails = {1: b"", 2: b""}
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ, 1)
+    sel.register(proc.stderr, selectors.EVENT_READ, 2)
+    broken: set[int] = set()
+    while sel.get_map():
+        for key, _ in sel.select():
+            fd = key.data
+            chunk = os.read(key.fileobj.fileno(), 65536)  # type: ignore[union-attr]
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            if fd == 1:
+                chunk = markers.strip(chunk)
+            if fd not in broken:
+                try:
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                except OSError:
+                    broken.add(fd)
+            tails[fd] = (tails[fd] + chunk)[-keep:]
+    sel.close()
+    return tails[1].decode(errors="replace"), tails[2].decode(errors="replace")
 
 
 def _passer(proc: subprocess.Popen[bytes]) -> Callable[[int, object], None]:

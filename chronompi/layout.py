@@ -217,3 +217,24 @@ def _round_robin(role: list[str], free: dict[int, list[int]], node_ids: list[int
 def autoscaler_on(auto: bool | None, roles: Roles) -> bool:
     """``elastic.auto`` resolved: as given, or (unset) on exactly when the layout has spares."""
     return bool(roles.spares) if auto is None else auto
+
+
+def rank_ranges(ranks: Sequence[int]) -> str:
+    """``[3, 5, 6, 7]`` -> ``"3,5-7"``."""
+    runs: list[list[int]] = []
+    for r in sorted(ranks):
+        if runs and r == runs[-1][1] + 1:
+            runs[-1][1] = r
+        else:
+            runs.append([r, r])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def placement(hosts: Sequence[str], roles: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Each host's ranks by role, as ranges: ``{"n2": {"keeper": "4", "client": "5-7"}}`` (the run record)."""
+    by: dict[str, dict[str, list[int]]] = {}
+    for rank, (host, role) in enumerate(zip(hosts, roles, strict=True)):
+        by.setdefault(host, {}).setdefault(role, []).append(rank)
+    return {
+        h: {role: rank_ranges(rs) for role, rs in sorted(d.items(), key=lambda kv: kv[1][0])} for h, d in by.items()
+    }

@@ -169,4 +169,4 @@ def cmd_record(argv: Sequence[str]) -> int:
     if module:
         entry += ["-m", module]
     entry += ["--", *program]
-    return exec_mpi(mpirun_argv(ns.np + services, entry, mpirun_opts, env), env)
+    return exec_mpi(mpirun_argv(ns.np + services, entry, mpirun_opts, env), env, [Path(cfg.storage.root)])

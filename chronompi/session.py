@@ -31,7 +31,7 @@ from .layout import CLIENT, GRAPHER, ROLES, SPARE, VISOR, assign_roles, autoscal
 from .logutil import setup_logging
 from .progress import WAIT_POLL_MAX_S
 from .protocol import Context, hostname
-from .store.format import init_store
+from .store.format import init_store, resolve_staging
 from .store.space import advice
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
     p = plan(comm.Get_size(), len(node_index), resolved.layout)
     layout = LayoutConfig(p.keepers, p.graphers, p.per_node, p.spares, p.clients)
     elastic = dataclasses.replace(resolved.elastic, auto=autoscaler_on(resolved.elastic.auto, roles))
-    resolved = dataclasses.replace(resolved, layout=layout, elastic=elastic)  # (cfg given by the user: untouched)
+    storage = dataclasses.replace(resolved.storage, staging=resolve_staging(resolved.storage.staging, len(node_index)))
+    resolved = dataclasses.replace(resolved, layout=layout, elastic=elastic, storage=storage)  # (user's cfg: untouched)
     # every grapher checks the directories it will write, on its own node; all ranks see every answer
     # spares may become graphers: their directories are checked too
     mine: list[str] = []

@@ -23,7 +23,9 @@ from mpi4py import MPI
 from . import stop
 from ._version import __version__
 from .elastic import Coordinator
+from .ending import tell_launcher
 from .errors import ChronicleExists, ChronicleInUse, ChronoError, StoryNotAcquired, UnknownChronicle
+from .layout import placement
 from .names import check_name
 from .protocol import (
     DONE,
@@ -186,6 +188,7 @@ class Visor(Service):
         self.t_start = ctx.started  # the session's start (rank 0 entering session()): wall time begins there
         self.record = self._run_record()
         write_run(self.root, self.record)
+        tell_launcher(self.record["run"], self.root)
         self.beat = time.monotonic()
 
     def _clock(self) -> bool:
@@ -434,6 +437,7 @@ class Visor(Service):
                 for r in ctx.roles.graphers + ctx.roles.spares
             ],
             "config": dataclasses.asdict(ctx.cfg),
+            "nodes": placement(ctx.hosts, ctx.roles.role),  # which ranks ran where: a lost node is named by it
         }
 
     # -- end of run ------------------------------------------------------

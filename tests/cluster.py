@@ -89,7 +89,21 @@ class Cluster:
         A timeout kills the group and then every process of the cluster (the nodes' daemons and ranks are
         not in that group), and fails the test with what the command printed.
         """
-        p = subprocess.Popen(
+        p = self.start(node, argv, env, cwd)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            self.down()
+            out, err = p.communicate()
+            pytest.fail(f"on {node}: {' '.join(argv)} hung for {timeout} s:\n{out}\n{err}")
+        return subprocess.CompletedProcess(list(argv), p.returncode, out, err)
+
+    def start(
+        self, node: str, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[str]:
+        """Start ``argv`` on ``node`` in a process group of its own (it dies with this process), text pipes."""
+        return subprocess.Popen(
             [str(SCRIPT), "on", str(self.dir), node, *argv],
             cwd=cwd,
             env=dict(os.environ) if env is None else env,
@@ -99,14 +113,10 @@ class Cluster:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            self.down()
-            out, err = p.communicate()
-            pytest.fail(f"on {node}: {' '.join(argv)} hung for {timeout} s:\n{out}\n{err}")
-        return subprocess.CompletedProcess(list(argv), p.returncode, out, err)
+
+    def kill(self, node: str) -> None:
+        """Lose ``node``: kill -9 every process in it (its MPI daemon, its ranks), as a node that crashes."""
+        subprocess.run([str(SCRIPT), "kill", str(self.dir), node], check=True, capture_output=True, timeout=60)
 
     def shell(self, node: str, command: str, timeout: float = 60) -> str:
         """``ssh node command`` through the cluster's ssh stand-in; its stdout (it must exit 0)."""

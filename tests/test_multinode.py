@@ -57,6 +57,7 @@ def test_run_per_node_verify_on_two_nodes(netns_cluster, tmp_path: Path) -> None
         "layout=per_node",
         "client.clock_resync_s=0.05",
         f"storage.root={store}",
+        "storage.staging=local",  # (the default on several nodes is the store: see the next test)
         "--verify",
     )
     r = cluster.on("head", argv, timeout=TIMEOUT, env=env(), cwd=tmp_path)
@@ -82,7 +83,7 @@ def test_run_per_node_verify_on_two_nodes(netns_cluster, tmp_path: Path) -> None
     # mpirun fills node by node (4 slots each): a keeper per node means keepers among ranks 0-3 and 4-7
     keepers = run["epochs"][0]["keepers"]
     assert sorted({k // 4 for k in keepers}) == [0, 1], f"keepers {keepers}: not one per node"
-    # the graphers staged on their node's local disk (TMPDIR there), not on the shared file system
+    # asked to (storage.staging=local), the graphers staged on their node's local disk (TMPDIR there)
     for g in run["graphers"]:
         assert g["host"] in ("n1", "n2") and g["staging"].startswith(str(cluster.local)), g
     assert not cluster.local.exists() or not any(cluster.local.iterdir()), "staging leaked to the machine's disk"
@@ -123,6 +124,8 @@ def test_store_holds_every_event_once_from_three_nodes(netns_cluster, tmp_path: 
     assert sorted(k // 3 for k in keepers) == [0, 1, 2], f"keepers {keepers}: not one per node"
     hosts = sorted(g["host"] for g in run["graphers"])
     assert len(set(hosts)) == 2, f"graphers not spread over the nodes: {hosts}"
+    # by default a job of several nodes commits into the shared store (a synced event outlives any one node)
+    assert all(Path(g["staging"]).resolve() == (store / "segments").resolve() for g in run["graphers"]), run
     node_local_empty(cluster)
 
 
@@ -182,3 +185,70 @@ def test_record_config_reaches_nodes_started_by_ssh(netns_cluster, tmp_path: Pat
     assert not (tmp_path / "chronompi-store").exists(), "the ranks wrote to the default store, not storage.root"
     run = chronompi.open_store(store).runs()[0]
     assert run["status"] == "complete" and run["hosts"] == ["n1", "n2"]
+
+
+@pytest.mark.parametrize(
+    "lost, layout, roles",
+    [
+        ("n1", {}, "visor 0, keeper 1, grapher 2, client 3"),  # the visor's and the grapher's node
+        ("n2", {}, "keeper 4, client 5-7"),  # a keeper's node (a keeper per node by default)
+        ("n2", {"per_node": False, "keepers": 1, "graphers": 1}, "client 4-7"),  # a node of clients only
+    ],
+    ids=["visor-grapher", "keeper", "clients-only"],
+)
+def test_node_loss_keeps_every_synced_event(netns_cluster, tmp_path: Path, lost: str, layout: dict, roles: str) -> None:
+    """Every process of one node killed at a random moment while clients log and sync, with the default
+    storage settings: the job ends with a non-zero exit and one line naming the node and its ranks, and after
+    `chronompi fsck --job-ended` every event covered by a returned sync() is in the store, once, byte for byte.
+    (On several nodes staging defaults to the shared store: a sync is confirmed there, not on a node's disk.)"""
+    import random
+    import subprocess
+    import time
+
+    from test_crash import check, check_after_fsck, read_refs
+    from test_sync_crash import check_sync_contract
+
+    cluster = netns_cluster(2)
+    store, refdir = tmp_path / "store", tmp_path / "ref"
+    refdir.mkdir()
+    spec = {"cfg": {"service": {"summary": False}, "layout": layout}, "rate": 2000, "sync_every": 100, "seconds": 120}
+    argv = chronompi_mpirun(
+        cluster, 8, sys.executable, str(APPS / "crashy.py"), str(store), str(refdir), json.dumps(spec)
+    )
+    proc = cluster.start("head", argv, env=env(), cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + TIMEOUT / 2
+        while sum(p.stat().st_size >= 8 for p in refdir.glob("sync-*.bin")) < 4:  # every client has synced
+            assert proc.poll() is None, f"the job ended before the kill:\n{proc.communicate()}"
+            assert time.monotonic() < deadline, "the clients did not sync"
+            time.sleep(0.05)
+        time.sleep(random.uniform(0.2, 2.0))
+        t_kill = time.monotonic()
+        cluster.kill(lost)
+        out, err = proc.communicate(timeout=TIMEOUT / 2)
+        ended_s = time.monotonic() - t_kill
+    except subprocess.TimeoutExpired:
+        cluster.down()
+        pytest.fail(f"the job did not end after node {lost} was lost:\n{proc.communicate()}")
+    print(f"lost {lost}: the job ended {ended_s:.2f} s later with exit {proc.returncode}")
+    assert proc.returncode != 0, out + err
+    assert ended_s < 30, f"{ended_s:.1f} s from the loss to the job's end"  # (0.6 s idle; the bar is 10 s)
+    said = [ln for ln in err.splitlines() if "chronompi: node" in ln]
+    assert len(said) == 1, err
+    assert f"node {lost} was lost (ranks there: {roles})" in said[0] and "--job-ended" in said[0], said[0]
+    run = chronompi.open_store(store).runs()[0]
+    assert run["status"] == "running" and run["nodes"][lost] is not None
+    _, before = check(store, refdir, windows_complete=False)  # total order, once, payloads byte for byte
+    r = subprocess.run(
+        [sys.executable, "-m", "chronompi", "fsck", str(store), "--job-ended"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode in (0, 1), r.stdout + r.stderr  # 1: it repaired something (a crashed run)
+    after = check_after_fsck(store)
+    assert before <= after
+    covered, syncs = check_sync_contract(after, refdir)
+    assert syncs >= 4 and covered > 0
+    assert len(after) <= sum(len(x) for x in read_refs(refdir).values())  # nothing that was not logged
+    assert chronompi.open_store(store).runs()[0]["status"] == "crashed"

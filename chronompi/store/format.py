@@ -67,13 +67,24 @@ WINDOW = np.dtype(
 __all__ = ["EVENT", "WINDOW", "WINDOW_V1", "SCHEMA_VERSION", "init_store", "check_store", "write_run", "read_runs"]
 
 
+def resolve_staging(staging: str, n_nodes: int) -> str:
+    """``storage.staging`` for a job on ``n_nodes`` nodes: ``auto`` is node-local (``local``) on one node and
+    the store itself (``none``) on more. A sync is confirmed once its events are committed where the open
+    segment lives; on a node-local disk they would be lost with that node, and a job of several nodes must
+    outlive the loss of any one of them (docs/architecture.md, Durability)."""
+    if staging == "auto":
+        return "none" if n_nodes > 1 else "local"
+    return staging
+
+
 def staging_dir(cfg: StorageConfig, run_id: int) -> Path:
     """Where a grapher of run ``run_id`` writes its open segments (here, not in writer.py: the visor names
-    them in the run record and does not import h5py)."""
+    them in the run record and does not import h5py). ``auto`` not resolved for the job's nodes
+    (:func:`resolve_staging`) counts as one node's."""
     if cfg.staging in ("", "none"):
         return Path(cfg.root) / SEGMENTS
     base = cfg.staging
-    if base == "auto":
+    if base in ("auto", "local"):
         base = os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
     return Path(base) / f"chronompi-staging-r{run_id:016x}"
 
