@@ -171,7 +171,8 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str], stores: Sequence[Path]
 
     since_ns = time.time_ns() - 5_000_000_000  # (a visor on another node: its clock may differ a little)
     env = {**env, LAUNCHER: "1"}  # the visor names its run and store to us (ending.py)
-    if prrte:  # PRRTE passes only its own variables to other nodes; MPICH's hydra passes every one
+    if prrte and Path(argv[0]).name in ("mpirun", "mpiexec", "prterun"):
+        # PRRTE passes only its own variables to other nodes; MPICH's hydra passes every one
         argv = [argv[0], "-x", LAUNCHER, *argv[1:]]
     for attempt in range(LAUNCH_ATTEMPTS):
         proc = subprocess.Popen(
