@@ -54,14 +54,16 @@ def main() -> int:
                     load = os.getloadavg()[0]
                     r = cluster.on("head", argv, timeout=a.timeout, cwd=Path(tmp))
                     if r.returncode != 0:
-                        raise SystemExit(f"staging={staging}: exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+                        tail = f"{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+                        raise SystemExit(f"staging={staging}: exit {r.returncode}\n{tail}")
                     with out.open("a") as f:
                         for line in rows.read_text().splitlines():
                             row = json.loads(line)
                             row.update(staging=staging, nodes=a.nodes, ranks=a.ranks, round=rnd, load_before=load)
                             f.write(json.dumps(row) + "\n")
                             ph = row.get("phase") or row.get("name")
-                            print(staging, rnd, ph, {k: v for k, v in row.items() if k.startswith("ms_")}, f"load {load:.1f}")
+                            ms = {k: v for k, v in row.items() if k.startswith("ms_")}
+                            print(staging, rnd, ph, row.get("until"), ms, f"load {load:.1f}")
                     time.sleep(1)
         finally:
             cluster.down()
