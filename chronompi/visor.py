@@ -177,6 +177,7 @@ class Visor(Service):
         self.hang: dict[str, Any] | None = None  # the one that ends the run
         self.stop_signal: int | None = None  # the stop signal being drained (stop.py)
         self.stop_at = 0.0
+        self.stop_noted_ns = 0
         self.stop_acks: set[int] = set()  # clients that sent all they held
         self.storage: list[dict[str, Any]] = []  # graphers' storage reports, in arrival order (run record)
         self.storage_failed: dict[str, Any] | None = None  # the first grapher that gave up: the run's reason
@@ -338,7 +339,7 @@ class Visor(Service):
     def _begin_stop(self, signum: int) -> None:
         if self.stop_signal is not None:
             return
-        self.stop_signal, self.stop_at = signum, time.monotonic()
+        self.stop_signal, self.stop_at, self.stop_noted_ns = signum, time.monotonic(), time.time_ns()
         log.info("%s: every client sends what it holds, then the run ends", stop.name(signum))
         for c in sorted(set(self.ctx.roles.clients) - set(self.done)):
             self.comm.send((STOP,), dest=c, tag=TAG_CTRL)
@@ -364,7 +365,14 @@ class Visor(Service):
         sig = self.stop_signal
         assert sig is not None
         missing = sorted(set(self.ctx.roles.clients) - set(self.done) - self.stop_acks)
-        reason = {"signal": stop.name(sig), "drained": drained, "clients_silent": missing}
+        # noted_ns: when the visor saw the signal (or a client's report of it); every event logged before it
+        # was logged before its client got STOP, so a drained run holds it
+        reason = {
+            "signal": stop.name(sig),
+            "drained": drained,
+            "clients_silent": missing,
+            "noted_ns": self.stop_noted_ns,
+        }
         self._write_manifest("stopped", reason=reason)
         s = self.summary or {}
         if drained and not missing:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import chronompi
+from chronompi.store.format import read_runs
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slurm, pytest.mark.timeout(720)]
 
@@ -311,3 +312,35 @@ def test_scancel_batch_signal_drains_the_run(slurm: None, tmp_path: Path, job_na
     lines = [ln for ln in text.splitlines() if "chronompi: stopped by SIGTERM" in ln]
     assert len(lines) == 1 and "every one logged before the signal among them" in lines[0], text[-4000:]
     assert check_stopped(store, refdir, signalled) > 0
+
+
+def test_time_limit_with_early_signal_stops_the_run(slurm: None, tmp_path: Path, job_name: str) -> None:
+    """A real time limit: ``--time=2 --signal=B:TERM@60``, as docs/clusters.md advises. Slurm signals the job
+    script about a minute before the limit (up to a minute earlier still: its timer is coarse), the script
+    passes it to ``chronompi mpirun``, the run drains before the limit: the run record "stopped" by SIGTERM,
+    every event logged before the visor saw the signal in the store once, one line, exit 143."""
+    from test_stop import check_stopped, spec
+
+    store, refdir = tmp_path / "store", tmp_path / "ref"
+    refdir.mkdir()
+    crashy = Path(__file__).parent / "apps" / "crashy.py"
+    env = job_env(STORE=str(store), CHRONOMPI_TEST_HANG_S="280")
+    app = {**spec(), "seconds": 300}  # logs until the signal
+    argv = ["sbatch", "--parsable", f"--job-name={job_name}", "--nodes=1", "--ntasks=5", "--overcommit"]
+    argv += ["--time=2", "--signal=B:TERM@60", f"--chdir={tmp_path}", f"--output={tmp_path}/job-%j.out", str(SBATCH)]
+    argv += [sys.executable, str(crashy), str(store), str(refdir), json.dumps(app)]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    job_id = r.stdout.strip().split(";")[0]
+    assert r.returncode == 0 and job_id.isdigit(), r.stdout + r.stderr
+    out = tmp_path / f"job-{job_id}.out"
+    t0 = time.monotonic()
+    while subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True, timeout=30).stdout.strip():
+        assert time.monotonic() - t0 < 240, f"job {job_id} still runs after 240 s (its limit is 120 s)"
+        time.sleep(1)
+    text = out.read_text(errors="replace")
+    assert "got a stop signal: draining the run" in text and "exit:     143 after" in text, text[-4000:]
+    assert "DUE TO TIME LIMIT" not in text, text[-4000:]  # it ended before Slurm had to end it
+    lines = [ln for ln in text.splitlines() if "chronompi: stopped by SIGTERM" in ln]
+    assert len(lines) == 1 and "every one logged before the signal among them" in lines[0], text[-4000:]
+    run = read_runs(store)[0]
+    assert check_stopped(store, refdir, run["reason"]["noted_ns"]) > 0
