@@ -1,6 +1,10 @@
 """chronompi: a distributed event-log store that runs inside an MPI job.
 
-usage: chronompi COMMAND [ARGS...]      (chronompi COMMAND --help for its options; chronompi --version)
+usage: chronompi [-h | -V] COMMAND [ARGS...]   (chronompi COMMAND --help for its options)
+
+options
+  -h, --help                             this help
+  -V, --version                          print chronompi's version and exit
 
 recording
   record -n N [OPTIONS] [key=value ...] -- python PROGRAM.py [ARGS]
