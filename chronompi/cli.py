@@ -1,6 +1,10 @@
 """chronompi: a distributed event-log store that runs inside an MPI job.
 
-usage: chronompi COMMAND [ARGS...]      (chronompi COMMAND --help for its options; chronompi --version)
+usage: chronompi [-h | -V] COMMAND [ARGS...]   (chronompi COMMAND --help for its options)
+
+options
+  -h, --help                             this help
+  -V, --version                          print chronompi's version and exit
 
 recording
   record -n N [OPTIONS] [key=value ...] -- python PROGRAM.py [ARGS]
@@ -29,6 +33,7 @@ Exit status: 0 ok, 1 fsck found problems it did not repair, 2 bad input or an un
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -37,7 +42,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import ChronoError, DamagedSegment
+from .errors import ChronoError, ConfigError, DamagedSegment, StoreError
 from .store_cli import _SKIPPING, _one_line, cmd_export, cmd_fsck, cmd_ls, cmd_replay, cmd_stats
 
 
@@ -174,7 +179,13 @@ def cmd_run(argv: Sequence[str]) -> int:
     if comm.Get_size() == 1:  # plain `chronompi run`: say how to start it, not only that ranks are missing
         print(f"chronompi run: {_alone_hint(cfg)}", file=sys.stderr)
         return 2
-    with session(comm, cfg) as client:
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(session(comm, cfg))
+        except (ConfigError, StoreError) as exc:  # start-up: the same error on every rank (session()), said once
+            if comm.Get_rank() == 0:
+                print(f"chronompi run: {exc}", file=sys.stderr)
+            return 2
         if client is not None:
             run_workload(client, cfg.workload)
     if comm.Get_rank() == 0:

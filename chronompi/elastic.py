@@ -161,7 +161,7 @@ class Coordinator:
         losing = {before[c] for c in self.clients if epoch.keeper_of.get(c) != before.get(c)} - leaving
         self.change = Change(epoch, leaving, losing, activate, now, waiting=tell, times={"announced": now})
         self.last_change = time.monotonic()
-        log.warning(
+        log.info(  # lifecycle: INFO (a change asked for is normal operation, not a warning)
             "epoch %d announced (%s): keepers %s, graphers %s, from %s",
             epoch.number,
             reason,
@@ -251,7 +251,7 @@ class Coordinator:
                     "change_s": round((now - c.requested) / 1e9, 3),
                 }
             )
-            log.warning("epoch %d complete in %.2f s", c.epoch.number, (now - c.requested) / 1e9)
+            log.info("epoch %d complete in %.2f s", c.epoch.number, (now - c.requested) / 1e9)
             self.change = None
             self.last_change = time.monotonic()
 

@@ -10,6 +10,7 @@ and ``python``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -218,16 +219,29 @@ def _ending(rc: int, output: str, stores: Sequence[Path], since_ns: int, named: 
 
 
 def _copy_through(proc: subprocess.Popen[bytes], markers: Markers, keep: int = 16384) -> tuple[str, str]:
-    """Copy ``proc``'s stdout (without the visor's markers) and stderr to ours as they come, until both end;
-    the last ``keep`` bytes of each. A closed stdout of ours (``| head``) stops the copying, not the job."""
+    """Copy ``proc``'s stdout (without the visor's markers) and stderr (through :class:`ExplainedExitFilter`) to
+    ours as they come, until both end; the last ``keep`` bytes of each as they came. A closed stdout of ours
+    (``| head``) stops the copying, not the job."""
     import selectors
 
     assert proc.stdout is not None and proc.stderr is not None
+    broken: set[int] = set()
+
+    def write(fd: int, data: bytes) -> None:
+        if fd in broken:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            broken.add(fd)
+
+    errors = ExplainedExitFilter(lambda data: write(2, data))
     tails = {1: b"", 2: b""}
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, 1)
     sel.register(proc.stderr, selectors.EVENT_READ, 2)
-    broken: set[int] = set()
     while sel.get_map():
         for key, _ in sel.select():
             fd = key.data
@@ -235,18 +249,86 @@ def _copy_through(proc: subprocess.Popen[bytes], markers: Markers, keep: int = 1
             if not chunk:
                 sel.unregister(key.fileobj)
                 continue
-            if fd == 1:
-                chunk = markers.strip(chunk)
-            if fd not in broken:
-                try:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                except OSError:
-                    broken.add(fd)
             tails[fd] = (tails[fd] + chunk)[-keep:]
+            if fd == 1:
+                write(1, markers.strip(chunk))
+            else:
+                errors.feed(chunk)
+    errors.close()
     sel.close()
     return tails[1].decode(errors="replace"), tails[2].decode(errors="replace")
+
+
+class ExplainedExitFilter:
+    """Passes mpirun's stderr on, without the launcher's notice that a rank exited non-zero when chronompi has
+    already said why in a line of its own (``chronompi: ConfigError: ...``, ``chronompi run: ...``): bad input
+    is one line, not that line and a 7-line box. After such a line, the launcher's complaint that it could not
+    reach a rank that had already exited (``PMIX ERROR: PMIX_ERR_UNREACH ...``, now and then as it tears the
+    job down) is left out too. Any other box or line, and these when nothing explained them, is passed on as it
+    came. Only what may be a box (from a line that begins with a rule of dashes) is held back,
+    until it is known; any other line, even unfinished (a prompt), is passed on at once.
+    """
+
+    RULE = b"-" * 20
+    NOTICE = b"exited with non-zero status"  # Open MPI 4 and 5: "... detected that one or more processes exited ..."
+    MAX_BOX = 12  # lines: a longer box is not the notice
+    TEARDOWN = b"PMIX ERROR: PMIX_ERR_UNREACH"
+    # chronompi's one-line errors: a session's start-up error left uncaught (session._say_once), a command's
+    # (not the summary line "chronompi: N events in ...", which explains no failure)
+    SAYS_WHY = re.compile(rb"chronompi(: \w+Error: | (run|record): )")
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self.write = write
+        self.partial = b""  # the start of a line held back until its end comes
+        self.mid_line = False  # the start of the current line was passed on already
+        self.box: list[bytes] = []  # the lines of a box being read
+        self.head = b""  # the start of the line being passed on
+        self.explained = False
+
+    def feed(self, data: bytes) -> None:
+        buf, self.partial = self.partial + data, b""
+        if self.mid_line:  # the rest of a line begun earlier
+            end = buf.find(b"\n") + 1
+            self._pass(buf[:end] if end else buf)
+            if not end:
+                return
+            buf, self.mid_line = buf[end:], False
+        *lines, rest = buf.split(b"\n")
+        for line in lines:
+            self._line(line + b"\n")
+        if self.box or self.explained or self.RULE.startswith(rest[: len(self.RULE)]):
+            self.partial = rest  # may begin, or belong to, a box (or, once explained, be the launcher's complaint)
+        else:
+            self._line(rest)
+            self.mid_line = True
+
+    def close(self) -> None:
+        """The stream ended: pass on whatever was held back."""
+        self.write(b"".join(self.box) + self.partial)
+        self.box, self.partial = [], b""
+
+    def _line(self, line: bytes) -> None:
+        if self.box:
+            self.box.append(line)
+            if len(self.box) == 2 and self.NOTICE not in line or len(self.box) > self.MAX_BOX:
+                self.write(b"".join(self.box))  # another box: as it came
+                self.box = []
+            elif len(self.box) > 2 and line.startswith(self.RULE):  # the notice is complete
+                if not self.explained:
+                    self.write(b"".join(self.box))
+                self.box = []
+        elif line.startswith(self.RULE):
+            self.box = [line]
+        elif not (self.explained and self.TEARDOWN in line and line.endswith(b"\n")):
+            self._pass(line)
+
+    def _pass(self, data: bytes) -> None:
+        """Pass on a line or a piece of one; a line of chronompi's own explains a notice that follows."""
+        self.write(data)
+        *ended, head = (self.head + data).split(b"\n")
+        # (Open MPI may glue a NUL or a space in front of a rank's line: tests/test_stop.py)
+        self.explained |= any(self.SAYS_WHY.match(line.lstrip(b"\0 ")) for line in ended)
+        self.head = head[:64]
 
 
 def _passer(proc: subprocess.Popen[bytes]) -> Callable[[int, object], None]:

@@ -124,7 +124,7 @@ def cmd_record(argv: Sequence[str]) -> int:
     from .launch import exec_mpi, mpi_env, mpirun_argv
     from .layout import service_ranks
     from .report import STDOUT_TTY
-    from .store.format import init_store
+    from .store.format import init_store, remove_unused_store
     from .store.space import advice
 
     args = list(argv)
@@ -143,6 +143,7 @@ def cmd_record(argv: Sequence[str]) -> int:
     text = os.environ.get(ENV_OVERRIDES, "").strip()
     pairs = [*shlex.split(text), *overrides, f"layout.clients={ns.np}"]
     cfg = build(None, pairs)
+    made_store = not os.path.lexists(cfg.storage.root)
     try:  # here, once, rather than a traceback on every rank: rank 0 would find the same
         init_store(cfg.storage.root)
     except OSError as exc:
@@ -169,4 +170,7 @@ def cmd_record(argv: Sequence[str]) -> int:
     if module:
         entry += ["-m", module]
     entry += ["--", *program]
-    return exec_mpi(mpirun_argv(ns.np + services, entry, mpirun_opts, env), env, [Path(cfg.storage.root)])
+    status = exec_mpi(mpirun_argv(ns.np + services, entry, mpirun_opts, env), env, [Path(cfg.storage.root)])
+    if status and made_store:
+        remove_unused_store(cfg.storage.root)  # the job failed before its run began: no empty store left behind
+    return status

@@ -31,7 +31,7 @@ from .layout import CLIENT, GRAPHER, ROLES, SPARE, VISOR, assign_roles, autoscal
 from .logutil import setup_logging
 from .progress import WAIT_POLL_MAX_S
 from .protocol import Context, hostname
-from .store.format import init_store, resolve_staging
+from .store.format import init_store, remove_unused_store, resolve_staging
 from .store.space import advice
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,20 @@ def with_env_overrides(cfg: Any) -> Any:
 
 def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
     rank = comm.Get_rank()
+    # the nodes first: rank 0 checks the layout against them before it makes the store (too few ranks left an
+    # empty store behind)
+    hosts = comm.allgather(hostname())
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+    leaders = comm.allgather(node.allreduce(rank, op=MPI.MIN))
+    node.Free()
+    node_index = {leader: i for i, leader in enumerate(sorted(set(leaders)))}
+    node_of = [node_index[x] for x in leaders]
+    made_store = False
     if rank == root:
         try:
             resolved0 = as_config(with_env_overrides(cfg))
+            plan(comm.Get_size(), len(node_index), resolved0.layout)  # raises what assign_roles would, below
+            made_store = not os.path.lexists(resolved0.storage.root)
             init_store(resolved0.storage.root)  # once, here, so every rank sees the same outcome
             packet: tuple[Config | None, int, tuple[str, str] | None] = (resolved0, secrets.randbits(63), None)
         except ChronoError as exc:
@@ -90,12 +101,6 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
     if error is not None:
         raise (StoreError if error[0] == "StoreError" else ConfigError)(error[1])
     assert resolved is not None
-    hosts = comm.allgather(hostname())
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
-    leaders = comm.allgather(node.allreduce(rank, op=MPI.MIN))
-    node.Free()
-    node_index = {leader: i for i, leader in enumerate(sorted(set(leaders)))}
-    node_of = [node_index[x] for x in leaders]
     roles = assign_roles(comm.Get_size(), resolved.layout, node_of)  # identical on every rank
     # what the defaults resolved to (the rule's counts, the autoscaler), for every role and the run record
     p = plan(comm.Get_size(), len(node_index), resolved.layout)
@@ -106,12 +111,19 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
     # every grapher checks the directories it will write, on its own node; all ranks see every answer
     # spares may become graphers: their directories are checked too
     mine: list[str] = []
-    if roles.role[rank] in (GRAPHER, SPARE):
+    writes = roles.role[rank] in (GRAPHER, SPARE)
+    if writes:
         from .store.writer import check_dirs  # (h5py: only ranks that write import it)
 
         mine = check_dirs(resolved.storage, run_id)
     problems = [f"rank {r} on {hosts[r]} (grapher): {p}" for r, ps in enumerate(comm.allgather(mine)) for p in ps]
-    if problems:
+    if problems:  # (every grapher has checked: what the checks and rank 0 made can go)
+        if writes:
+            from .store.writer import discard_staging
+
+            discard_staging(resolved.storage, run_id)
+        if made_store:
+            remove_unused_store(resolved.storage.root)
         raise ConfigError("a grapher cannot write its files: " + " | ".join(problems))
     ctx = Context(comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts)
     ctx.started = started

@@ -232,7 +232,7 @@ def cmd_ls(argv: Sequence[str]) -> int:
 
 
 def cmd_replay(argv: Sequence[str]) -> int:
-    from .export import FORMATS_REPLAY, stream, text_writer
+    from .export import FORMATS_REPLAY, iso_ns, stream, text_writer
 
     p = _Parser(prog="chronompi replay", description="print the events of a story in total order (time, client, seq)")
     p.add_argument("store", help="the store directory")
@@ -251,8 +251,15 @@ def cmd_replay(argv: Sequence[str]) -> int:
     with _reading(a.store, a.skip_damaged, "replay") as st:
         _check_story(st, a.chronicle, a.story)
         writer = text_writer(a.format, sys.stdout)
-        stream(st, [(a.chronicle, a.story)], writer, t0, t1, a.limit, a.batch_events)
+        written = stream(st, [(a.chronicle, a.story)], writer, t0, t1, a.limit, a.batch_events)
         writer.close()
+        if not written and (t0, t1) != (None, None) and a.limit != 0:
+            # an empty range is an answer, not an error (exit 0), but say so: a range copied from an example
+            # or from another store returned nothing in silence
+            span = st.span(a.chronicle, a.story)
+            where = f"it spans {iso_ns(span[0])} to {iso_ns(span[1])}" if span else "it has no events"
+            given = f"[{'...' if t0 is None else iso_ns(t0)}, {'...' if t1 is None else iso_ns(t1)})"
+            print(f"chronompi replay: no events of {a.chronicle}/{a.story} in {given}; {where}", file=sys.stderr)
     return 0
 
 

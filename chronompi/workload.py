@@ -12,14 +12,18 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .client import Client
 from .config import WorkloadConfig
 from .story import Story
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 POOL = 1024
 
@@ -214,7 +218,8 @@ class _Watch:
         counts = [0] * n
         finished = {0}
         total = self.w.events * n
-        samples = [(time.perf_counter(), 0)]  # (time, events) over the last second, for the current rate
+        recent = RecentRate()
+        recent.add(time.perf_counter(), 0)
         status = MPI.Status()
         render = _Bar(total, n) if self.mode == "bar" else _Lines(total, n)
         members, asked = "", 0.0
@@ -229,14 +234,31 @@ class _Watch:
             if now - asked > 1.0:
                 members, asked = _members(self.client), now
             done = sum(counts)
-            samples = [s for s in samples if now - s[0] <= 1.0] + [(now, done)]
-            dt = samples[-1][0] - samples[0][0]
-            rate = (samples[-1][1] - samples[0][1]) / dt if dt > 0 else 0.0
+            rate = recent.add(now, done)
             last = self.done.is_set() and len(finished) == n
             render.update(done, rate, self.client.elapsed(), members, last)
             if last:
                 break
             time.sleep(0.1)
+
+
+class RecentRate:
+    """Events per second over about the last ``span_s``: the newest count against the newest sample at least
+    ``span_s`` older (the oldest one until there is such a sample). A loop that comes round late (a busy
+    machine, a slow answer from the visor) still gets the rate since its last look; keeping only the samples
+    of the last second, it had a single sample then and showed 0 events/s while the count rose."""
+
+    def __init__(self, span_s: float = 1.0) -> None:
+        self.span_s = span_s
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, t: float, count: int) -> float:
+        """Record ``count`` events at time ``t`` (seconds); return the recent rate."""
+        self.samples.append((t, count))
+        while len(self.samples) > 2 and t - self.samples[1][0] >= self.span_s:
+            self.samples.popleft()
+        t0, c0 = self.samples[0]
+        return (count - c0) / (t - t0) if t > t0 else 0.0
 
 
 def _count(n: int, what: str) -> str:
@@ -258,18 +280,23 @@ def _members(client: Client) -> str:
 
 
 class _Bar:
-    """rich's progress bar on a terminal."""
+    """rich's progress bar on a terminal. The count is never cut: on a narrow terminal the text after it ends
+    in an ellipsis instead (rich squeezed every column alike, and the count read ``29000/1000...``)."""
 
-    def __init__(self, total: int, n_clients: int) -> None:
+    def __init__(self, total: int, n_clients: int, console: Console | None = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.table import Column
 
         self.progress = Progress(
-            TextColumn(f"{_count(n_clients, 'client')}"),
-            BarColumn(bar_width=24),
-            MofNCompleteColumn(),
+            TextColumn(f"{_count(n_clients, 'client')}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=2 * len(str(total)) + 1)),
             TextColumn(
-                "{task.fields[elapsed]} s  {task.fields[rate]} events/s{task.fields[now]}  {task.fields[members]}"
+                "{task.fields[elapsed]} s  {task.fields[rate]} events/s{task.fields[now]}  {task.fields[members]}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
             ),
+            console=console,
+            expand=True,  # the last column takes what is left of the line, and no more
         )
         self.task = self.progress.add_task("log", total=total, rate="0", now="", elapsed="0.0", members="")
         self.progress.start()

@@ -5,8 +5,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import jobs
 import pytest
 from cluster import cluster_factory
 
@@ -62,3 +64,20 @@ def netns_cluster(tmp_path: Path):
     make, finish = cluster_factory(tmp_path)
     yield make
     finish()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every MPI job of this run ends with pytest, however pytest ends (tests/jobs.py)."""
+    if jobs.RUN_MARK not in os.environ:
+        os.environ[jobs.RUN_MARK] = f"{os.getpid()}-{time.time_ns()}"
+        config._chronompi_reaper = jobs.start_reaper(os.environ[jobs.RUN_MARK])  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def _jobs_end_with_their_test(request: pytest.FixtureRequest):
+    """The MPI processes a test started and left running (it failed, timed out, lost track) end with it."""
+    mark = f"{os.environ.get(jobs.RUN_MARK)}:{request.node.nodeid}"
+    os.environ[jobs.TEST_MARK] = mark
+    yield
+    os.environ.pop(jobs.TEST_MARK, None)
+    jobs.end_jobs(jobs.TEST_MARK, mark)

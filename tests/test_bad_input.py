@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import manifest, mpirun, rank_lines
+from conftest import APPS, manifest, mpirun, rank_lines
 
 import chronompi
 
@@ -193,3 +193,62 @@ def test_config_dict_passed_as_the_communicator() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert "TypeError: session(comm=...) takes an MPI communicator, not dict" in r.stdout, r.stdout + r.stderr
     assert "session(cfg=...)" in r.stdout
+
+
+def _one_line_and_nothing_left(r: subprocess.CompletedProcess, fragment: str, cwd: Path, store: Path) -> None:
+    said = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert len(said) == 1 and said[0].startswith("chronompi") and fragment in said[0], r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and "-----" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert not store.exists(), sorted(p.name for p in store.rglob("*"))
+    assert [p.name for p in cwd.iterdir()] == [], "nothing is left behind"
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize(
+    "n, program, cfg, fragment",
+    [
+        (2, "run", {}, "needs at least 4 ranks"),  # chronompi mpirun -n 2 chronompi run
+        (2, "session", {}, "ConfigError: a session with 1 keeper(s) and 1 grapher(s) needs at least 4 ranks"),
+        (4, "session", {"storage": {"staging": "AFILE"}}, "not a directory"),  # a file where staging goes
+        (4, "run", {"storage": {"staging": "AFILE"}}, "not a directory"),
+        (2, "record", {"storage": {"staging": "AFILE"}}, "not a directory"),  # (n: the program's ranks)
+    ],
+)
+def test_a_start_up_error_under_chronompi_mpirun_is_one_line_and_leaves_nothing(
+    n: int, program: str, cfg: dict, fragment: str, tmp_path: Path
+) -> None:
+    """Too few ranks was said once per rank, then mpirun's 7-line box, and an empty chronompi-store/ stayed; the
+    same box and store came with a staging path that is a file. Now one line, printed once, and nothing made."""
+    from chronompi.launch import retrying_argv
+
+    cwd, afile = tmp_path / "cwd", tmp_path / "afile"
+    cwd.mkdir()
+    afile.write_text("not a directory")
+    cfg = json.loads(json.dumps(cfg).replace("AFILE", str(afile)))
+    pairs = [f"storage.staging={afile}"] if cfg else []
+    if program == "run":
+        argv = retrying_argv(n, [sys.executable, "-m", "chronompi", "run", *pairs])
+    elif program == "record":  # (it makes the store before it launches the job)
+        prog = tmp_path / "prog.py"
+        prog.write_text("print('the program ran')\n")
+        argv = [sys.executable, "-m", "chronompi", "record", f"-n{n}", *pairs, "--", "python", str(prog)]
+    else:
+        argv = retrying_argv(n, [sys.executable, str(APPS / "config_error.py"), json.dumps(cfg), "uncaught"])
+    r = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
+    _one_line_and_nothing_left(r, fragment, cwd, cwd / "chronompi-store")
+    assert afile.read_text() == "not a directory"
+
+
+def test_remove_unused_store_takes_only_what_init_store_made(tmp_path: Path) -> None:
+    from chronompi.store.format import init_store, remove_unused_store
+
+    init_store(tmp_path / "new")
+    remove_unused_store(tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    for extra in ("runs/r1.json", "segments/s.h5", "notes.txt"):  # anything else: the store stays, all of it
+        store = init_store(tmp_path / extra.replace("/", "-"))
+        (store / extra).write_text("kept")
+        remove_unused_store(store)
+        assert (store / extra).read_text() == "kept" and (store / "chronompi.json").is_file()
+        assert (store / "runs").is_dir() and (store / "segments").is_dir()

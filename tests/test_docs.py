@@ -1,10 +1,13 @@
 """Every shell command and Python block of README.md and docs/*.md runs as written.
 
 Each fenced ```bash / ```python block is run verbatim, in document order, in a fresh copy of the repository
-(the files git tracks, as they are in the working tree) whose ``.venv`` is this test's virtual environment
-and whose ``PATH`` starts with its ``bin/`` (as after ``source .venv/bin/activate``): a newcomer's clone. A
-shell block runs line by line with bash; a Python block is written to a file and run with ``python``.
-Every command has a timeout.
+(the files git tracks, as they are in the working tree) whose ``.venv`` is this test's virtual environment: a
+newcomer's clone. A shell block runs line by line with bash; a Python block is written to a file and run with
+``.venv/bin/python`` (``.venv/bin/chronompi mpirun`` for an MPI job). Every command has a timeout.
+
+The shell is a new one: the README's shell commands run without ``.venv/bin`` on ``PATH`` until the README has
+said ``source .venv/bin/activate`` in a block (then as after it), so a bare ``chronompi`` before that fails as it
+does for a reader ("command not found"). The pages of ``docs/`` are read after the README: activated.
 
 An HTML comment on the line before a block changes how it runs; it shows in the Markdown source:
 
@@ -102,10 +105,26 @@ def checkout(dest: Path) -> None:
     (dest / ".venv").symlink_to(Path(sys.prefix))
 
 
-def environment() -> dict[str, str]:
+ACTIVATE = re.compile(r"^\s*(source|\.)\s+\.venv/bin/activate\s*(#.*)?$", re.MULTILINE)
+
+
+def activated(b: Block) -> bool:
+    """Whether ``.venv`` is active in the reader's shell when they come to block ``b`` (module docstring)."""
+    if b.doc != "README.md":
+        return True
+    return any(e.kind == "shell" and ACTIVATE.search(e.code) for e in blocks(b.doc) if e.line < b.line)
+
+
+def environment(active: bool = True) -> dict[str, str]:
+    """The environment of a reader's shell: with ``.venv`` activated, or a new shell without it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHRONOMPI_", "PYTEST_", "SLURM_"))}
-    env["VIRTUAL_ENV"] = sys.prefix
-    env["PATH"] = str(Path(sys.prefix) / "bin") + os.pathsep + env.get("PATH", "")
+    venv_bin = str(Path(sys.prefix) / "bin")
+    path = [d for d in env.get("PATH", "").split(os.pathsep) if d and Path(d) != Path(venv_bin)]
+    env.pop("VIRTUAL_ENV", None)
+    if active:
+        env["VIRTUAL_ENV"] = sys.prefix
+        path.insert(0, venv_bin)
+    env["PATH"] = os.pathsep.join(path)
     return env
 
 
@@ -132,9 +151,9 @@ def shell_lines(code: str) -> list[str]:
     return out
 
 
-def run(cmd: list[str], cwd: Path, timeout: float, what: str) -> None:
+def run(cmd: list[str], cwd: Path, timeout: float, what: str, active: bool = True) -> None:
     try:
-        r = subprocess.run(cmd, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, cwd=cwd, env=environment(active), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{what}: no end after {timeout} s\n{exc.stdout}\n{exc.stderr}")
     assert r.returncode == 0, (
@@ -153,21 +172,56 @@ def run_block(b: Block, cwd: Path) -> None:
         script = cwd / (b.options.get("file") or f"doc_block_{b.line}.py")
         script.write_text(b.code)
         if "mpirun" in b.options:
-            cmd = ["chronompi", "mpirun", *shlex.split(b.options["mpirun"]), "--", "python", script.name]
+            cmd = [".venv/bin/chronompi", "mpirun", *shlex.split(b.options["mpirun"]), "--", "python", script.name]
         else:
-            cmd = ["python", script.name]
-        run(cmd, cwd, timeout, f"{b.id} (python block)")
+            cmd = [".venv/bin/python", script.name]
+        run(cmd, cwd, timeout, f"{b.id} (python block)", activated(b))
         return
-    quick = b.doc == "README.md" and "Quickstart" in _heading(b)
+    quick = b.doc == "README.md" and "Quickstart" in _heading(b) and b.line == _first_block_line(b)
     for line in shell_lines(b.code):
         command = quickstart_command(line) if quick else line
         if command is not None:
-            run(["bash", "-c", command], cwd, timeout, f"{b.id}: {command}")
+            run(["bash", "-c", command], cwd, timeout, f"{b.id}: {command}", activated(b))
+
+
+def _first_block_line(b: Block) -> int:
+    """The line of the first block under ``b``'s heading (the Quickstart's two lines; a block after them runs as
+    written)."""
+    return min(e.line for e in blocks(b.doc) if _heading(e) == _heading(b))
 
 
 def _heading(b: Block) -> str:
     lines = (ROOT / b.doc).read_text().splitlines()[: b.line]
     return next((ln for ln in reversed(lines) if ln.startswith("#")), "")
+
+
+def bare_chronompi(line: str) -> bool:
+    """A shell line that runs ``chronompi`` found on ``PATH`` (not ``.venv/bin/chronompi``, not an argument of
+    ``chronompi mpirun``, not inside quotes)."""
+    unquoted = re.sub(r"'[^']*'|\"[^\"]*\"", "''", line)
+    return re.search(r"(^|[;&|(]|\b(time|do|then|exec)\s)\s*chronompi\b", unquoted) is not None
+
+
+def test_bare_chronompi_only_after_the_readme_activates_the_venv() -> None:
+    """Quickstart installs into .venv without activating it; a new shell then said ``chronompi: command not
+    found`` at the README's later commands. (Static: the same as running them, in a second.)"""
+    readme = [b for b in blocks("README.md") if b.kind == "shell" and "skip" not in b.options]
+    bare = [(b.id, ln) for b in readme for ln in shell_lines(b.code) if bare_chronompi(ln)]
+    assert bare, "the check finds nothing to check"
+    before = [(i, ln) for i, ln in bare if not activated(next(b for b in readme if b.id == i))]
+    assert before == [], "a bare chronompi before the README says source .venv/bin/activate"
+    assert bare_chronompi("chronompi ls s") and bare_chronompi("t=$(chronompi ls s)")
+    assert not bare_chronompi(".venv/bin/chronompi mpirun -n 8 chronompi run") and not bare_chronompi('x="chronompi"')
+
+
+ISO_TIME = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d")
+
+
+def test_examples_take_their_times_from_the_store_they_read() -> None:
+    """An example that replays a fixed date range finds nothing in the reader's own store, and says nothing
+    (exit 0): every time range of a block that runs comes from the store it reads."""
+    fixed = [(b.id, m.group(0)) for b in ALL if "skip" not in b.options for m in ISO_TIME.finditer(b.code)]
+    assert fixed == []
 
 
 ALL = [b for doc in DOCS for b in blocks(doc)]
@@ -195,3 +249,23 @@ def test_doc_block_runs_as_written(block: Block, clones: dict[str, Path], reques
     if known:
         request.applymarker(pytest.mark.xfail(reason=f"{block.id}: {known}", strict=True))
     run_block(block, clones[block.doc])
+
+
+def test_readme_names_every_extra_every_marker_it_uses_and_no_test_count() -> None:
+    """The README's list of extras omitted ``mpich`` and ``perf``; its selections of tests must be markers that
+    exist; a count of tests goes stale with the next test (it said 589 while pytest selected 597)."""
+    import configparser
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text()
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    extras = set(setup["options.extras_require"])
+    listed = re.search(r"^Extras: (.*?)\n\n", readme, re.MULTILINE | re.DOTALL)
+    assert listed, "the README lists the extras in a paragraph that begins with 'Extras: '"
+    assert set(re.findall(r"`(\w+)`", listed.group(1))) == extras
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    markers = {m.split(":")[0] for m in pyproject["tool"]["pytest"]["ini_options"]["markers"]}
+    used = re.findall(r"pytest -m \"?([\w ]+)\"?", readme)
+    assert used and {w for expr in used for w in expr.split()} - {"and", "or", "not"} <= markers, used
+    assert re.findall(r"(?<![-\w])\d[\d,]* (?:tests|passed)\b", readme) == []  # (not "kill -9 tests")

@@ -25,7 +25,7 @@ from conftest import APPS, manifest, mpirun
 import chronompi
 from chronompi.protocol import client_id
 from chronompi.report import stdout_is_terminal, summary_line
-from chronompi.workload import _Lines, progress_mode
+from chronompi.workload import RecentRate, _Bar, _Lines, progress_mode
 
 sys.path.insert(0, str(APPS))
 from fill_store import payload  # noqa: E402
@@ -117,6 +117,38 @@ def test_lines_are_throttled_and_end_with_the_total(capsys: pytest.CaptureFixtur
         "progress: 300/1,000 events of 2 clients in 2.10 s: 143 events/s (now 1,000/s); 1 keeper, 1 grapher",
         "progress: 1,000/1,000 events of 2 clients in 3.00 s: 333 events/s",
     ]
+
+
+def test_recent_rate_when_the_display_loop_comes_round_late() -> None:
+    """The rate of the last second, also when the loop that asks for it was away longer than a second (a busy
+    machine): it was 0 events/s then, in every line of a run redirected to a file, while the count rose."""
+    r = RecentRate(span_s=1.0)
+    assert r.add(0.0, 0) == 0.0
+    assert r.add(2.5, 29_000) == pytest.approx(29_000 / 2.5)
+    assert r.add(2.6, 30_000) == pytest.approx(30_000 / 2.6)  # (2.5, 29,000) is not yet a second old
+    assert r.add(3.6, 40_000) == pytest.approx(11_000 / 1.1)  # (2.5, ...) is the newest sample a second old
+    assert r.add(5.0, 40_000) == 0.0  # nothing logged for over a second
+
+
+@pytest.mark.parametrize("width", [60, 80, 140])
+def test_bar_on_a_terminal_never_cuts_the_count(width: int) -> None:
+    """On an 80-column terminal rich squeezed every column, and the count read ``29000/1000...``."""
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    bar = _Bar(1_000_000, 5, console=Console(file=out, width=width, force_terminal=True, color_system=None))
+    members = "2 keepers, 2 graphers, 2 spares (epoch 3, changing)"
+    bar.update(29_000, 300_000.0, 1.25, members, last=False)
+    bar.progress.refresh()
+    bar.update(1_000_000, 300_000.0, 3.5, members, last=True)
+    frames = [f for f in re.split(r"[\r\n]", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())) if f.strip()]
+    assert any("29000/1000000 1.2 s" in f for f in frames), frames
+    assert "1000000/1000000 3.5 s" in frames[-1], frames
+    assert all(len(f) <= width for f in frames), frames
+    if width >= 140:
+        assert members in frames[-1], frames
 
 
 def test_summary_line_names_what_went_wrong() -> None:

@@ -109,6 +109,25 @@ def init_store(root: str | os.PathLike[str]) -> Path:
     return path
 
 
+def remove_unused_store(root: str | os.PathLike[str]) -> None:
+    """Undo :func:`init_store` for a session that failed at start-up: remove the store if it holds nothing
+    but what init_store made (the marker, empty ``segments/`` and ``runs/``); anything else stays."""
+    path = Path(root)
+    subs = [path / SEGMENTS, path / RUNS]
+    try:
+        if {p.name for p in path.iterdir()} - {MARKER, SEGMENTS, RUNS}:
+            return
+        if any(d.is_symlink() or not d.is_dir() or any(d.iterdir()) for d in subs if os.path.lexists(d)):
+            return
+        for d in subs:
+            if d.exists():
+                d.rmdir()
+        (path / MARKER).unlink(missing_ok=True)
+        path.rmdir()
+    except OSError:
+        pass
+
+
 def check_store(root: str | os.PathLike[str]) -> Path:
     """Return the path of an existing store, or raise StoreError saying what is wrong."""
     path = Path(root)

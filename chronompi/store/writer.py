@@ -92,6 +92,16 @@ def check_dirs(cfg: StorageConfig, run_id: int) -> list[str]:
     return out
 
 
+def discard_staging(cfg: StorageConfig, run_id: int) -> None:
+    """Remove the staging directory :func:`check_dirs` made for run ``run_id`` if it is still empty (the run did
+    not start: nothing of it is left behind). Other graphers of the node may share it: only an empty one goes."""
+    if cfg.staging not in ("", "none"):
+        try:
+            staging_dir(cfg, run_id).rmdir()
+        except OSError:
+            pass
+
+
 def move_into_store(src: Path, dst: Path) -> None:
     """Move a closed segment into the store atomically: rename, or copy + fsync + rename.
 
