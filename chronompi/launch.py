@@ -197,6 +197,11 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str], stores: Sequence[Path]
                 signal.signal(s, old)
         if terms and rc != 0:
             return 128 + signal.SIGTERM  # stopped by the signal, however mpirun ended
+        if launcher_failed(rc, err) and attempt == LAUNCH_ATTEMPTS - 1:
+            sys.stderr.write(
+                f"chronompi mpirun: Open MPI's launcher did not start (its PMIx listener thread failed to start, "
+                f"exit {rc}) {LAUNCH_ATTEMPTS} times; nothing ran: launch again\n"
+            )
         if not launcher_failed(rc, err) or attempt == LAUNCH_ATTEMPTS - 1:
             return _ending(rc if rc >= 0 else 128 - rc, out + "\n" + err, stores, since_ns, markers.run)
         sys.stderr.write(f"chronompi mpirun: the launcher did not start (exit {rc}); trying again\n")
@@ -264,15 +269,19 @@ class ExplainedExitFilter:
     already said why in a line of its own (``chronompi: ConfigError: ...``, ``chronompi run: ...``): bad input
     is one line, not that line and a 7-line box. After such a line, the launcher's complaint that it could not
     reach a rank that had already exited (``PMIX ERROR: PMIX_ERR_UNREACH ...``, now and then as it tears the
-    job down) is left out too. Any other box or line, and these when nothing explained them, is passed on as it
-    came. Only what may be a box (from a line that begins with a rule of dashes) is held back,
-    until it is known; any other line, even unfinished (a prompt), is passed on at once.
+    job down) is left out too. The box of a launch that failed before any rank ran (the PMIx listener did not
+    start) is always left out: :func:`exec_mpi` says that it tries again, or that it gave up. Any other box or
+    line, and the notice when nothing explained it, is passed on as it came. Only what may be a box (from a
+    line that begins with a rule of dashes) is held back, until it is known; any other line, even unfinished
+    (a prompt), is passed on at once.
     """
 
     RULE = b"-" * 20
     NOTICE = b"exited with non-zero status"  # Open MPI 4 and 5: "... detected that one or more processes exited ..."
     MAX_BOX = 12  # lines: a longer box is not the notice
     TEARDOWN = b"PMIX ERROR: PMIX_ERR_UNREACH"
+    # the launcher could not start its PMIx listener (nothing ran): exec_mpi tries again and says so itself
+    LISTENER = b"listener thread failed to start"
     # chronompi's one-line errors: a session's start-up error left uncaught (session._say_once), a command's
     # (not the summary line "chronompi: N events in ...", which explains no failure)
     SAYS_WHY = re.compile(rb"chronompi(: \w+Error: | (run|record): )")
@@ -310,11 +319,15 @@ class ExplainedExitFilter:
     def _line(self, line: bytes) -> None:
         if self.box:
             self.box.append(line)
-            if len(self.box) == 2 and self.NOTICE not in line or len(self.box) > self.MAX_BOX:
+            if (
+                len(self.box) == 2
+                and not (self.NOTICE in line or self.LISTENER in line)
+                or len(self.box) > self.MAX_BOX
+            ):
                 self.write(b"".join(self.box))  # another box: as it came
                 self.box = []
             elif len(self.box) > 2 and line.startswith(self.RULE):  # the notice is complete
-                if not self.explained:
+                if not (self.explained or self.LISTENER in self.box[1]):
                     self.write(b"".join(self.box))
                 self.box = []
         elif line.startswith(self.RULE):

@@ -196,7 +196,8 @@ def test_config_dict_passed_as_the_communicator() -> None:
 
 
 def _one_line_and_nothing_left(r: subprocess.CompletedProcess, fragment: str, cwd: Path, store: Path) -> None:
-    said = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    # (a loaded machine: Open MPI's launcher may fail to start once, and chronompi mpirun says it tries again)
+    said = [ln for ln in r.stderr.splitlines() if ln.strip() and "the launcher did not start" not in ln]
     assert r.returncode != 0, r.stdout + r.stderr
     assert len(said) == 1 and said[0].startswith("chronompi") and fragment in said[0], r.stderr
     assert "Traceback" not in r.stdout + r.stderr and "-----" not in r.stdout + r.stderr, r.stdout + r.stderr

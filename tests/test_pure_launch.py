@@ -59,3 +59,11 @@ def test_an_unfinished_line_is_passed_on_at_once() -> None:
     assert b"".join(out) == b"password: ----- not a rule yet\n"  # may begin a box: held until its line ends
     f.close()
     assert b"".join(out).endswith(b"-----")
+
+
+def test_a_launch_that_did_not_start_leaves_no_box() -> None:
+    """Open MPI's launcher could not start its PMIx listener (a loaded machine): exec_mpi launches again and
+    says so in a line of its own; the box goes, whatever came around it stays."""
+    listener = RULE + b"The PMIx server's listener thread failed to start. We cannot\ncontinue.\n" + RULE
+    for chunk in (1, 5, 64, 1 << 16):
+        assert passed_on(b"before\n" + listener + ABORT, chunk) == b"before\n" + ABORT, chunk
