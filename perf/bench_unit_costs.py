@@ -284,7 +284,8 @@ def tcp_child() -> None:
                 comm.Send(buf, 0)
         res[size] = (time.perf_counter() - t0) / reps
     if rank == 0:
-        print(json.dumps({"tcp_rtt_us": res[8] * 1e6, "tcp_ns_per_byte": (res[1 << 20] - res[8]) / 2 / (1 << 20) * 1e9}))
+        per_byte = (res[1 << 20] - res[8]) / 2 / (1 << 20)
+        print(json.dumps({"tcp_rtt_us": res[8] * 1e6, "tcp_ns_per_byte": per_byte * 1e9}))
 
 
 def tcp_costs() -> dict[str, float]:
