@@ -147,6 +147,13 @@ def _kill(proc: subprocess.Popen[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     overrides = list(sys.argv[1:] if argv is None else argv)
     cfg = compose(overrides)
+    if cfg["publish"]:
+        sys.path.insert(0, str(PERF))
+        from benchlib import git_commit
+
+        if git_commit().endswith("+dirty"):
+            print("run.py: publish=true needs a clean tree (commit first): published results must trace to a commit")
+            return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(cfg["out"]) if cfg["out"] else PERF / "out" / f"{stamp}-{socket.gethostname()}.jsonl"
     out = out.resolve()
