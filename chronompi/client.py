@@ -21,7 +21,7 @@ import numpy as np
 from mpi4py import MPI
 
 from . import codec, errors, stop
-from .errors import SessionClosed, StoryNotAcquired, SyncTimeout
+from .errors import ScaleTimeout, SessionClosed, StoryNotAcquired, SyncTimeout
 from .membership import Epoch
 from .names import check_name
 from .progress import WAIT_POLL_MAX_S, Backoff
@@ -312,7 +312,7 @@ class Client:
         # once log_many returns); what was sent is already copied into its batch
         for i in range(kept, len(b.segments)):
             seg = b.segments[i]
-            b.segments[i] = (*seg[:4], seg[4].copy())  # type: ignore[assignment]
+            b.segments[i] = (*seg[:4], seg[4].copy())
 
     def _send_locked(self, kind: int, keeper: int | None = None) -> None:
         """Encode the open batch and Isend it to our keeper, or to ``keeper`` (lock held)."""
@@ -462,7 +462,8 @@ class Client:
         the change is complete (members drained and retired); the membership as a dict
         (``epoch``, ``keepers``, ``graphers``, ``spares``, ``epochs``). Raises ScaleError (a
         ConfigError) when it cannot be done: fewer than one member, not enough spares, another
-        change in progress, or the session ending.
+        change in progress, or the session ending; :class:`ScaleTimeout` when ``wait`` outlasts
+        ``timeout`` seconds (the change goes on).
         """
         for name, value in (("keepers", keepers), ("graphers", graphers)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -474,7 +475,7 @@ class Client:
             if not wait or (state["epoch"] >= number and not state["changing"]):
                 return state
             if time.monotonic() > deadline:
-                raise SyncTimeout(timeout, "scaled", 0, 1)
+                raise ScaleTimeout(timeout, number, state)
             time.sleep(0.02)
 
     def members(self) -> dict[str, Any]:

@@ -218,7 +218,7 @@ def encode_batch(
         heap_arr = np.frombuffer(heap, np.uint8) if not isinstance(heap, np.ndarray) else heap  # type: ignore[arg-type]
         heap_bytes = heap_arr.nbytes
     else:
-        heap_bytes = sum(len(p) if type(p) is bytes else p.nbytes for p in parts)  # type: ignore[union-attr]
+        heap_bytes = sum(len(p) if type(p) is bytes else p.nbytes for p in parts)
     d0 = BATCH_HEADER.itemsize
     r0 = d0 + _pad8(len(decl))
     h0 = r0 + n * BATCH_RECORD.itemsize

@@ -110,6 +110,21 @@ class SyncTimeout(ChronoError, TimeoutError):
         )
 
 
+class ScaleTimeout(ChronoError, TimeoutError):
+    """``scale(timeout=...)`` ran out of time before the membership change was complete.
+
+    The change goes on: ``members()`` shows when it is in place; nothing logged is lost by it.
+    """
+
+    def __init__(self, timeout: float, epoch: int, state: dict) -> None:
+        self.timeout, self.epoch, self.state = timeout, epoch, state
+        super().__init__(
+            f"scale() not complete within timeout={timeout} s: epoch {epoch} asked, the membership is at epoch "
+            f"{state.get('epoch')}{' (changing)' if state.get('changing') else ''}; it goes on: wait with "
+            "members(), or raise the timeout"
+        )
+
+
 class StoreError(ChronoError, OSError):
     """A store directory or file is missing, foreign or damaged."""
 

@@ -54,7 +54,6 @@ class Keeper(Service):
         self.slot_bytes = slot_bytes
         self.batch_bytes = cfg.client.batch_bytes
         self.ring = [np.empty(slot_bytes, np.uint8) for _ in range(cfg.keeper.ring_slots)]
-        self.adopted = 0  # batches whose slot buffer became their piece (no copy); the slot got a new one
         self.reqs: list[Any] = [MPI.REQUEST_NULL] * cfg.keeper.ring_slots
         self.statuses = [MPI.Status() for _ in self.reqs]
         for i in range(cfg.keeper.ring_slots):
@@ -170,7 +169,6 @@ class Keeper(Service):
         if heap.nbytes * 2 < self.batch_bytes:
             return heap.copy()
         self.ring[self._slot] = np.empty(self.slot_bytes, np.uint8)
-        self.adopted += 1
         return heap
 
     def _file(self, story: int, window: int, piece: Piece) -> None:

@@ -125,7 +125,7 @@ def run_mpi(
         r = subprocess.run(argv, env=full_env, timeout=timeout, text=True, **kwargs)  # type: ignore[call-overload]
         err = r.stderr if isinstance(r.stderr, str) else ""
         if not launcher_failed(r.returncode, err) or attempt == LAUNCH_ATTEMPTS - 1:
-            return r  # type: ignore[no-any-return]
+            return r
         time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
 

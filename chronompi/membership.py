@@ -96,13 +96,6 @@ class Membership:
             return self.latest.grapher_of(story, window)
         return owner
 
-    def keepers_since(self, number: int) -> tuple[int, ...]:
-        """Keepers of every epoch from ``number`` on (members a client may still have events in)."""
-        return tuple(sorted({k for e in self.epochs if e.number >= number for k in e.keepers}))
-
-    def graphers_since(self, number: int) -> tuple[int, ...]:
-        return tuple(sorted({g for e in self.epochs if e.number >= number for g in e.graphers}))
-
     def to_json(self) -> list[dict[str, Any]]:
         return [e.to_json() for e in self.epochs]
 

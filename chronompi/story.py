@@ -253,7 +253,7 @@ class _OpenBatch:
             elif h.nbytes:
                 parts.append(h)
         if len(segs) == 1:
-            return (*segs[0][:4], parts)  # type: ignore[return-value]
+            return (*segs[0][:4], parts)
         if not segs:
             e = np.empty(0, np.int64)
             return e, e.astype(np.uint64), e.astype(np.uint32), e.astype(np.uint32), parts

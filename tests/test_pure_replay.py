@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from chronompi.codec import EVENT
-from chronompi.store.reader import packed, to_replay
+from chronompi.store.reader import packed, to_ns, to_replay
 
 
 def _events(lengths: list[int], gap: int = 0, first: int = 0) -> np.ndarray:
@@ -48,3 +48,11 @@ def test_packed_is_the_payloads_in_event_order(lengths: list[int], gap: int, fir
     want = [raw[o : o + n] for o, n in zip(ev["offset"].tolist(), ev["length"].tolist())]
     assert bounds.tolist() == np.concatenate(([0], np.cumsum([len(w) for w in want]))).tolist()
     assert data.tobytes() == b"".join(want)
+
+
+def test_a_time_in_seconds_is_refused_not_read_as_1970() -> None:
+    """A time.time() passed by mistake was read as nanoseconds: a range in the first seconds of 1970, nothing
+    replayed and no word. Floats that large are ns; small ones are refused with the ns to give."""
+    with pytest.raises(ValueError, match=r"looks like seconds .* 1796600000000000000"):
+        to_ns(1796600000.0, "start")
+    assert to_ns(1.7966e18) == 1796600000000000000 and to_ns(1796600000) == 1796600000

@@ -297,7 +297,7 @@ def _at_or_before(ev: np.ndarray, key: tuple[int, int, int]) -> np.ndarray:
     """Mask of the events whose (time, client, seq) is <= ``key``."""
     t, c, q = key
     tt, cc = ev["time"], ev["client"]
-    return (tt < t) | ((tt == t) & ((cc < c) | ((cc == c) & (ev["seq"] <= q))))  # type: ignore[no-any-return]
+    return (tt < t) | ((tt == t) & ((cc < c) | ((cc == c) & (ev["seq"] <= q))))
 
 
 def _decode(payload: bytes) -> tuple[str, Any]:

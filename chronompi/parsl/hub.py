@@ -42,7 +42,7 @@ _IDLE_WAIT_S = (0.002, 0.05)  # the consumer blocks on the in-process queue this
 # pipe again: the first when messages came last time, doubling up to the second while nothing comes
 
 
-class HubQueue(multiprocessing.queues.Queue):  # type: ignore[type-arg]
+class HubQueue(multiprocessing.queues.Queue):
     """The hub's ``resource_msgs``: a multiprocessing queue (spawn context, as Parsl's) whose ``put``
     in the process that made it goes to an in-process queue instead (no pickle, no pipe, no feeder
     thread). Other processes -- spawned with it pickled, or forked -- put through the pipe."""
@@ -53,10 +53,10 @@ class HubQueue(multiprocessing.queues.Queue):  # type: ignore[type-arg]
         self._local: queue.SimpleQueue[Any] | None = queue.SimpleQueue()
 
     def __getstate__(self) -> Any:
-        return (super().__getstate__(), self._owner)  # type: ignore[misc]
+        return (super().__getstate__(), self._owner)
 
     def __setstate__(self, state: Any) -> None:
-        super().__setstate__(state[0])  # type: ignore[misc]
+        super().__setstate__(state[0])
         self._owner, self._local = state[1], None
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
@@ -171,7 +171,7 @@ class ChronompiHub(MonitoringHub):
         t0 = time.perf_counter()
         try:
             sink.record(msg)
-        except BaseException as exc:  # noqa: BLE001 - keep draining: one bad message must not stop the rest
+        except Exception as exc:  # noqa: BLE001 - keep draining: one bad message must not stop the rest (Ctrl-C does)
             self.errors += 1
             if self.first_error is None:
                 self.first_error = exc

@@ -332,5 +332,5 @@ def read_runs(root: str | os.PathLike[str]) -> list[dict[str, object]]:
             out.append(json.loads(p.read_text()))
         except (OSError, ValueError):
             continue
-    out.sort(key=lambda r: int(r.get("start") or 0))  # type: ignore[call-overload]
+    out.sort(key=lambda r: int(r.get("start") or 0))
     return out

@@ -48,7 +48,8 @@ REPLAY = np.dtype([("time", "<i8"), ("client", "<u8"), ("seq", "<u8"), ("payload
 
 
 def to_ns(t: Any, what: str = "time") -> int | None:
-    """ns since the epoch from None, an int, a datetime (naive = UTC) or an ISO-8601 string."""
+    """ns since the epoch from None, an int, a datetime (naive = UTC) or an ISO-8601 string (a float: ns, refused
+    when it is small enough to be seconds)."""
     if t is None:
         return None
     if isinstance(t, (int, np.integer)):
@@ -80,6 +81,11 @@ def to_ns(t: Any, what: str = "time") -> int | None:
         delta = t - _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
         return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
     if isinstance(t, float):
+        if abs(t) < 1e14:  # seconds (time.time()) taken for ns would mean the first day of 1970
+            raise ValueError(
+                f"{what} {t!r} looks like seconds since the epoch (time.time()); give nanoseconds (int): "
+                f"{int(t * 1e9)}, or a datetime"
+            )
         return int(t)
     raise TypeError(f"{what} must be ns (int), a datetime or an ISO-8601 string, not {type(t).__name__}")
 

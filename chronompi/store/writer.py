@@ -302,7 +302,7 @@ class SegmentWriter:
         closed again (HDF5 may crash closing a file whose flush failed).
         """
         part = self.part
-        self._dead.append(self.file)  # type: ignore[arg-type]
+        self._dead.append(self.file)
         self.file, self.part = None, None
         self.n_segment += 1
         if part is not None:

@@ -33,7 +33,7 @@ def make_extractor(fmt: str, path: Any, **options: Any) -> Extractor:
         raise ValueError(f"unknown extraction format {fmt!r}: give one of {', '.join(EXTRACTORS)}")
     module, _, name = where.partition(":")
     cls = getattr(importlib.import_module(module), name)
-    return cls(path, **options)  # type: ignore[no-any-return]
+    return cls(path, **options)
 
 
 __all__ = ["EXTRACTORS", "Change", "Extractor", "make_extractor"]
