@@ -252,3 +252,39 @@ def test_node_loss_keeps_every_synced_event(netns_cluster, tmp_path: Path, lost:
     assert syncs >= 4 and covered > 0
     assert len(after) <= sum(len(x) for x in read_refs(refdir).values())  # nothing that was not logged
     assert chronompi.open_store(store).runs()[0]["status"] == "crashed"
+
+
+def test_membership_changes_across_nodes(netns_cluster, tmp_path: Path) -> None:
+    """Elasticity over TCP: keepers and graphers join from spare ranks on other nodes and leave again while the
+    clients log; every event is stored once, in order, byte for byte, through three epochs."""
+    cluster = netns_cluster(3, slots=3)  # ranks 0-2 on n1, 3-5 on n2, 6-8 on n3
+    store, outdir = tmp_path / "store", tmp_path / "out"
+    outdir.mkdir()
+    spec = {
+        "cfg": {
+            "layout": {"per_node": False, "keepers": 1, "graphers": 1, "spares": 2},
+            "client": {"batch_ms": 10},
+            "keeper": {"window_ms": 20},
+            "elastic": {"lead_ms": 100, "auto": False},
+            "service": {"summary": False},
+        },
+        "events": 2000,
+        "stories": 2,
+        "scale": [[2, 2], [1, 1]],
+        "min_seconds": 2.0,
+        "rate": 2000,
+    }
+    argv = chronompi_mpirun(
+        cluster, 9, sys.executable, str(APPS / "record.py"), str(store), str(outdir), json.dumps(spec)
+    )
+    r = cluster.on("head", argv, timeout=TIMEOUT, env=env(), cwd=tmp_path)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
+    n = check_store(store, outdir)
+    assert n >= 4 * 2000 and check_reader(store) == n  # 9 ranks: visor, keeper, grapher, 2 spares, 4 clients
+    run = chronompi.open_store(store).runs()[0]
+    assert run["status"] == "complete" and run["hosts"] == ["n1", "n2", "n3"]
+    assert [(len(e["keepers"]), len(e["graphers"])) for e in run["epochs"]] == [(1, 1), (2, 2), (1, 1)]
+    # the members that joined were spares on the other nodes (n1 holds the first keeper and grapher)
+    e0, e1 = run["epochs"][0], run["epochs"][1]
+    joined = set(e1["keepers"] + e1["graphers"]) - set(e0["keepers"] + e0["graphers"])
+    assert len(joined) == 2 and all(r // 3 > 0 for r in joined), run["epochs"]
