@@ -288,3 +288,27 @@ def test_membership_changes_across_nodes(netns_cluster, tmp_path: Path) -> None:
     e0, e1 = run["epochs"][0], run["epochs"][1]
     joined = set(e1["keepers"] + e1["graphers"]) - set(e0["keepers"] + e0["graphers"])
     assert len(joined) == 2 and all(r // 3 > 0 for r in joined), run["epochs"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("parsl") is None, reason="needs parsl (pip install -e '.[parsl]')")
+def test_parsl_pools_on_other_nodes(netns_cluster, tmp_path: Path) -> None:
+    """A Parsl workflow whose worker pools run on client ranks of other nodes (chronompi.parsl.serve_pools): the
+    driver's interchange is reached over TCP at its node's address; every task's result comes back, and the pools
+    on the other nodes recorded their workers' messages."""
+    # ranks 0-3 on n1, 4-6 on n2: visor, a keeper per node and a grapher leave 3 clients, the driver and 2 pools
+    cluster = netns_cluster(2, slots=4)
+    run, store = tmp_path / "run", tmp_path / "store"
+    run.mkdir()
+    argv = chronompi_mpirun(cluster, 7, sys.executable, str(APPS / "parsl_pools.py"), str(run), str(store), "hostname")
+    r = cluster.on("head", argv, timeout=TIMEOUT, env=env(), cwd=tmp_path)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    res = json.loads((run / "result-pools.json").read_text())
+    assert res["total"] == sum(i * i for i in range(16)) and res["hub_errors"] == 0
+    stats = res["pools"]
+    assert len(stats) == 2 and all(s["errors"] == 0 for s in stats.values())
+    assert sum(s["counts"]["WORKER_TASK_INFO"] for s in stats.values()) == 2 * 34  # a first and a last per try
+    with chronompi.open_store(store) as st:
+        assert len(st.replay("parsl", "WORKER_TASK_INFO")) == 2 * 34
+    nodes = chronompi.open_store(store).runs()[0]["nodes"]
+    assert all("client" in nodes[h] for h in ("n1", "n2")), nodes  # the driver and the pools on both nodes
+    assert "n2" in {s["host"] for s in stats.values()}  # a pool on the node the driver is not on

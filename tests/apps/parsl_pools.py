@@ -1,6 +1,8 @@
 """Test app: parsl_workflow.py's HTEX workflow with the worker pools on client ranks (chronompi.parsl.serve_pools).
 
-Usage: mpirun -n 6 python parsl_pools.py OUTDIR STORE   (visor, keeper, grapher, driver, 2 pool ranks)
+Usage: mpirun -n 6 python parsl_pools.py OUTDIR STORE [ADDRESS]   (visor, keeper, grapher, driver, 2 pool ranks)
+ADDRESS: where the pools reach the driver's interchange (default 127.0.0.1; ``hostname``: the address of this
+node's name, for pools on other nodes).
 
 Client rank 0 runs the Parsl driver with a ChronompiHub and a HighThroughputExecutor whose provider is
 serve_pools' ChronompiPoolProvider and whose radio is ChronompiPoolRadio; client ranks 1 and 2 run one
@@ -29,7 +31,7 @@ from parsl.config import Config  # noqa: E402
 from parsl_workflow import workflow  # noqa: E402
 
 
-def run(client: Any, provider: Any, outdir: Path) -> dict[str, Any]:
+def run(client: Any, provider: Any, outdir: Path, address: str) -> dict[str, Any]:
     from parsl.executors import HighThroughputExecutor
 
     from chronompi.parsl import ChronompiHub, ChronompiPoolRadio
@@ -37,7 +39,7 @@ def run(client: Any, provider: Any, outdir: Path) -> dict[str, Any]:
     hub = ChronompiHub(client, workflow_name="wf-htex", resource_monitoring_interval=0.2)
     htex = HighThroughputExecutor(
         label="htex",
-        address="127.0.0.1",
+        address=address,
         max_workers_per_node=2,
         heartbeat_period=1,
         poll_period=100,
@@ -66,6 +68,11 @@ def main() -> int:
 
     arm()
     outdir, store = Path(sys.argv[1]), sys.argv[2]
+    address = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+    if address == "hostname":
+        import socket
+
+        address = socket.gethostbyname(socket.gethostname())  # (ZMQ binds to an address, not a name)
     import chronompi  # lazily: see the module docstring
     from chronompi.parsl import serve_pools
 
@@ -77,7 +84,7 @@ def main() -> int:
         if provider is None:
             return 0  # a pool rank: its pools ran, its workers' messages are recorded
         try:
-            result = run(client, provider, outdir)
+            result = run(client, provider, outdir, address)
         except BaseException:
             import traceback
 
