@@ -21,7 +21,7 @@ import numpy as np
 from mpi4py import MPI
 
 from . import codec, errors, stop
-from .errors import ScaleTimeout, SessionClosed, StoryNotAcquired, SyncTimeout
+from .errors import ChronoError, ScaleTimeout, SessionClosed, StoryNotAcquired, SyncTimeout
 from .membership import Epoch
 from .names import check_name
 from .progress import WAIT_POLL_MAX_S, Backoff
@@ -73,6 +73,9 @@ class Client:
         self._same_clock = ctx.host == ctx.hosts[self._visor]
         self._stop_out: tuple[Any, ...] | None = None  # STOP or STOP_ACK for the visor, once the batches are out
         self._stop_told = False
+        self._signal_syncs_asked = 0  # SIGUSR1s seen (stop.sync_asked)
+        self._signal_sync: threading.Thread | None = None
+        self.signal_syncs = 0  # syncs SIGUSR1 asked for and confirmed
         self._stop_wait: list[Any] | None = None  # the sends in flight when the stop was noticed
         self._route = Route(ctx.rank, membership_of(ctx))  # where batches go (membership epochs)
         self._ctrl: list[Any] = []  # the visor's membership messages not handled yet, in order
@@ -207,6 +210,7 @@ class Client:
             while not self._stop.wait(period):
                 self._tick()
                 self._stopping()
+                self._sync_on_signal()
                 if self._watchdog is not None:
                     self._watch()
                 if resync > 0 and time.monotonic() - self._synced_at >= resync:
@@ -225,6 +229,27 @@ class Client:
                 if len(self._batch) or len(self._inflight) < self._max_inflight:
                     self._send_locked(codec.DATA)  # an aged batch, or a heartbeat when empty
             self._tick_no = self._batch_no
+
+    def _sync_on_signal(self) -> None:
+        """SIGUSR1 (stop.py): sync what this client logged so far, from a thread of its own (a sync waits for
+        the store; the ticker must go on sending heartbeats meanwhile). One at a time; the job goes on."""
+        asked = stop.sync_asked()
+        if asked == self._signal_syncs_asked or (self._signal_sync is not None and self._signal_sync.is_alive()):
+            return
+        self._signal_syncs_asked = asked
+        timeout = max(1.0, self.ctx.cfg.service.stop_grace_s)
+
+        def run() -> None:
+            try:
+                point = self.sync(timeout=timeout)
+            except ChronoError as exc:  # the session ended meanwhile, or the store is slow: said, not fatal
+                log.warning("client %d: SIGUSR1: sync not confirmed: %s", self.rank, exc)
+                return
+            self.signal_syncs += 1
+            log.info("client %d: SIGUSR1: synced, every event logged up to %d is committed", self.rank, point)
+
+        self._signal_sync = threading.Thread(target=run, name=f"chronompi-sigsync-{self.rank}", daemon=True)
+        self._signal_sync.start()
 
     def _stopping(self) -> None:
         """A stop signal (stop.py): tell the visor once, after sending every event held; answer the visor's
@@ -762,6 +787,7 @@ class Client:
             "dropped": self.n_dropped,
             "waits": self.n_waits,
             "syncs": self.n_syncs,
+            "signal_syncs": self.signal_syncs,
             "sync_s": round(self.sync_s, 3),
             "sync_max_s": round(self.sync_max_s, 3),
             "wait_s": round(self.wait_s, 3),

@@ -160,7 +160,8 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str], stores: Sequence[Path]
     so that every rank gets it and a session drains, ending with the status of SIGTERM (stop.py):
     Open MPI's launcher (PRRTE) kills every rank about 0.2 s after it passes on a SIGTERM, so it gets
     SIGUSR2, which it passes on and nothing more; MPICH's (hydra) passes SIGTERM on and waits, and
-    dies of SIGUSR2, so it gets the SIGTERM. A second SIGTERM is passed on as it is. SIGHUP is passed on; SIGINT is
+    dies of SIGUSR2, so it gets the SIGTERM. A second SIGTERM is passed on as it is. SIGHUP and SIGUSR1 (every
+    client syncs: stop.py) are passed on; SIGINT is
     ignored here because Ctrl-C reaches mpirun itself (same process group), and a second one
     would make it abort at once. mpirun gets SIGTERM if this process dies first (Linux).
     """
@@ -188,6 +189,7 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str], stores: Sequence[Path]
 
         forward = {signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
         forward[signal.SIGHUP] = signal.signal(signal.SIGHUP, _passer(proc))
+        forward[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, _passer(proc))  # sync now (stop.py)
         forward[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             out, err = _copy_through(proc, markers)

@@ -114,3 +114,55 @@ def test_sigterm_drains_the_job(target: str, tmp_path: Path) -> None:
         [sys.executable, "-m", "chronompi", "fsck", str(store)], capture_output=True, text=True, timeout=120
     )
     assert fsck.returncode == 0 and " 0 repaired, 0 problems: ok" in fsck.stdout, fsck.stdout + fsck.stderr
+
+
+def test_sigusr1_makes_every_client_sync(tmp_path: Path) -> None:
+    """SIGUSR1 to ``chronompi mpirun`` (what ``--signal=B:USR1@N`` gets to the job script, which passes it on) is
+    an early warning: every client syncs what it logged so far and the job goes on. With windows of a minute,
+    nothing would be committed yet without it; after the syncs, the whole job is killed -9: every event logged
+    before the signal is in the store after fsck, once, byte for byte."""
+    import threading
+
+    from test_crash import check_after_fsck, kill_job
+
+    store, refdir = tmp_path / "store", tmp_path / "ref"
+    refdir.mkdir()
+    app = spec()
+    app["cfg"]["keeper"] = {"window_ms": 60000, "acceptance_ms": 120000}  # no window closes during the test
+    app["cfg"]["service"]["log_level"] = "INFO"
+    proc = launch(store, refdir, "same", None, tmp_path, spec=app, n=5)
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(ln.decode(errors="replace") for ln in proc.stdout), daemon=True
+    )
+    reader.start()
+    try:
+        wait_for_events(proc, refdir, 500)
+        signalled = time.time_ns()
+        os.kill(proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + GRACE_S
+        while sum("SIGUSR1: synced" in ln for ln in list(lines)) < 2:  # 5 ranks: 2 clients
+            assert proc.poll() is None, "".join(lines)[-3000:]
+            assert time.monotonic() < deadline, "the clients did not sync:\n" + "".join(lines)[-3000:]
+            time.sleep(0.05)
+        assert proc.poll() is None  # the job goes on
+    finally:
+        kill_job(proc)
+    fsck = subprocess.run(
+        [sys.executable, "-m", "chronompi", "fsck", str(store), "--job-ended"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert fsck.returncode in (0, 1), fsck.stdout + fsck.stderr
+    keys = check_after_fsck(store)
+    refs = read_refs(refdir)
+    before = logged = 0
+    for cid, ref in refs.items():
+        logged += len(ref)
+        for j in (0, 1):
+            mine = ref[(ref["story"] == j) & (ref["time"] < signalled)]
+            missing = [s for s in mine["seq"].tolist() if (f"s{j}", cid, s) not in keys]
+            assert not missing, f"s{j} client {cid:x}: {len(missing)} events logged before SIGUSR1 lost"
+            before += len(mine)
+    assert before > 0 and len(keys) < logged, (before, len(keys), logged)  # (open windows: the rest is lost)
