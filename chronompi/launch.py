@@ -271,7 +271,7 @@ class ExplainedExitFilter:
     already said why in a line of its own (``chronompi: ConfigError: ...``, ``chronompi run: ...``): bad input
     is one line, not that line and a 7-line box. After such a line, the launcher's complaint that it could not
     reach a rank that had already exited (``PMIX ERROR: PMIX_ERR_UNREACH ...``, now and then as it tears the
-    job down) is left out too. The box of a launch that failed before any rank ran (the PMIx listener did not
+    job down) and its event library's ``[warn] Epoll ...`` are left out too. The box of a launch that failed before any rank ran (the PMIx listener did not
     start) is always left out: :func:`exec_mpi` says that it tries again, or that it gave up. Any other box or
     line, and the notice when nothing explained it, is passed on as it came. Only what may be a box (from a
     line that begins with a rule of dashes) is held back, until it is known; any other line, even unfinished
@@ -281,7 +281,9 @@ class ExplainedExitFilter:
     RULE = b"-" * 20
     NOTICE = b"exited with non-zero status"  # Open MPI 4 and 5: "... detected that one or more processes exited ..."
     MAX_BOX = 12  # lines: a longer box is not the notice
-    TEARDOWN = b"PMIX ERROR: PMIX_ERR_UNREACH"
+    # the launcher's noise as it tears a failed job down: it could not reach a rank that had exited, or its
+    # event library complains about a closed descriptor ("[warn] Epoll MOD(4) on fd 21 failed ...")
+    TEARDOWN = (b"PMIX ERROR: PMIX_ERR_UNREACH", b"[warn] Epoll ")
     # the launcher could not start its PMIx listener (nothing ran): exec_mpi tries again and says so itself
     LISTENER = b"listener thread failed to start"
     # chronompi's one-line errors: a session's start-up error left uncaught (session._say_once), a command's
@@ -334,7 +336,7 @@ class ExplainedExitFilter:
                 self.box = []
         elif line.startswith(self.RULE):
             self.box = [line]
-        elif not (self.explained and self.TEARDOWN in line and line.endswith(b"\n")):
+        elif not (self.explained and any(t in line for t in self.TEARDOWN) and line.endswith(b"\n")):
             self._pass(line)
 
     def _pass(self, data: bytes) -> None:

@@ -12,6 +12,7 @@ NOTICE = (
 )
 SAID = b"chronompi: ConfigError: a session with 1 keeper(s) and 1 grapher(s) needs at least 4 ranks ...\n"
 UNREACH = b"[vm:24148] PMIX ERROR: PMIX_ERR_UNREACH in file pmix_server.c at line 3146\n"
+EPOLL = b"[warn] Epoll MOD(4) on fd 21 failed. Old events were 6; read change was 2 (del); write change was 0\n"
 ABORT = RULE + b"MPI_ABORT was invoked on rank 3 in communicator MPI_COMM_WORLD\nwith errorcode 1.\n" + RULE
 
 
@@ -30,11 +31,13 @@ def test_the_notice_after_chronompi_said_why_is_left_out_however_the_stream_is_c
         assert passed_on(SAID + NOTICE, chunk) == SAID, chunk
         assert passed_on(b"chronompi run: bad\n" + NOTICE + b"after\n", chunk) == b"chronompi run: bad\nafter\n"
         assert passed_on(SAID + UNREACH + NOTICE + UNREACH, chunk) == SAID
+        assert passed_on(SAID + EPOLL + NOTICE, chunk) == SAID  # (seen in CI under load)
 
 
 def test_the_launchers_teardown_complaint_is_kept_when_nothing_explained_it() -> None:
     for chunk in (1, 1 << 16):
         assert passed_on(UNREACH + b"x\n", chunk) == UNREACH + b"x\n"
+        assert passed_on(EPOLL, chunk) == EPOLL  # unexplained: passed on
 
 
 def test_everything_else_is_passed_on_as_it_came() -> None:
