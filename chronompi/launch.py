@@ -271,11 +271,11 @@ class ExplainedExitFilter:
     already said why in a line of its own (``chronompi: ConfigError: ...``, ``chronompi run: ...``): bad input
     is one line, not that line and a 7-line box. After such a line, the launcher's complaint that it could not
     reach a rank that had already exited (``PMIX ERROR: PMIX_ERR_UNREACH ...``, now and then as it tears the
-    job down) and its event library's ``[warn] Epoll ...`` are left out too. The box of a launch that failed before any rank ran (the PMIx listener did not
-    start) is always left out: :func:`exec_mpi` says that it tries again, or that it gave up. Any other box or
-    line, and the notice when nothing explained it, is passed on as it came. Only what may be a box (from a
-    line that begins with a rule of dashes) is held back, until it is known; any other line, even unfinished
-    (a prompt), is passed on at once.
+    job down) and its event library's ``[warn] Epoll ...`` are left out too. The box of a launch that failed
+    before any rank ran (the PMIx listener did not start) is always left out: :func:`exec_mpi` says that it
+    tries again, or that it gave up. Any other box or line, and the notice when nothing explained it, is
+    passed on as it came. Only what may be a box (from a line that begins with a rule of dashes) is held
+    back, until it is known; any other line, even unfinished (a prompt), is passed on at once.
     """
 
     RULE = b"-" * 20
