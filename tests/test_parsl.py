@@ -463,3 +463,38 @@ def test_cli_export_parsl_subcommand(runs: dict[str, Any], tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr
     cols = ["task_id", "task_func_name", "task_fail_count"]
     assert _rows(db, "task", cols, "task_id") == _rows(runs["exp"], "task", cols, "task_id")
+
+
+@pytest.mark.mpi
+def test_drop_in_hub_in_a_plain_python_driver(tmp_path: Path) -> None:
+    """The one-line switch: ``Config(monitoring=ChronompiHub(store=...))`` in a driver started with plain
+    ``python`` (no mpirun, no chronompi code): the hub starts a session of its own (service ranks spawned) and
+    ends it at close. The exported database equals Parsl's own, table by table, for both executors."""
+    ref = reference_run(tmp_path / "ref")
+    out, store = tmp_path / "dropin", tmp_path / "dropin" / "store"
+    out.mkdir()
+    env = mpi_env()
+    for k in [k for k in env if k.startswith(("OMPI_", "PMIX_", "PRTE_"))]:
+        del env[k]
+    r = subprocess.run(
+        [sys.executable, str(APPS / "parsl_workflow.py"), "dropin", str(out), str(store)],
+        env=env,
+        cwd=out,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    res = json.loads((out / "result-dropin.json").read_text())
+    for ex in ("threads", "htex"):
+        assert res[ex]["total"] == sum(i * i for i in range(16)) and res[ex]["hub_errors"] == 0, res[ex]
+    assert set(res["htex"]["hub_counts"]) == ALL_TYPES
+    exported = out / "monitoring.db"
+    assert main_export_parsl([str(store), str(exported)]) == 0
+    for table, cols in (("workflow", WORKFLOW), ("task", TASK), ("try", TRY), ("status", STATUS)):
+        want = _rows(ref, table, cols)
+        assert want and _rows(exported, table, cols) == want, table
+    import chronompi
+
+    runs = chronompi.open_store(store).runs()
+    assert len(runs) == 2 and all(run["status"] == "complete" for run in runs)  # a session per workflow, ended

@@ -71,10 +71,13 @@ class HubQueue(multiprocessing.queues.Queue):
 
 
 class ChronompiHub(MonitoringHub):
-    """Parsl monitoring into chronompi: pass it as ``Config(monitoring=ChronompiHub(client))``.
+    """Parsl monitoring into chronompi: pass it as ``Config(monitoring=ChronompiHub(client))``, or in a driver
+    started with plain ``python`` (no mpirun) as ``Config(monitoring=ChronompiHub(store="parsl-store"))``.
 
     ``client`` is the chronompi :class:`~chronompi.Client` of the rank that runs
-    the Parsl driver; messages go to chronicle ``chronicle`` (created if
+    the Parsl driver; without one, :meth:`start` starts a session of this process's own (its service ranks
+    spawned, :mod:`chronompi.embed`) writing into ``store`` (default ``chronompi-store``), and
+    :meth:`close` ends it, every message stored; messages go to chronicle ``chronicle`` (created if
     missing), one story per message type (``TASK_INFO``, ``WORKFLOW_INFO``,
     ``RESOURCE_INFO``, ``NODE_INFO``, ``BLOCK_INFO``, ``WORKER_TASK_INFO``).
     The other arguments mean what they mean for Parsl's ``MonitoringHub``.
@@ -85,7 +88,7 @@ class ChronompiHub(MonitoringHub):
 
     def __init__(
         self,
-        client: Client,
+        client: Client | None = None,
         chronicle: str = DEFAULT_CHRONICLE,
         workflow_name: str | None = None,
         workflow_version: str | None = None,
@@ -93,9 +96,12 @@ class ChronompiHub(MonitoringHub):
         resource_monitoring_enabled: bool = True,
         resource_monitoring_interval: float = 30,
         register: bool = True,
+        store: str | os.PathLike[str] | None = None,
     ) -> None:
         # MonitoringHub.__init__ is not called: it insists on sqlalchemy (for a database we do not write)
-        self.client = client
+        self.client = client  # (None: a session of our own, made in start())
+        self.store = store
+        self._own_session = False
         self.chronicle = chronicle
         self.register = register
         self.hub_address = None
@@ -121,6 +127,13 @@ class ChronompiHub(MonitoringHub):
         if self.monitoring_hub_active:
             raise ParslMonitoringError("this ChronompiHub is already started; use one hub per Parsl config")
         os.makedirs(dfk_run_dir, exist_ok=True)
+        if self.client is None:  # a plain driver (python, no mpirun): a session of its own, services spawned
+            from .. import embed
+
+            cfg = {"storage": {"root": str(self.store)}} if self.store is not None else None
+            self.client = embed.start(cfg, capture_logging=False, rebind=False)
+            self._own_session = True
+        assert self.client is not None
         self.sink = ChronicleSink(self.client, self.chronicle)
         if self.register:
             register_client(self.client)
@@ -191,11 +204,17 @@ class ChronompiHub(MonitoringHub):
         self.resource_msgs.join_thread()
         assert self.sink is not None
         self.counts = dict(self.sink.counts)
+        assert self.client is not None
         self.client.flush()
         self.sink.release()
         if self.register:
             register_client(None)
         log.info("chronompi Parsl hub closed in %.3f s: %s, %d errors", time.monotonic() - t0, self.counts, self.errors)
+        if self._own_session:  # every message in the store before the driver goes on
+            from .. import embed
+
+            embed.finalize()
+            self._own_session = False
         if self.first_error is not None:
             raise ParslMonitoringError(
                 f"{self.errors} monitoring message(s) could not be recorded; first: {self.first_error!r}"

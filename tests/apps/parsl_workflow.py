@@ -3,6 +3,7 @@
 Usage:
   mpirun -n 4 python parsl_workflow.py chronompi OUTDIR STORE [EXECUTORS]   # client rank 0 runs Parsl
   python parsl_workflow.py parsl OUTDIR [EXECUTORS]                         # reference: Parsl's MonitoringHub
+  python parsl_workflow.py dropin OUTDIR STORE [EXECUTORS]   # a plain driver: ChronompiHub(store=STORE), no mpirun
 EXECUTORS: comma-separated, of "threads" (ThreadPoolExecutor) and "htex" (HighThroughputExecutor); one
 workflow run (workflow_name "wf-<executor>") per executor. With chronompi, the threads run uses
 ChronompiRadio: its workers' WORKER_TASK_INFO messages are logged directly, not through the hub.
@@ -119,6 +120,10 @@ def run(mode: str, executor: str, outdir: Path, client: Any = None) -> dict[str,
             logging_endpoint=f"sqlite:///{outdir / 'reference.db'}",
             resource_monitoring_interval=interval,
         )
+    elif mode == "dropin":  # the one line a Parsl user changes: no client, no mpirun, no radio; the hub's own session
+        from chronompi.parsl import ChronompiHub
+
+        hub = ChronompiHub(store=client, workflow_name=f"wf-{executor}", resource_monitoring_interval=interval)
     else:
         from chronompi.parsl import ChronompiHub, ChronompiRadio
 
@@ -129,7 +134,7 @@ def run(mode: str, executor: str, outdir: Path, client: Any = None) -> dict[str,
     with parsl.load(make_config(executor, hub, run_dir, radio)):
         out = workflow(markers)
     out["seconds"] = round(time.monotonic() - t0, 2)
-    if mode == "chronompi":
+    if mode in ("chronompi", "dropin"):
         out["hub_counts"] = hub.counts
         out["hub_errors"] = hub.errors
     return out
@@ -144,6 +149,10 @@ def main() -> int:
         return 0
     store = sys.argv[3]
     executors = (sys.argv[4] if len(sys.argv) > 4 else "threads,htex").split(",")
+    if mode == "dropin":
+        result = {ex: run(mode, ex, outdir, store) for ex in executors}
+        (outdir / "result-dropin.json").write_text(json.dumps(result, indent=1))
+        return 0
     import chronompi  # lazily: see the module docstring
 
     cfg = {"storage": {"root": store}, "client": {"batch_ms": 10}, "keeper": {"window_ms": 20}}
