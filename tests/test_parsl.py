@@ -230,20 +230,19 @@ def _rows(db: Path, table: str, cols: list[str], order: str = "") -> list[tuple[
         con.close()
 
 
-def reference_run(ref: Path, executors: str = "threads,htex") -> Path:
-    """parsl_workflow.py with Parsl's own SQLite monitoring, without MPI; returns its database."""
-    ref.mkdir()
+def run_plain(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python parsl_workflow.py ARGS`` as a user starts a driver: no mpirun, no MPI identity inherited."""
     env = mpi_env()  # puts the venv's bin (interchange.py, process_worker_pool.py) on PATH
     for k in [k for k in env if k.startswith(("OMPI_", "PMIX_", "PRTE_"))]:
         del env[k]
-    r = subprocess.run(
-        [sys.executable, str(APPS / "parsl_workflow.py"), "parsl", str(ref), executors],
-        env=env,
-        cwd=ref,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    argv = [sys.executable, str(APPS / "parsl_workflow.py"), *args]
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def reference_run(ref: Path, executors: str = "threads,htex") -> Path:
+    """parsl_workflow.py with Parsl's own SQLite monitoring, without MPI; returns its database."""
+    ref.mkdir()
+    r = run_plain(["parsl", str(ref), executors], ref, 120)
     assert r.returncode == 0, f"reference run failed:\n{r.stdout}\n{r.stderr}"
     return ref / "reference.db"
 
@@ -473,17 +472,7 @@ def test_drop_in_hub_in_a_plain_python_driver(tmp_path: Path) -> None:
     ref = reference_run(tmp_path / "ref")
     out, store = tmp_path / "dropin", tmp_path / "dropin" / "store"
     out.mkdir()
-    env = mpi_env()
-    for k in [k for k in env if k.startswith(("OMPI_", "PMIX_", "PRTE_"))]:
-        del env[k]
-    r = subprocess.run(
-        [sys.executable, str(APPS / "parsl_workflow.py"), "dropin", str(out), str(store)],
-        env=env,
-        cwd=out,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_plain(["dropin", str(out), str(store)], out, 300)
     assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     res = json.loads((out / "result-dropin.json").read_text())
     for ex in ("threads", "htex"):
