@@ -188,15 +188,18 @@ def test_record_config_reaches_nodes_started_by_ssh(netns_cluster, tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "lost, layout, roles",
+    "lost, layout, roles, clients",
     [
-        ("n1", {}, "visor 0, keeper 1, grapher 2, client 3"),  # the visor's and the grapher's node
-        ("n2", {}, "keeper 4, client 5-7"),  # a keeper's node (a keeper per node by default)
-        ("n2", {"per_node": False, "keepers": 1, "graphers": 1}, "client 4-7"),  # a node of clients only
+        ("n1", {}, "visor 0, keeper 1, grapher 2, client 3", 4),  # the visor's and the grapher's node
+        ("n2", {}, "keeper 4, client 5-7", 4),  # a keeper's node (a keeper per node by default)
+        ("n2", {"per_node": False, "keepers": 1, "graphers": 1}, "client 4-7", 4),  # a node of clients only
+        ("n2", {"graphers": 2}, "keeper 4, grapher 5, client 6-7", 3),  # a grapher's node, not the visor's
     ],
-    ids=["visor-grapher", "keeper", "clients-only"],
+    ids=["visor-grapher", "keeper", "clients-only", "grapher"],
 )
-def test_node_loss_keeps_every_synced_event(netns_cluster, tmp_path: Path, lost: str, layout: dict, roles: str) -> None:
+def test_node_loss_keeps_every_synced_event(
+    netns_cluster, tmp_path: Path, lost: str, layout: dict, roles: str, clients: int
+) -> None:
     """Every process of one node killed at a random moment while clients log and sync, with the default
     storage settings: the job ends with a non-zero exit and one line naming the node and its ranks, and after
     `chronompi fsck --job-ended` every event covered by a returned sync() is in the store, once, byte for byte.
@@ -218,7 +221,7 @@ def test_node_loss_keeps_every_synced_event(netns_cluster, tmp_path: Path, lost:
     proc = cluster.start("head", argv, env=env(), cwd=tmp_path)
     try:
         deadline = time.monotonic() + TIMEOUT / 2
-        while sum(p.stat().st_size >= 8 for p in refdir.glob("sync-*.bin")) < 4:  # every client has synced
+        while sum(p.stat().st_size >= 8 for p in refdir.glob("sync-*.bin")) < clients:  # every client has synced
             assert proc.poll() is None, f"the job ended before the kill:\n{proc.communicate()}"
             assert time.monotonic() < deadline, "the clients did not sync"
             time.sleep(0.05)
@@ -249,7 +252,7 @@ def test_node_loss_keeps_every_synced_event(netns_cluster, tmp_path: Path, lost:
     after = check_after_fsck(store)
     assert before <= after
     covered, syncs = check_sync_contract(after, refdir)
-    assert syncs >= 4 and covered > 0
+    assert syncs >= clients and covered > 0
     assert len(after) <= sum(len(x) for x in read_refs(refdir).values())  # nothing that was not logged
     assert chronompi.open_store(store).runs()[0]["status"] == "crashed"
 
