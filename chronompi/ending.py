@@ -49,27 +49,46 @@ def tell_launcher(run: str, store: str | Path) -> None:
 
 
 class Markers:
-    """Takes the visor's marker lines out of the output on its way through the launcher."""
+    """Takes the visor's marker lines out of the output on its way through the launcher; every other byte,
+    a lone RS in a program's binary output included, passes unchanged."""
+
+    HEAD = MARK + b"chronompi-run "
+    LONGEST = 8192  # a "marker" without its newline by then is not one: passed on
 
     def __init__(self) -> None:
-        self.pending = b""  # a marker whose newline has not come yet
+        self.pending = b""  # what may be the start of a marker, held until its newline (or until it is not one)
         self.run: tuple[Path, str] | None = None  # (store, run id) of the last marker
 
     def strip(self, chunk: bytes) -> bytes:
-        data, out = self.pending + chunk, []
+        data, out, at = self.pending + chunk, [], 0
         self.pending = b""
-        while (i := data.find(MARK)) >= 0:
-            out.append(data[:i])
+        while (i := data.find(MARK, at)) >= 0:
+            rest = data[i : i + len(self.HEAD)]
+            if not self.HEAD.startswith(rest):  # an RS of the program's own
+                at = i + 1
+                continue
             j = data.find(b"\n", i)
-            if j < 0:
-                self.pending = data[i:]
-                return b"".join(out)
+            if len(rest) < len(self.HEAD) or j < 0:  # perhaps a marker: wait for more
+                if len(data) - i < self.LONGEST:
+                    out.append(data[:i])
+                    self.pending = data[i:]
+                    return b"".join(out)
+                at = i + 1
+                continue
             m = _RUN.fullmatch(data[i + 1 : j])
-            if m:
-                self.run = (Path(m.group(2).decode(errors="replace")), m.group(1).decode())
-            data = data[j + 1 :]
+            if m is None:
+                at = i + 1
+                continue
+            self.run = (Path(m.group(2).decode(errors="replace")), m.group(1).decode())
+            out.append(data[:i])
+            data, at = data[j + 1 :], 0
         out.append(data)
         return b"".join(out)
+
+    def flush(self) -> bytes:
+        """The stream ended: what was held back (a marker never finished) is output."""
+        held, self.pending = self.pending, b""
+        return held
 
 
 def store_guesses(command: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> list[Path]:

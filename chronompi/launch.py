@@ -261,6 +261,7 @@ def _copy_through(proc: subprocess.Popen[bytes], markers: Markers, keep: int = 1
                 write(1, markers.strip(chunk))
             else:
                 errors.feed(chunk)
+    write(1, markers.flush())
     errors.close()
     sel.close()
     return tails[1].decode(errors="replace"), tails[2].decode(errors="replace")

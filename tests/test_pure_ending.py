@@ -79,6 +79,15 @@ def test_markers_are_taken_out_of_the_output_wherever_the_chunks_split() -> None
         assert m.run == (Path("/s 2"), "0a0b")
 
 
+def test_a_programs_own_rs_bytes_pass_unchanged() -> None:
+    """Binary output with RS bytes (0x1e) that start no marker: every byte passes, whatever the chunks."""
+    text = b"\x00\x1e\x1ebin\x1echronompi\n\x1echronompi-run zz /x\n\x1e"
+    for cut in range(len(text) + 1):
+        m = Markers()
+        out = m.strip(text[:cut]) + m.strip(text[cut:]) + m.flush()
+        assert out == text and m.run is None, cut
+
+
 def test_store_guesses(tmp_path: Path) -> None:
     assert store_guesses(["chronompi", "run", "storage.root=/x/st"], {}, tmp_path) == [Path("/x/st")]
     assert store_guesses(["python", "app.py"], {"CHRONOMPI_OVERRIDES": "storage.root=rel"}, tmp_path) == [
