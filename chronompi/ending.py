@@ -31,7 +31,7 @@ from typing import Any
 
 # Open MPI 5 (PRRTE): a node whose daemon died, and a rank that died
 _LOST_NODE = (
-    re.compile(r"Remote host:\s+(\S+)"),  # "A daemon failed to report back ..." (also when it died later)
+    re.compile(r"daemon failed to report back.*?Remote host:\s+(\S+)", re.S),  # (also when it died later)
     re.compile(r"lost communication with a remote daemon.*?Remote daemon:.*?on node (\S+)", re.S),
 )
 _DEAD_RANK = re.compile(r"process rank (\d+) with PID \d+ on node (\S+) exited on\s+signal (\d+)")

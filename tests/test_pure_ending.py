@@ -48,6 +48,7 @@ def test_lost_node_from_open_mpi_messages() -> None:
     assert lost_node(DAEMON_LOST) == "n2"
     assert lost_node(HNP_LOST) == "n1"  # the remote daemon's node, not the launcher's ("head")
     assert lost_node(RANK_KILLED) is None and lost_node("") is None
+    assert lost_node("a program's own line: Remote host: web1\n") is None  # only Open MPI's notice counts
 
 
 def test_crash_line_names_the_node_its_ranks_and_the_recovery(tmp_path: Path) -> None:
