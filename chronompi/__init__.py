@@ -36,8 +36,6 @@ from .errors import (
     UnknownChronicle,
     UnknownStory,
 )
-from .logging_handler import LogHandler
-from .story import Story
 
 
 def story(chronicle: str | None = None, name: str = "log") -> Story:
@@ -51,13 +49,18 @@ def story(chronicle: str | None = None, name: str = "log") -> Story:
 if TYPE_CHECKING:
     from .client import Client
     from .embed import finalize, init
+    from .logging_handler import LogHandler
     from .session import session
     from .store import Store, open_store
+    from .story import Story
 
 # Names whose modules import mpi4py.MPI (which initialises MPI): loaded on first use, so that
-# `import chronompi`, `open_store` and the offline commands never start MPI; and the reader's (h5py), so
-# that a client rank does not import h5py at start-up.
+# `import chronompi`, `open_store` and the offline commands never start MPI; the reader's (h5py), so
+# that a client rank does not import h5py at start-up; and numpy's (Story, LogHandler), so that a keeper or
+# grapher reaches the session's start-up collectives without numpy (session.py).
 _LAZY = {
+    "Story": "story",
+    "LogHandler": "logging_handler",
     "Client": "client",
     "session": "session",
     "init": "embed",

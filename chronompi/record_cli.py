@@ -124,7 +124,7 @@ def cmd_record(argv: Sequence[str]) -> int:
     from .launch import exec_mpi, mpi_env, mpirun_argv
     from .layout import service_ranks
     from .report import STDOUT_TTY
-    from .store.format import init_store, remove_unused_store
+    from .store.dirs import init_store, remove_unused_store
     from .store.space import advice
 
     args = list(argv)

@@ -12,27 +12,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import secrets
 import shlex
 import sys
 import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mpi4py import MPI
 
 from . import stop
-from .client import Client
 from .config import Config, LayoutConfig, as_config
 from .errors import ChronoError, ConfigError, StoreError
 from .layout import CLIENT, GRAPHER, ROLES, SPARE, VISOR, assign_roles, autoscaler_on, plan
 from .logutil import setup_logging
 from .progress import WAIT_POLL_MAX_S
 from .protocol import Context, hostname
-from .store.format import init_store, remove_unused_store, resolve_staging
-from .store.space import advice
+from .store.dirs import init_store, remove_unused_store, resolve_staging
+
+if TYPE_CHECKING:
+    from .client import Client
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ def with_env_overrides(cfg: Any) -> Any:
     return build(cfg, pairs, env=ENV_OVERRIDES)
 
 
+def _run_id() -> int:
+    return int.from_bytes(os.urandom(8), "little") >> 1  # 63 random bits (without importing secrets)
+
+
 def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
     rank = comm.Get_rank()
     # the nodes first: rank 0 checks the layout against them before it makes the store (too few ranks left an
@@ -88,10 +92,12 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
             plan(comm.Get_size(), len(node_index), resolved0.layout)  # raises what assign_roles would, below
             made_store = not os.path.lexists(resolved0.storage.root)
             init_store(resolved0.storage.root)  # once, here, so every rank sees the same outcome
-            packet: tuple[Config | None, int, tuple[str, str] | None] = (resolved0, secrets.randbits(63), None)
+            packet: tuple[Config | None, int, tuple[str, str] | None] = (resolved0, _run_id(), None)
         except ChronoError as exc:
             packet = (None, 0, (type(exc).__name__, str(exc)))
         except OSError as exc:  # the store cannot be created (read-only, a file on its path, ...): nobody waits
+            from .store.space import advice
+
             what = f"rank 0 on {hostname()}: storage.root: {exc.filename}: cannot create the store: {exc.strerror}"
             packet = (None, 0, ("ConfigError", f"{what}; {advice(exc)}"))
     else:
@@ -108,18 +114,27 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
     elastic = dataclasses.replace(resolved.elastic, auto=autoscaler_on(resolved.elastic.auto, roles))
     storage = dataclasses.replace(resolved.storage, staging=resolve_staging(resolved.storage.staging, len(node_index)))
     resolved = dataclasses.replace(resolved, layout=layout, elastic=elastic, storage=storage)  # (user's cfg: untouched)
+    # the role's own modules (numpy, h5py) load now on the ranks a program waits for at its start: the
+    # clients and the visor (it answers their first requests). Keepers, graphers and spares load theirs after
+    # the split, beside the program's start, and meanwhile sleep in _arrive below, leaving the CPU to the
+    # ranks still importing (measured: perf/bench_record.py, docs/architecture.md "Start-up")
+    if roles.role[rank] == CLIENT:
+        from . import client  # noqa: F401
+    elif roles.role[rank] == VISOR:
+        from . import visor  # noqa: F401
     # every grapher checks the directories it will write, on its own node; all ranks see every answer
     # spares may become graphers: their directories are checked too
     mine: list[str] = []
     writes = roles.role[rank] in (GRAPHER, SPARE)
     if writes:
-        from .store.writer import check_dirs  # (h5py: only ranks that write import it)
+        from .store.dirs import check_dirs
 
         mine = check_dirs(resolved.storage, run_id)
+    _arrive(comm)
     problems = [f"rank {r} on {hosts[r]} (grapher): {p}" for r, ps in enumerate(comm.allgather(mine)) for p in ps]
     if problems:  # (every grapher has checked: what the checks and rank 0 made can go)
         if writes:
-            from .store.writer import discard_staging
+            from .store.dirs import discard_staging
 
             discard_staging(resolved.storage, run_id)
         if made_store:
@@ -225,6 +240,8 @@ def _session(base: Any, cfg: Any, root: int, entered: float | None = None) -> It
     role_comm = world.Split(ROLES.index(ctx.role), ctx.rank)
     try:
         if ctx.role == CLIENT:
+            from .client import Client
+
             client = Client(ctx, role_comm)
             try:
                 client._start()

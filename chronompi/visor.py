@@ -46,7 +46,8 @@ from .protocol import (
 )
 from .report import process_age_s
 from .service import Service, max_rss_mib
-from .store.format import staging_dir, write_run
+from .store.dirs import staging_dir
+from .store.format import write_run
 from .watchdog import HangJudge, hang_message
 
 log = logging.getLogger(__name__)

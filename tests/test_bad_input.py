@@ -242,7 +242,7 @@ def test_a_start_up_error_under_chronompi_mpirun_is_one_line_and_leaves_nothing(
 
 
 def test_remove_unused_store_takes_only_what_init_store_made(tmp_path: Path) -> None:
-    from chronompi.store.format import init_store, remove_unused_store
+    from chronompi.store.dirs import init_store, remove_unused_store
 
     init_store(tmp_path / "new")
     remove_unused_store(tmp_path / "new")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .format import SCHEMA_VERSION
+from .dirs import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from .reader import Store, open_store

@@ -29,20 +29,13 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..codec import EVENT
 from ..errors import StoreError
-
-if TYPE_CHECKING:
-    from ..config import StorageConfig
-
-SCHEMA_VERSION = 2  # 2: checksums (XXH3-64 per run and per index row); 1 is still read
-MARKER = "chronompi.json"
-SEGMENTS = "segments"
-RUNS = "runs"
+from .dirs import MARKER, RUNS, SCHEMA_VERSION, SEGMENTS, init_store  # (the directory's layout: dirs.py)
 
 _WINDOW_V1 = [
     ("window", "<i8"),
@@ -65,67 +58,6 @@ WINDOW = np.dtype(
 )
 
 __all__ = ["EVENT", "WINDOW", "WINDOW_V1", "SCHEMA_VERSION", "init_store", "check_store", "write_run", "read_runs"]
-
-
-def resolve_staging(staging: str, n_nodes: int) -> str:
-    """``storage.staging`` for a job on ``n_nodes`` nodes: ``auto`` is node-local (``local``) on one node and
-    the store itself (``none``) on more. A sync is confirmed once its events are committed where the open
-    segment lives; on a node-local disk they would be lost with that node, and a job of several nodes must
-    outlive the loss of any one of them (docs/architecture.md, Durability)."""
-    if staging == "auto":
-        return "none" if n_nodes > 1 else "local"
-    return staging
-
-
-def staging_dir(cfg: StorageConfig, run_id: int) -> Path:
-    """Where a grapher of run ``run_id`` writes its open segments (here, not in writer.py: the visor names
-    them in the run record and does not import h5py). ``auto`` not resolved for the job's nodes
-    (:func:`resolve_staging`) counts as one node's."""
-    if cfg.staging in ("", "none"):
-        return Path(cfg.root) / SEGMENTS
-    base = cfg.staging
-    if base in ("auto", "local"):
-        base = os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
-    return Path(base) / f"chronompi-staging-r{run_id:016x}"
-
-
-def init_store(root: str | os.PathLike[str]) -> Path:
-    """Create (or accept) a store directory; refuse a directory that is something else."""
-    path = Path(root)
-    marker = path / MARKER
-    if path.exists() and not path.is_dir():
-        raise StoreError(f"store path {str(path)!r} exists and is not a directory; choose another storage.root")
-    if path.is_dir() and not marker.exists() and any(path.iterdir()):
-        raise StoreError(
-            f"{str(path)!r} is a non-empty directory that is not a chronompi store; "
-            "choose an empty or new directory for storage.root"
-        )
-    (path / SEGMENTS).mkdir(parents=True, exist_ok=True)
-    (path / RUNS).mkdir(exist_ok=True)
-    if not marker.exists():
-        tmp = path / (MARKER + ".tmp")
-        tmp.write_text(json.dumps({"format": "chronompi-store", "schema": SCHEMA_VERSION}) + "\n")
-        os.replace(tmp, marker)
-    return path
-
-
-def remove_unused_store(root: str | os.PathLike[str]) -> None:
-    """Undo :func:`init_store` for a session that failed at start-up: remove the store if it holds nothing
-    but what init_store made (the marker, empty ``segments/`` and ``runs/``); anything else stays."""
-    path = Path(root)
-    subs = [path / SEGMENTS, path / RUNS]
-    try:
-        if {p.name for p in path.iterdir()} - {MARKER, SEGMENTS, RUNS}:
-            return
-        if any(d.is_symlink() or not d.is_dir() or any(d.iterdir()) for d in subs if os.path.lexists(d)):
-            return
-        for d in subs:
-            if d.exists():
-                d.rmdir()
-        (path / MARKER).unlink(missing_ok=True)
-        path.rmdir()
-    except OSError:
-        pass
 
 
 def check_store(root: str | os.PathLike[str]) -> Path:

@@ -46,9 +46,10 @@ from .._faults import fault_point
 from ..codec import EVENT
 from ..config import StorageConfig
 from ..errors import StorageFull
-from .format import SCHEMA_VERSION, SEGMENTS, WINDOW, WINDOW_V1, discard, fsync_dir, staging_dir
+from .dirs import SCHEMA_VERSION, SEGMENTS, staging_dir
+from .format import WINDOW, WINDOW_V1, discard, fsync_dir
 from .integrity import data_sum, row_sum
-from .space import check_dir, chunk_growth, ensure_free, free_bytes
+from .space import chunk_growth, ensure_free, free_bytes
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +78,6 @@ class Run:
     @property
     def nbytes(self) -> int:
         return sum(h.nbytes for h in self.parts)
-
-
-def check_dirs(cfg: StorageConfig, run_id: int) -> list[str]:
-    """What keeps a grapher of run ``run_id`` from writing here: its staging directory and the
-    store's segments directory must be (or become) writable directories. Empty when all is well."""
-    out = []
-    for setting, path in (("storage.staging", staging_dir(cfg, run_id)), ("storage.root", Path(cfg.root) / SEGMENTS)):
-        problem = check_dir(path)
-        if problem is not None:
-            out.append(f"{setting}: {path}: {problem}")
-        if cfg.staging in ("", "none"):
-            break  # staging is the store's segments directory
-    return out
-
-
-def discard_staging(cfg: StorageConfig, run_id: int) -> None:
-    """Remove the staging directory :func:`check_dirs` made for run ``run_id`` if it is still empty (the run did
-    not start: nothing of it is left behind). Other graphers of the node may share it: only an empty one goes."""
-    if cfg.staging not in ("", "none"):
-        try:
-            staging_dir(cfg, run_id).rmdir()
-        except OSError:
-            pass
 
 
 def move_into_store(src: Path, dst: Path) -> None:
