@@ -135,14 +135,22 @@ def _in_layout(events: np.ndarray, heap: np.ndarray) -> bool:
     )
 
 
-def merge_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Merge runs into one sorted run whose heap holds the payloads in event order; one run already
-    sorted is returned as it is (its offsets index its heap, in whatever order the payloads lie)
-    unless most of its heap is bytes of other events (a piece cut to a range: it is compacted)."""
+def merged_as_is(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The one run that needs no merge, else None: a single run already sorted whose heap is mostly its own
+    payloads (its offsets index its heap, in whatever order the payloads lie). It only reads the run."""
     if len(runs) == 1 and is_sorted(runs[0][0]):
         events, heap = runs[0]
         if heap.nbytes <= 2 * int(events["length"].sum(dtype=np.int64)) + 4096:
             return runs[0]
+    return None
+
+
+def merge_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Merge runs into one sorted run whose heap holds the payloads in event order; one run that needs no
+    merge is returned as it is (:func:`merged_as_is`; a piece cut to a range is compacted)."""
+    as_is = merged_as_is(runs)
+    if as_is is not None:
+        return as_is
     events, heap = concat_runs(runs)
     if is_sorted(events):  # already in order (e.g. runs of consecutive windows)
         if _in_layout(events, heap):

@@ -81,6 +81,17 @@ os.kill(os.getpid(), 9)  # the open segment stays a .part, as after kill -9 of a
 """
 
 
+@pytest.fixture(autouse=True, params=["inline", "threaded"])
+def checks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every case twice: the reader hashing each row inline, and on its helper thread (beside the payload read
+    and the merge test; production does that for rows of 8 MiB or more, larger than these stores' rows)."""
+    from chronompi.store import reader
+
+    if request.param == "threaded":
+        monkeypatch.setattr(reader, "THREADED_CHECK_BYTES", 0)
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def crashed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("crashed") / "store"

@@ -23,6 +23,7 @@ import datetime as _dt
 import logging
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,13 +32,14 @@ from typing import Any
 
 import h5py
 import numpy as np
+import xxhash
 
 from ..codec import EVENT
 from ..errors import DamagedSegment, StoreError, UnknownChronicle, UnknownStory
-from ..merge import gather, merge_runs
+from ..merge import gather, merge_runs, merged_as_is
 from ..names import check_name
 from .format import SEGMENTS, check_store, fsck_hint, open_segment, part_files, read_runs
-from .integrity import RunClients, data_sum, has_sums, implausible, row_sum, run_clients
+from .integrity import RunClients, has_sums, implausible, row_sum, run_clients
 
 log = logging.getLogger(__name__)
 
@@ -250,15 +252,19 @@ def _coalesce(rows: list[_Row]) -> list[_Row]:
     return out
 
 
-def read_rows(rows: list[_Row], t0: int | None, t1: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+def read_rows(
+    rows: list[_Row], t0: int | None, t1: int | None, pending: list[_Check] | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The events of [t0, t1) in the given rows as (events, heap) pieces to merge.
 
     Neighbouring rows are read in one go; every sorted run is read whole and verified (its
-    checksums, and that every row can be data) before the events outside the range are cut."""
+    checksums, and that every row can be data) before the events outside the range are cut.
+    With ``pending``, the checksum checks still running are put there instead of waited for: the
+    caller waits for each (:meth:`_Check.wait`) before it uses more than the pieces' shape."""
     runs: list[tuple[np.ndarray, np.ndarray]] = []
     for r in _coalesce(rows):
         try:
-            piece = _read_row(r, t0, t1)
+            piece = _read_row(r, t0, t1, pending)
         except DamagedSegment:
             raise
         except _DAMAGE as exc:
@@ -270,29 +276,43 @@ def read_rows(rows: list[_Row], t0: int | None, t1: int | None) -> list[tuple[np
     return runs
 
 
-def _read_row(r: _Row, t0: int | None, t1: int | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """One coalesced row read and verified: its events of [t0, t1) and their payload bytes (None: none)."""
+def _read_row(
+    r: _Row, t0: int | None, t1: int | None, pending: list[_Check] | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """One coalesced row read and verified: its events of [t0, t1) and their payload bytes (None: none).
+    With ``pending``, a checksum check still running goes there (read_rows)."""
     g = r.file[r.group]
     if not r.n:
         return None
     ev = g["events"][r.first : r.first + r.n]
     idx = r.runs
     n_rows = idx["n_rows"].astype(np.int64)
+    check: _Check | None = None
     if has_sums(idx.dtype):
         # schema 2: each run against its hashes (XXH3, ~10 GB/s). A run that passes is byte for byte what
         # the writer wrote, so the checks of rows that cannot be data are per run (its ends), not per row
         b0 = int(idx["heap0"].min())
         b1 = int((idx["heap0"] + idx["heap_bytes"]).max())
-        heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
-        check_sums(r, ev, heap, b0)
+        check = check_sums(r, ev, b0, threaded=ev.nbytes + b1 - b0 >= THREADED_CHECK_BYTES)
+        try:
+            heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
+        except BaseException:
+            check.abandon()
+            raise
+        check.give_heap(heap)
         starts = (idx["first_row"] - r.first).astype(np.int64)
         ends = starts + n_rows - 1
         full = n_rows > 0
         t = ev["time"]
+        problem = None
         if np.any(idx["t_min"][full] <= 0) or np.any(t[starts[full]] != idx["t_min"][full]):
-            raise damaged(r.file, r.group, "holds rows that cannot be data: a run's first time is not its index's")
-        if np.any(t[ends[full]] != idx["t_max"][full]):
-            raise damaged(r.file, r.group, "holds rows that cannot be data: a run's last time is not its index's")
+            problem = "holds rows that cannot be data: a run's first time is not its index's"
+        elif np.any(t[ends[full]] != idx["t_max"][full]):
+            problem = "holds rows that cannot be data: a run's last time is not its index's"
+        if problem is not None:
+            check.wait()  # a run that fails its checksum is named alone: the rest of the row is kept
+            raise damaged(r.file, r.group, problem)
+        check.events_hashed()  # (the offsets are rebased below, in place)
     else:  # schema 1: no hashes; a run's payloads lie between its smallest offset and its largest end
         b0 = int(ev["offset"].min())
         b1 = int((ev["offset"] + ev["length"]).max())
@@ -313,22 +333,111 @@ def _read_row(r: _Row, t0: int | None, t1: int | None) -> tuple[np.ndarray, np.n
             keep &= ev["time"] < t1
         ev = ev[keep]
         if not len(ev):
+            if check is not None:
+                check.wait()
             return None
-    ev["offset"] -= b0
+    if b0:
+        ev["offset"] -= b0
+    if check is not None:
+        if pending is None:
+            check.wait()
+        else:
+            pending.append(check)
     return ev, heap
 
 
-def check_sums(r: _Row, ev: np.ndarray, heap: np.ndarray, b0: int) -> None:
-    """Every sorted run of coalesced row ``r`` against its data checksum (``ev``: the row's events, ``heap``: its
-    payload bytes from ``b0``); the index rows passed their own checksums when the index was read (_index_rows)."""
-    idx = r.runs
-    firsts, counts = idx["first_row"].tolist(), idx["n_rows"].tolist()
-    heap0s, sizes, sums = idx["heap0"].tolist(), idx["heap_bytes"].tolist(), idx["checksum"].tolist()
-    for i in range(len(idx)):
-        a, n, h0 = firsts[i] - r.first, counts[i], heap0s[i] - b0
-        if data_sum(ev[a : a + n], (heap[h0 : h0 + sizes[i]],)) != sums[i]:
+# A coalesced row of at least this many bytes (events and payload) is hashed on a helper thread, beside
+# the payload read and the row checks (xxhash and HDF5's reads release the GIL); a smaller one inline (a
+# thread costs ~0.1 ms). Measured: perf/bench_checksum.py, docs/format.md "Checksums".
+THREADED_CHECK_BYTES = 8 << 20
+
+
+def check_sums(r: _Row, ev: np.ndarray, b0: int, threaded: bool = False) -> _Check:
+    """Start checking every sorted run of coalesced row ``r`` against its data checksum: ``ev`` are the row's
+    events as stored, its payload bytes from ``b0`` follow with :meth:`_Check.give_heap`; :meth:`_Check.wait`
+    raises the DamagedSegment of the first run that fails. The index rows passed their own checksums when the
+    index was read (_index_rows)."""
+    return _Check(r, ev, b0, threaded)
+
+
+class _Check:
+    """The data checksums of one coalesced row's runs: XXH3-64 over each run's event rows, then its payload
+    bytes. Threaded, the event rows are hashed while the payload is read, the payload while the rows are
+    checked; otherwise all in :meth:`give_heap`."""
+
+    def __init__(self, r: _Row, ev: np.ndarray, b0: int, threaded: bool) -> None:
+        self.r, self.ev, self.b0 = r, ev, b0
+        self.bad: int | None = None  # the first run that fails
+        self.error: BaseException | None = None
+        self._heap: np.ndarray | None = None
+        self._hashers: list[Any] = []
+        self._events_done = threading.Event()
+        self._heap_given = threading.Event()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name="chronompi-verify", daemon=True)
+            self._thread.start()
+
+    def _hash_events(self) -> None:
+        idx, first = self.r.runs, self.r.first
+        for a, n in zip(idx["first_row"].tolist(), idx["n_rows"].tolist()):
+            h = xxhash.xxh3_64()
+            if n:
+                h.update(self.ev[a - first : a - first + n].view(np.uint8).data)
+            self._hashers.append(h)
+        self._events_done.set()
+
+    def _hash_heap(self, heap: np.ndarray) -> None:
+        idx = self.r.runs
+        spans = zip(idx["heap0"].tolist(), idx["heap_bytes"].tolist(), idx["checksum"].tolist())
+        for i, (h0, size, want) in enumerate(spans):
+            h = self._hashers[i]
+            if size:
+                h.update(heap[h0 - self.b0 : h0 - self.b0 + size].data)
+            if h.intdigest() != want:
+                self.bad = i
+                return
+
+    def _run(self) -> None:
+        try:
+            self._hash_events()
+            self._heap_given.wait()
+            if self._heap is not None:
+                self._hash_heap(self._heap)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread by wait()
+            self.error = exc
+        finally:
+            self._events_done.set()
+
+    def give_heap(self, heap: np.ndarray) -> None:
+        if self._thread is None:
+            self._hash_events()
+            self._hash_heap(heap)
+            return
+        self._heap = heap
+        self._heap_given.set()
+
+    def abandon(self) -> None:
+        """The payload could not be read: the helper thread stops."""
+        self._heap_given.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def events_hashed(self) -> None:
+        """Wait until the event rows are hashed (before anything changes them in place)."""
+        if self._thread is not None:
+            self._events_done.wait()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+        if self.bad is not None:
+            idx, i = self.r.runs, self.bad
+            first, n = int(idx["first_row"][i]), int(idx["n_rows"][i])
             window = int(idx["window"][i])
-            raise damaged(r.file, r.group, f"window {window}: data checksum mismatch", (firsts[i], n))
+            raise damaged(self.r.file, self.r.group, f"window {window}: data checksum mismatch", (first, n))
 
 
 def _unreadable(f: h5py.File, key: str, exc: BaseException) -> DamagedSegment:
@@ -532,10 +641,18 @@ class Store:
 
     def _read(self, rows: list[_Row], t0: int | None, t1: int | None) -> tuple[np.ndarray, np.ndarray]:
         while True:
+            pending: list[_Check] = []
             try:
-                runs = read_rows(rows, t0, t1)
+                runs = read_rows(rows, t0, t1, pending)
+                # whether the pieces need a merge is read from them while the last payload is hashed (it
+                # only reads them); a merge itself uses offsets and lengths, so it waits for every check
+                as_is = merged_as_is(runs)
+                for check in pending:
+                    check.wait()
                 break
             except DamagedSegment as exc:
+                for check in pending:
+                    check.abandon()
                 self._skip(exc)
                 left = [r for r in rows if not _hit(r, exc)]  # the damaged run, else the story in that file
                 if len(left) == len(rows):
@@ -545,7 +662,7 @@ class Store:
                 rows = left
         if not runs:
             return np.empty(0, EVENT), np.empty(0, np.uint8)
-        return merge_runs(runs)
+        return as_is if as_is is not None else merge_runs(runs)
 
     # -- replay -----------------------------------------------------------
     def replay_raw(
