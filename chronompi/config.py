@@ -12,14 +12,15 @@ import dataclasses
 import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from ._plain import plain
 from .errors import ConfigError
 
 
-@dataclass
+@plain
 class LayoutConfig:
     """Which ranks serve which role (``chronompi.layout`` holds the rule).
 
@@ -38,7 +39,7 @@ class LayoutConfig:
     clients: int = 0  # > 0: exactly this many clients, extra ranks become spares; 0: every rank left
 
 
-@dataclass
+@plain
 class ClientConfig:
     batch_bytes: int = 256 * 1024  # a batch is sent when it would grow past this
     batch_ms: float = 50.0  # ... or when its oldest event is this old; also the heartbeat period
@@ -49,14 +50,14 @@ class ClientConfig:
     clock_resync_s: float = 60.0  # re-estimate the offset this often (0: only at start-up)
 
 
-@dataclass
+@plain
 class KeeperConfig:
     ring_slots: int = 32  # pre-posted receive slots, each batch_bytes + max_event_bytes
     window_ms: float = 100.0  # width of a time window
     acceptance_ms: float = 2000.0  # longest a silent client may hold a window open
 
 
-@dataclass
+@plain
 class StorageConfig:
     root: str = "chronompi-store"  # the store directory (cold tier)
     # warm tier (open segments): local = $SLURM_TMPDIR, $TMPDIR or /tmp; none = in the store; a path; auto = local
@@ -73,7 +74,7 @@ class StorageConfig:
     retry_s: float = 30.0  # how long a grapher retries a failed write (disk full, I/O error) before giving up
 
 
-@dataclass
+@plain
 class ElasticConfig:
     """Membership changes while the job runs (spare ranks become keepers or graphers and back)."""
 
@@ -90,7 +91,7 @@ class ElasticConfig:
     period_s: float = 0.5  # clients, keepers and graphers report their load, and the policy runs, this often
 
 
-@dataclass
+@plain
 class ServiceConfig:
     progress: str = "backoff"  # backoff | busy
     backoff_min_us: float = 20.0
@@ -104,7 +105,7 @@ class ServiceConfig:
     log_level: str = "WARNING"
 
 
-@dataclass
+@plain
 class WorkloadConfig:
     """The demo workload of ``chronompi run`` (ChronoLog's admin tool)."""
 
@@ -126,7 +127,7 @@ class WorkloadConfig:
     progress: bool = True
 
 
-@dataclass
+@plain
 class Config:
     layout: LayoutConfig = field(default_factory=LayoutConfig)
     client: ClientConfig = field(default_factory=ClientConfig)

@@ -22,8 +22,8 @@ services are the rule's for N, and ranks beyond those are spares.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from ._plain import plain
 from .config import LayoutConfig
 from .errors import ConfigError
 
@@ -34,7 +34,7 @@ CLIENTS_PER_KEEPER = 8  # the rule (measured: perf/bench_layout.py, docs/archite
 CLIENTS_PER_GRAPHER = 32
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Roles:
     """The outcome of :func:`assign_roles`; all ranks are ranks of the session communicator."""
 
@@ -54,7 +54,7 @@ class Roles:
         return self.graphers.index(rank) if rank in self.graphers else len(self.graphers) + self.spares.index(rank)
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Plan:
     """The counts a layout resolves to (before ranks are picked)."""
 

@@ -17,14 +17,15 @@ addressing it; then it returns to the spare pool.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from ._plain import plain
 from .errors import ScaleError
 from .windows import NEVER, stripe
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Epoch:
     number: int
     start: int  # ns, a window boundary; NEVER for epoch 0

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from ._plain import plain
 from .config import Config
 from .layout import Roles
 
@@ -65,7 +66,7 @@ LOAD = "load"  # (LOAD, rank, role, numbers): periodic load report to the visor 
 # (this often: elastic.period_s)
 
 
-@dataclass
+@plain
 class Context:
     """What every rank knows once start-up is over (identical on all ranks but ``rank``/``role``)."""
 

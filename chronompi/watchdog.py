@@ -37,8 +37,9 @@ import sys
 import time
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
+
+from ._plain import plain
 
 COLLECTIVE = frozenset(
     "Barrier barrier Bcast bcast Gather gather Gatherv Scatter scatter Scatterv Allgather allgather Allgatherv "
@@ -60,7 +61,7 @@ CLIENTS_ONLY = "clients-only"  # blocked on a communicator of clients only (may 
 UNRESOLVED = "unresolved"  # the receiver could not be evaluated: warn, never abort
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Call:
     """A method call of a blocking mpi4py operation, read from the bytecode."""
 

@@ -26,10 +26,11 @@ import errno
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from .._plain import plain
 from ..errors import StorageFull
 
 MARGIN = 256 << 10  # free bytes always left beyond an append's chunks (measured need: <= 4 KiB)
@@ -102,7 +103,7 @@ def advice(exc: OSError) -> str:
     return "choose another directory"
 
 
-@dataclass
+@plain
 class Outage:
     """A storage target that keeps failing: when to try again (a doubling delay) and when to give up."""
 
