@@ -15,9 +15,10 @@ message has to reach the keeper before the data does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
+
+from ._plain import plain
 
 BATCH_MAGIC = 0x31424D43  # b"CMB1"
 CHUNK_MAGIC = 0x31434D43  # b"CMC1"
@@ -94,7 +95,7 @@ QUERY_RECORD = np.dtype(
 )
 
 
-@dataclass(frozen=True)
+@plain(frozen=True)
 class Query:
     qid: int
     client: int
@@ -177,19 +178,28 @@ def batch_capacity(batch_bytes: int, max_event_bytes: int) -> int:
     return BATCH_HEADER.itemsize + batch_bytes + max_event_bytes + BATCH_RECORD.itemsize + DECL_MARGIN
 
 
-@dataclass
 class Batch:
-    """A decoded batch; arrays are views into the buffer it was decoded from."""
+    """A decoded batch; arrays are views into the buffer it was decoded from. (One per message: a class
+    with slots, not a dataclass, which compiles its methods at import and @plain's shared __init__ is 8x
+    slower per object.)"""
 
-    kind: int
-    client: int
-    batch_no: int
-    promise: int
-    sender: int
-    dropped: int
-    decls: list[tuple[int, str, str]]
-    records: np.ndarray  # BATCH_RECORD
-    heap: np.ndarray  # uint8
+    __slots__ = ("kind", "client", "batch_no", "promise", "sender", "dropped", "decls", "records", "heap")
+
+    def __init__(
+        self,
+        *,
+        kind: int,
+        client: int,
+        batch_no: int,
+        promise: int,
+        sender: int,
+        dropped: int,
+        decls: list[tuple[int, str, str]],
+        records: np.ndarray,  # BATCH_RECORD
+        heap: np.ndarray,  # uint8
+    ) -> None:
+        self.kind, self.client, self.batch_no, self.promise = kind, client, batch_no, promise
+        self.sender, self.dropped, self.decls, self.records, self.heap = sender, dropped, decls, records, heap
 
 
 def encode_batch(
@@ -272,17 +282,26 @@ def decode_batch(buf: np.ndarray, nbytes: int | None = None) -> Batch:
     )
 
 
-@dataclass
 class Chunk:
-    kind: int
-    flags: int
-    story: int
-    keeper: int
-    window: int
-    watermark: int
-    names: tuple[str, str]
-    events: np.ndarray  # EVENT, offsets into heap
-    heap: np.ndarray  # uint8
+    """A decoded chunk (one per message: slots, as :class:`Batch`)."""
+
+    __slots__ = ("kind", "flags", "story", "keeper", "window", "watermark", "names", "events", "heap")
+
+    def __init__(
+        self,
+        *,
+        kind: int,
+        flags: int,
+        story: int,
+        keeper: int,
+        window: int,
+        watermark: int,
+        names: tuple[str, str],
+        events: np.ndarray,  # EVENT, offsets into heap
+        heap: np.ndarray,  # uint8
+    ) -> None:
+        self.kind, self.flags, self.story, self.keeper, self.window = kind, flags, story, keeper, window
+        self.watermark, self.names, self.events, self.heap = watermark, names, events, heap
 
 
 def chunk_buffer(
