@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ChronicleExists, SessionClosed
+from .errors import ChronicleExists, SessionClosed, UnknownChronicle
 from .names import MAX_NAME_LEN, check_name
 
 if TYPE_CHECKING:
@@ -81,8 +81,12 @@ def story(chronicle: str | None = None, name: str = DEFAULT_STORY) -> Story:
     with st.lock:
         held = st.stories.get((chron, name))
         if held is None:
-            _ensure_chronicle(st.client, chron)
-            held = st.stories[(chron, name)] = st.client.acquire_story(chron, name)
+            try:  # one request to the visor when the chronicle exists (every client but the first, at start-up)
+                held = st.client.acquire_story(chron, name)
+            except UnknownChronicle:
+                _ensure_chronicle(st.client, chron)
+                held = st.client.acquire_story(chron, name)
+            st.stories[(chron, name)] = held
         return held
 
 
