@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from benchlib import git_commit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -103,6 +104,7 @@ def main() -> None:
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else HERE / "results" / "checksum.jsonl"
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
     load0 = os.getloadavg()
+    commit = git_commit()  # before the runs: what was measured
     tmp = Path(tempfile.mkdtemp(prefix="chronompi-checksum-"))
     try:
         write: dict[str, list[float]] = {m: [] for m in MODES}
@@ -160,6 +162,7 @@ def main() -> None:
         "load_avg_before": [round(x, 2) for x in load0],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "git_commit": commit,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "a") as fh:
