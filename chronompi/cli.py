@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import ChronoError, ConfigError, DamagedSegment, StoreError
-from .store_cli import _SKIPPING, _one_line, cmd_export, cmd_fsck, cmd_ls, cmd_replay, cmd_stats
+from .store_cli import SKIPPING, cmd_export, cmd_fsck, cmd_ls, cmd_replay, cmd_stats, one_line
 
 
 def conf_dir(config_dir: str | None = None) -> Path:
@@ -241,16 +241,16 @@ def cmd_mpirun(argv: Sequence[str]) -> int:
 def _message(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and not isinstance(exc, ChronoError):
         text = str(exc.args[0]) if exc.args else "key not found"
-    elif isinstance(exc, DamagedSegment) and str(exc).startswith(_SKIPPING):
+    elif isinstance(exc, DamagedSegment) and str(exc).startswith(SKIPPING):
         text = (
-            f"unreadable segment {str(exc)[len(_SKIPPING) :]} "
+            f"unreadable segment {str(exc)[len(SKIPPING) :]} "
             "(chronompi fsck STORE moves it aside; --skip-damaged reads the rest)"
         )
     else:
         text = str(exc) or type(exc).__name__
     if isinstance(exc, (OSError, KeyError)) and not isinstance(exc, ChronoError):
         text = f"{text} ({type(exc).__name__})"
-    return _one_line(text)
+    return one_line(text)
 
 
 def _quiet_stdout() -> None:

@@ -210,21 +210,21 @@ def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
         from .spawn import embedded
 
         with embedded(cfg) as (merged, resolved, root):
-            with _session(merged, resolved, root, entered) as client:
+            with session_over(merged, resolved, root, entered) as client:
                 yield client
         return
     # a job started by mpirun (or srun, or sbatch): SIGTERM, SIGINT and SIGUSR2 drain it (stop.py); a
     # program started alone keeps its own handling (Ctrl-C in a notebook stays a KeyboardInterrupt)
     restore = stop.install()
     try:
-        with _session(base, cfg, 0, entered) as client:
+        with session_over(base, cfg, 0, entered) as client:
             yield client
     finally:
         restore()
 
 
 @contextmanager
-def _session(base: Any, cfg: Any, root: int, entered: float | None = None) -> Iterator[Client | None]:
+def session_over(base: Any, cfg: Any, root: int, entered: float | None = None) -> Iterator[Client | None]:
     """:func:`session` over ``base`` (of 2 ranks or more); ``cfg`` counts as given on rank ``root``, and
     the session's wall time starts at ``entered`` there (report.py)."""
     entered = time.time() if entered is None else entered

@@ -71,14 +71,14 @@ def embedded(cfg: Any) -> Iterator[tuple[Any, Any, int]]:
 
 def serve_spawned() -> None:
     """The spawned side: join the parent and serve the session (its config comes from the parent)."""
-    from .session import _session
+    from .session import session_over
 
     parent = MPI.Comm.Get_parent()
     if parent == MPI.COMM_NULL:
         sys.exit("python -m chronompi.spawn is started by chronompi.session() in a program run alone, not by hand")
     merged = parent.Merge(high=False)
     try:
-        with _session(merged, None, merged.Get_size() - 1):
+        with session_over(merged, None, merged.Get_size() - 1):
             pass
     finally:
         merged.Free()

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from .errors import ChronoError, DamagedSegment
 
 
-def _one_line(msg: str) -> str:
+def one_line(msg: str) -> str:
     return " ".join(str(msg).split())
 
 
@@ -79,7 +79,7 @@ def _add_range(p: argparse.ArgumentParser) -> None:
     )
 
 
-_SKIPPING = "skipping unreadable segment "
+SKIPPING = "skipping unreadable segment "
 
 
 @contextlib.contextmanager
@@ -94,7 +94,7 @@ def _reading(store: str, skip_damaged: bool, cmd: str) -> Iterator[Any]:
             def show(
                 message: Any, category: Any, filename: Any, lineno: Any, file: Any = None, line: Any = None
             ) -> None:
-                print(f"chronompi {cmd}: warning: {_one_line(str(message))}", file=sys.stderr)
+                print(f"chronompi {cmd}: warning: {one_line(str(message))}", file=sys.stderr)
 
             warnings.showwarning = show
             warnings.filterwarnings("always", category=DamagedSegment)
@@ -544,9 +544,9 @@ def cmd_fsck(argv: Sequence[str]) -> int:
     rep = fsck(a.store, repair=not a.dry_run, live_s=0.0 if a.job_ended else 60.0)
     out = sys.stdout
     for line in rep.repaired:
-        out.write(f"repaired: {_one_line(line)}\n")
+        out.write(f"repaired: {one_line(line)}\n")
     for line in rep.problems:
-        out.write(f"problem: {_one_line(line)}\n")
+        out.write(f"problem: {one_line(line)}\n")
     verdict = "ok" if rep.ok else ("problems found (dry run: nothing changed)" if a.dry_run else "problems remain")
     events = getattr(rep, "events", None)
     counted = f", {events} events" if isinstance(events, int) else ""

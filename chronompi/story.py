@@ -180,7 +180,7 @@ def _as_bytes(payload: Any) -> bytes:
     raise TypeError(f"an event payload must be bytes or str, not {type(payload).__name__}")
 
 
-class _OpenBatch:
+class OpenBatch:
     """Events logged but not yet sent: lists for ``log``, array segments for ``log_many``.
 
     ``log`` appends only a time and a payload. Story and seq are kept per run of

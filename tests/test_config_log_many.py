@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chronompi.story import Story, _OpenBatch
+from chronompi.story import OpenBatch, Story
 
 
 class FakeClient(SimpleNamespace):
@@ -17,7 +17,7 @@ class FakeClient(SimpleNamespace):
 
     def __init__(self) -> None:
         super().__init__(
-            _lock=threading.Lock(), _max_event=1000, _limit=1 << 20, _batch=_OpenBatch(), _offset=0, _last=0
+            _lock=threading.Lock(), _max_event=1000, _limit=1 << 20, _batch=OpenBatch(), _offset=0, _last=0
         )
         self.appended: list[Any] = []
 

@@ -43,7 +43,7 @@ import math
 from typing import Any
 
 from . import packed
-from .packed import EncodingError, _find_enum, _hashable, _qualname
+from .packed import EncodingError, find_enum, hashable, qualname
 
 VERSION = 1  # the JSON encoding below
 LATEST = packed.VERSION  # what encode_message writes by default
@@ -65,7 +65,7 @@ def encode_value(x: Any) -> Any:
     if t is list:
         return [encode_value(v) for v in x]
     if isinstance(x, enum.Enum):
-        return {"$enum": [_qualname(t), x.name, encode_value(x.value)]}
+        return {"$enum": [qualname(t), x.name, encode_value(x.value)]}
     if isinstance(x, _dt.datetime):
         return {"$datetime": x.isoformat()}
     if isinstance(x, _dt.date):
@@ -103,7 +103,7 @@ def encode_value(x: Any) -> Any:
             return encode_value(item())
         except Exception:  # noqa: BLE001 - fall through to $repr
             pass
-    return {"$repr": [_qualname(t), repr(x)]}
+    return {"$repr": [qualname(t), repr(x)]}
 
 
 def decode_value(x: Any) -> Any:
@@ -138,9 +138,9 @@ def _decode_tag(tag: str, v: Any) -> Any:
         if tag == "$set":
             return {decode_value(i) for i in v}
         if tag == "$dict":
-            return {_hashable(decode_value(k)): decode_value(val) for k, val in v}
+            return {hashable(decode_value(k)): decode_value(val) for k, val in v}
         if tag == "$enum":
-            cls = _find_enum(v[0])
+            cls = find_enum(v[0])
             if cls is not None:
                 try:
                     return cls[v[1]]

@@ -171,7 +171,7 @@ def _micros(d: _dt.timedelta) -> int:
     return d // _US
 
 
-def _qualname(t: type) -> str:
+def qualname(t: type) -> str:
     return f"{t.__module__}:{t.__qualname__}"
 
 
@@ -291,7 +291,7 @@ class _Encoder:
         t = type(x)
         if isinstance(x, enum.Enum):
             out.append(T_ENUM)
-            self.string(_qualname(t))
+            self.string(qualname(t))
             self.string(x.name)
             self.value(x.value)
         elif isinstance(x, (bool, int, float, str, list, tuple, dict)):  # subclasses: as the base type
@@ -334,7 +334,7 @@ class _Encoder:
                 except Exception:  # noqa: BLE001 - fall through to the repr
                     pass
             out.append(T_REPR)
-            self.string(_qualname(t))
+            self.string(qualname(t))
             self.string(repr(x))
 
 
@@ -446,7 +446,7 @@ def encode(kind: str, body: Any) -> bytes:
     return bytes(out)
 
 
-def _find_enum(name: str) -> type[enum.Enum] | None:
+def find_enum(name: str) -> type[enum.Enum] | None:
     module, _, qual = name.partition(":")
     obj: Any = sys.modules.get(module)
     for part in qual.split("."):
@@ -458,9 +458,9 @@ def _find_enum(name: str) -> type[enum.Enum] | None:
     return None
 
 
-def _hashable(k: Any) -> Any:
+def hashable(k: Any) -> Any:
     if isinstance(k, list):
-        return tuple(_hashable(i) for i in k)
+        return tuple(hashable(i) for i in k)
     if isinstance(k, set):
         return frozenset(k)
     return k
@@ -541,10 +541,10 @@ class _Decoder:
             return str(uuid.UUID(bytes=self.take(16)))
         if t == T_LIST or t == T_TUPLE or t == T_SET:
             items = [self.value() for _ in range(self.varint())]
-            return items if t == T_LIST else tuple(items) if t == T_TUPLE else {_hashable(i) for i in items}
+            return items if t == T_LIST else tuple(items) if t == T_TUPLE else {hashable(i) for i in items}
         if t == T_DICT:
             n = self.varint()
-            return {_hashable(self.value()): self.value() for _ in range(n)}
+            return {hashable(self.value()): self.value() for _ in range(n)}
         return self.rare(t)
 
     def rare(self, t: int) -> Any:
@@ -563,7 +563,7 @@ class _Decoder:
         if t == T_ENUM:
             cls_name, name = self.value(), self.value()
             self.value()  # the member value: the name is what identifies it
-            cls = _find_enum(cls_name)
+            cls = find_enum(cls_name)
             if cls is not None:
                 try:
                     return cls[name]
