@@ -50,8 +50,22 @@ def ordered_steps(events: np.ndarray) -> np.ndarray:
 
 
 def is_sorted(events: np.ndarray) -> bool:
-    """True when ``events`` is in total order (time, client, seq), strictly (no duplicates)."""
-    return len(events) < 2 or bool(np.all(ordered_steps(events)))
+    """True when ``events`` is in total order (time, client, seq), strictly (no duplicates).
+
+    The times alone first: where they strictly increase (most neighbours) client and seq are not read,
+    so a run without ties costs one comparison per event instead of five (15 ms of a 1 M-event replay)."""
+    if len(events) < 2:
+        return True
+    t = events["time"]
+    rise = t[:-1] < t[1:]
+    if rise.all():
+        return True
+    rest = np.flatnonzero(~rise)  # neighbours with equal or falling times
+    if np.any(t[rest] != t[rest + 1]):
+        return False
+    c, s = events["client"], events["seq"]
+    c0, c1 = c[rest], c[rest + 1]
+    return bool(np.all((c0 < c1) | ((c0 == c1) & (s[rest] < s[rest + 1]))))
 
 
 LOOP_MIN_BYTES = 512  # contiguous pieces at least this long on average are copied slice by slice
