@@ -217,7 +217,60 @@ def test_radio_config_pickles_and_falls_back_without_a_client() -> None:
     assert SENT == [(MessageType.RESOURCE_INFO, {"x": 1})]
 
 
+def test_hub_logging_endpoint_is_sqlite_and_never_overwrites_a_database_it_did_not_write(tmp_path: Path) -> None:
+    from chronompi.parsl import ChronompiHub, ParslMonitoringError
+    from chronompi.parsl.hub import database_path, written_here
+
+    assert database_path("sqlite:///runinfo/monitoring.db") == Path("runinfo/monitoring.db")
+    assert database_path("sqlite:////abs/monitoring.db") == Path("/abs/monitoring.db")
+    for bad in ("postgresql://host/db", "sqlite:///", "monitoring.db"):
+        with pytest.raises(ParslMonitoringError, match="SQLite files only"):
+            database_path(bad)
+    foreign = tmp_path / "monitoring.db"  # e.g. Parsl's own hub's, from an earlier run
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE TABLE workflow (run_id TEXT)")
+    con.commit()
+    con.close()
+    assert not written_here(foreign)
+    hub = ChronompiHub(store=tmp_path / "store", logging_endpoint=f"sqlite:///{foreign}")
+    with pytest.raises(ParslMonitoringError, match="not written by chronompi"):
+        hub.start(str(tmp_path / "run" / "000"), str(tmp_path / "run"), None)  # refused before any session starts
+    assert not hub.monitoring_hub_active and hub.client is None
+    con = sqlite3.connect(foreign)
+    assert con.execute("SELECT name FROM sqlite_master").fetchall() == [("workflow",)]  # left as it was
+    con.close()
+
+
 # -- end to end --------------------------------------------------------------------------------------------------
+PARSL_OWN = [
+    *(f"test_basic::test_row_counts_base[{c}]" for c in ("thread_config", "htex_config", "htex_filesystem_config")),
+    "test_basic::test_row_counts_base[htex_udp_config]",
+    *(f"test_app_names::test_app_name[{a}]" for a in ("regular_decorated_app", "for_decoration_later")),
+    "test_app_names::test_app_name[decorated_closure]",
+    "test_incomplete_futures::test_future_representation",
+    "test_memoization_representation::test_hashsum",  # (Parsl's default database: RUN_DIR/monitoring.db)
+    *(f"test_htex_init_blocks_vs_monitoring::test_row_counts[{s}]" for s in ("none", "simple", "htex_auto_scale")),
+]
+
+
+@pytest.mark.mpi
+def test_parsls_own_monitoring_tests_pass_against_the_drop_in_hub(tmp_path: Path) -> None:
+    """Parsl's own tests (its installed parsl/tests/test_monitoring: test_basic's row counts for the thread pool and
+    HTEX with each radio, app names, incomplete futures, memoization hashsums, and the block rows of an HTEX block
+    under each scaling strategy, auto-scale included) run unchanged with ChronompiHub where they make
+    MonitoringHub: they query the database the hub wrote through logging_endpoint, or where Parsl's hub writes
+    it by default (tests/apps/parsl_own_tests.py; Parsl's conftest does not load under pytest 9, so its one
+    fixture is made there)."""
+    env = mpi_env()
+    for k in [k for k in env if k.startswith(("OMPI_", "PMIX_", "PRTE_"))]:
+        del env[k]
+    argv = [sys.executable, str(APPS / "parsl_own_tests.py"), str(tmp_path)]
+    r = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    results = json.loads((tmp_path / "parsl-own.json").read_text())
+    assert results == dict.fromkeys(PARSL_OWN, "PASS"), f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+
+
 def _rows(db: Path, table: str, cols: list[str], order: str = "") -> list[tuple[Any, ...]]:
     con = sqlite3.connect(db)
     try:
@@ -483,6 +536,8 @@ def test_drop_in_hub_in_a_plain_python_driver(tmp_path: Path) -> None:
     for table, cols in (("workflow", WORKFLOW), ("task", TASK), ("try", TRY), ("status", STATUS)):
         want = _rows(ref, table, cols)
         assert want and _rows(exported, table, cols) == want, table
+        # logging_endpoint: the database the hub wrote at each close, both workflows in it, as Parsl's has
+        assert _rows(out / "dropin.db", table, cols) == want, f"{table} (logging_endpoint)"
     import chronompi
 
     runs = chronompi.open_store(store).runs()

@@ -85,7 +85,7 @@ def one_line(out: str) -> None:
 def test_sigterm_drains_the_job(target: str, tmp_path: Path) -> None:
     store, refdir = tmp_path / "store", tmp_path / "ref"
     refdir.mkdir()
-    proc = launch(store, refdir, "same", None, tmp_path, spec=spec(), n=5)
+    proc = launch(store, refdir, str(tmp_path / "stage"), None, tmp_path, spec=spec(), n=5)
     try:
         wait_for_events(proc, refdir, random.randint(500, 3000))
         signalled = time.time_ns()
@@ -130,7 +130,7 @@ def test_sigusr1_makes_every_client_sync(tmp_path: Path) -> None:
     app = spec()
     app["cfg"]["keeper"] = {"window_ms": 60000, "acceptance_ms": 120000}  # no window closes during the test
     app["cfg"]["service"]["log_level"] = "INFO"
-    proc = launch(store, refdir, "same", None, tmp_path, spec=app, n=5)
+    proc = launch(store, refdir, str(tmp_path / "stage"), None, tmp_path, spec=app, n=5)
     lines: list[str] = []
     reader = threading.Thread(
         target=lambda: lines.extend(ln.decode(errors="replace") for ln in proc.stdout), daemon=True

@@ -26,6 +26,7 @@ import os
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parsl.monitoring.monitoring import MonitoringHub
@@ -70,6 +71,57 @@ class HubQueue(multiprocessing.queues.Queue):
         return self._local
 
 
+_APPLICATION_ID = 0x43484D50  # b"CHMP": SQLite's application_id of the databases this hub writes
+
+
+def database_path(endpoint: str) -> Path:
+    """The file of ``sqlite:///PATH`` (relative) or ``sqlite:////PATH`` (absolute), as SQLAlchemy reads it."""
+    prefix = "sqlite:///"
+    if not endpoint.startswith(prefix) or len(endpoint) == len(prefix):
+        raise ParslMonitoringError(
+            f"logging_endpoint={endpoint!r}: chronompi's hub writes SQLite files only (sqlite:///PATH); for "
+            "other databases rebuild the tables with chronompi export parsl --format parquet"
+        )
+    return Path(endpoint[len(prefix) :])
+
+
+def written_here(path: Path) -> bool:
+    """Whether the SQLite file ``path`` is one this hub wrote (its application_id)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return int(con.execute("PRAGMA application_id").fetchone()[0]) == _APPLICATION_ID
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+
+
+def write_database(store: str | os.PathLike[str], path: Path, chronicle: str) -> None:
+    """Parsl's monitoring database at ``path``, rebuilt from ``chronicle`` of ``store``: written beside it, then
+    renamed over it (a reader never sees half a database)."""
+    import sqlite3
+
+    from .export import export_parsl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        export_parsl(store, tmp, chronicle)
+        con = sqlite3.connect(tmp)
+        try:
+            con.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+            con.commit()
+        finally:
+            con.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class ChronompiHub(MonitoringHub):
     """Parsl monitoring into chronompi: pass it as ``Config(monitoring=ChronompiHub(client))``, or in a driver
     started with plain ``python`` (no mpirun) as ``Config(monitoring=ChronompiHub(store="parsl-store"))``.
@@ -81,9 +133,13 @@ class ChronompiHub(MonitoringHub):
     missing), one story per message type (``TASK_INFO``, ``WORKFLOW_INFO``,
     ``RESOURCE_INFO``, ``NODE_INFO``, ``BLOCK_INFO``, ``WORKER_TASK_INFO``).
     The other arguments mean what they mean for Parsl's ``MonitoringHub``.
-    Parsl's own SQLite database is not written (rebuild it with
-    ``chronompi export parsl``). ``register=True`` makes ``client`` this
-    process's recorder for :class:`~chronompi.parsl.ChronompiRadio`.
+    With ``logging_endpoint`` (``sqlite:///PATH``, as for Parsl's hub) :meth:`close` writes Parsl's
+    monitoring database there, rebuilt from the store's chronicle (every workflow recorded into it, as
+    Parsl's accumulates; a database this hub wrote before is replaced, any other file is refused at
+    :meth:`start`). Without it, a hub of its own session (no ``client``) writes it where Parsl's hub
+    would, ``RUN_DIR/monitoring.db``; a hub given a ``client`` writes none (``chronompi export parsl``,
+    once or ``--follow``).
+    ``register=True`` makes ``client`` this process's recorder for :class:`~chronompi.parsl.ChronompiRadio`.
     """
 
     def __init__(
@@ -97,6 +153,7 @@ class ChronompiHub(MonitoringHub):
         resource_monitoring_interval: float = 30,
         register: bool = True,
         store: str | os.PathLike[str] | None = None,
+        logging_endpoint: str | None = None,
     ) -> None:
         # MonitoringHub.__init__ is not called: it insists on sqlalchemy (for a database we do not write)
         self.client = client  # (None: a session of our own, made in start())
@@ -107,7 +164,8 @@ class ChronompiHub(MonitoringHub):
         self.hub_address = None
         self.hub_port = None
         self.hub_port_range = None
-        self.logging_endpoint = None
+        self.logging_endpoint = logging_endpoint  # (Parsl's tests set it after construction: read at start)
+        self._database: Path | None = None
         self.workflow_name = workflow_name
         self.workflow_version = workflow_version
         self.monitoring_debug = monitoring_debug
@@ -127,6 +185,14 @@ class ChronompiHub(MonitoringHub):
         if self.monitoring_hub_active:
             raise ParslMonitoringError("this ChronompiHub is already started; use one hub per Parsl config")
         os.makedirs(dfk_run_dir, exist_ok=True)
+        if self.logging_endpoint is None and self.client is None:  # the drop-in: where Parsl's hub writes its own
+            self.logging_endpoint = f"sqlite:///{os.fspath(config_run_dir)}/monitoring.db"
+        self._database = database_path(self.logging_endpoint) if self.logging_endpoint is not None else None
+        if self._database is not None and self._database.exists() and not written_here(self._database):
+            raise ParslMonitoringError(
+                f"logging_endpoint: {self._database} exists and was not written by chronompi's hub; it is left as "
+                "it is: move it away or give another logging_endpoint (sqlite:///PATH)"
+            )
         if self.client is None:  # a plain driver (python, no mpirun): a session of its own, services spawned
             from .. import embed
 
@@ -210,11 +276,16 @@ class ChronompiHub(MonitoringHub):
         if self.register:
             register_client(None)
         log.info("chronompi Parsl hub closed in %.3f s: %s, %d errors", time.monotonic() - t0, self.counts, self.errors)
+        root = self.client.ctx.cfg.storage.root
         if self._own_session:  # every message in the store before the driver goes on
             from .. import embed
 
             embed.finalize()
             self._own_session = False
+        elif self._database is not None:  # the session goes on: what was recorded is readable once committed
+            self.client.sync()
+        if self._database is not None:
+            write_database(root, self._database, self.chronicle)
         if self.first_error is not None:
             raise ParslMonitoringError(
                 f"{self.errors} monitoring message(s) could not be recorded; first: {self.first_error!r}"

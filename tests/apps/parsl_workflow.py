@@ -123,7 +123,12 @@ def run(mode: str, executor: str, outdir: Path, client: Any = None) -> dict[str,
     elif mode == "dropin":  # the one line a Parsl user changes: no client, no mpirun, no radio; the hub's own session
         from chronompi.parsl import ChronompiHub
 
-        hub = ChronompiHub(store=client, workflow_name=f"wf-{executor}", resource_monitoring_interval=interval)
+        hub = ChronompiHub(
+            store=client,
+            workflow_name=f"wf-{executor}",
+            logging_endpoint=f"sqlite:///{outdir / 'dropin.db'}",  # Parsl's database too, as Parsl's hub writes it
+            resource_monitoring_interval=interval,
+        )
     else:
         from chronompi.parsl import ChronompiHub, ChronompiRadio
 
