@@ -163,8 +163,11 @@ def merge_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     """Merge runs into one sorted run whose heap holds the payloads in event order; one run that needs no
     merge is returned as it is (:func:`merged_as_is`; a piece cut to a range is compacted)."""
     as_is = merged_as_is(runs)
-    if as_is is not None:
-        return as_is
+    return as_is if as_is is not None else merge_all(runs)
+
+
+def merge_all(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`merge_runs` for pieces :func:`merged_as_is` has already turned down: always a new run."""
     events, heap = concat_runs(runs)
     if is_sorted(events):  # already in order (e.g. runs of consecutive windows)
         if _in_layout(events, heap):

@@ -25,6 +25,11 @@ import time
 from dataclasses import field
 from typing import Any
 
+try:  # hashlib's BLAKE2b is CPython's _blake2, which loads without hashlib's OpenSSL (3 ms in every rank)
+    from _blake2 import blake2b as _blake2b
+except ImportError:  # pragma: no cover - another Python
+    from hashlib import blake2b as _blake2b
+
 from ._plain import plain
 from .config import Config
 from .layout import Roles
@@ -90,18 +95,8 @@ class Context:
 
 def client_id(run_id: int, rank: int) -> int:
     """64-bit client id, unique across runs: a hash of (run id, rank). Never truncated."""
-    digest = _blake2b()(f"{run_id:016x}:{rank}".encode(), digest_size=8).digest()
+    digest = _blake2b(f"{run_id:016x}:{rank}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
-
-
-def _blake2b() -> Any:
-    """hashlib's BLAKE2b, without hashlib's import of OpenSSL (3 ms in every rank at start-up) when CPython's
-    own module is there (it is what hashlib.blake2b is)."""
-    try:
-        from _blake2 import blake2b
-    except ImportError:  # pragma: no cover - another Python
-        from hashlib import blake2b
-    return blake2b
 
 
 def hostname() -> str:

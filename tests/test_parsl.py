@@ -261,11 +261,7 @@ def test_parsls_own_monitoring_tests_pass_against_the_drop_in_hub(tmp_path: Path
     MonitoringHub: they query the database the hub wrote through logging_endpoint, or where Parsl's hub writes
     it by default (tests/apps/parsl_own_tests.py; Parsl's conftest does not load under pytest 9, so its one
     fixture is made there)."""
-    env = mpi_env()
-    for k in [k for k in env if k.startswith(("OMPI_", "PMIX_", "PRTE_"))]:
-        del env[k]
-    argv = [sys.executable, str(APPS / "parsl_own_tests.py"), str(tmp_path)]
-    r = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    r = run_plain([str(tmp_path)], tmp_path, 600, app="parsl_own_tests.py")
     assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     results = json.loads((tmp_path / "parsl-own.json").read_text())
     assert results == dict.fromkeys(PARSL_OWN, "PASS"), f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
@@ -283,12 +279,14 @@ def _rows(db: Path, table: str, cols: list[str], order: str = "") -> list[tuple[
         con.close()
 
 
-def run_plain(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """``python parsl_workflow.py ARGS`` as a user starts a driver: no mpirun, no MPI identity inherited."""
+def run_plain(
+    args: list[str], cwd: Path, timeout: float, app: str = "parsl_workflow.py"
+) -> subprocess.CompletedProcess[str]:
+    """``python APP ARGS`` as a user starts a driver: no mpirun, no MPI identity inherited."""
     env = mpi_env()  # puts the venv's bin (interchange.py, process_worker_pool.py) on PATH
     for k in [k for k in env if k.startswith(("OMPI_", "PMIX_", "PRTE_"))]:
         del env[k]
-    argv = [sys.executable, str(APPS / "parsl_workflow.py"), *args]
+    argv = [sys.executable, str(APPS / app), *args]
     return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 

@@ -155,7 +155,7 @@ class ChronompiHub(MonitoringHub):
         store: str | os.PathLike[str] | None = None,
         logging_endpoint: str | None = None,
     ) -> None:
-        # MonitoringHub.__init__ is not called: it insists on sqlalchemy (for a database we do not write)
+        # MonitoringHub.__init__ is not called: it insists on sqlalchemy (its database is rebuilt from the store)
         self.client = client  # (None: a session of our own, made in start())
         self.store = store
         self._own_session = False
@@ -276,7 +276,6 @@ class ChronompiHub(MonitoringHub):
         if self.register:
             register_client(None)
         log.info("chronompi Parsl hub closed in %.3f s: %s, %d errors", time.monotonic() - t0, self.counts, self.errors)
-        root = self.client.ctx.cfg.storage.root
         if self._own_session:  # every message in the store before the driver goes on
             from .. import embed
 
@@ -285,7 +284,7 @@ class ChronompiHub(MonitoringHub):
         elif self._database is not None:  # the session goes on: what was recorded is readable once committed
             self.client.sync()
         if self._database is not None:
-            write_database(root, self._database, self.chronicle)
+            write_database(self.client.ctx.cfg.storage.root, self._database, self.chronicle)
         if self.first_error is not None:
             raise ParslMonitoringError(
                 f"{self.errors} monitoring message(s) could not be recorded; first: {self.first_error!r}"

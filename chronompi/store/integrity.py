@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -36,11 +37,18 @@ def has_sums(index_dtype: np.dtype) -> bool:
     return "checksum" in names and _ROW_SUM in names and "heap0" in names
 
 
-def data_sum(events: np.ndarray, heap_parts: list[np.ndarray] | tuple[np.ndarray, ...]) -> int:
-    """XXH3-64 of a run's event rows (as stored) followed by its payload bytes (one or more parts)."""
+def run_hasher(events: np.ndarray) -> Any:
+    """The XXH3-64 state of a run's data checksum after its event rows (as stored); its payload bytes follow
+    (``update``), then ``intdigest()`` is the ``checksum`` (:func:`data_sum` in one call)."""
     h = xxhash.xxh3_64()
     if len(events):
         h.update(np.ascontiguousarray(events).view(np.uint8).data)
+    return h
+
+
+def data_sum(events: np.ndarray, heap_parts: list[np.ndarray] | tuple[np.ndarray, ...]) -> int:
+    """XXH3-64 of a run's event rows (as stored) followed by its payload bytes (one or more parts)."""
+    h = run_hasher(events)
     for part in heap_parts:
         if len(part):
             h.update(np.ascontiguousarray(part).view(np.uint8).data)

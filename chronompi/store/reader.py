@@ -32,14 +32,13 @@ from typing import Any
 
 import h5py
 import numpy as np
-import xxhash
 
 from ..codec import EVENT
 from ..errors import DamagedSegment, StoreError, UnknownChronicle, UnknownStory
-from ..merge import gather, merge_runs, merged_as_is
+from ..merge import gather, merge_all, merged_as_is
 from ..names import check_name
 from .format import SEGMENTS, check_store, fsck_hint, open_segment, part_files, read_runs
-from .integrity import RunClients, has_sums, implausible, row_sum, run_clients
+from .integrity import RunClients, has_sums, implausible, row_sum, run_clients, run_hasher
 
 log = logging.getLogger(__name__)
 
@@ -381,10 +380,7 @@ class _Check:
     def _hash_events(self) -> None:
         idx, first = self.r.runs, self.r.first
         for a, n in zip(idx["first_row"].tolist(), idx["n_rows"].tolist()):
-            h = xxhash.xxh3_64()
-            if n:
-                h.update(self.ev[a - first : a - first + n].view(np.uint8).data)
-            self._hashers.append(h)
+            self._hashers.append(run_hasher(self.ev[a - first : a - first + n]))
         self._events_done.set()
 
     def _hash_heap(self, heap: np.ndarray) -> None:
@@ -662,7 +658,7 @@ class Store:
                 rows = left
         if not runs:
             return np.empty(0, EVENT), np.empty(0, np.uint8)
-        return as_is if as_is is not None else merge_runs(runs)
+        return as_is if as_is is not None else merge_all(runs)
 
     # -- replay -----------------------------------------------------------
     def replay_raw(
