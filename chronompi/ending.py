@@ -122,6 +122,21 @@ def running_run(
     return store, rec
 
 
+def stopped_by(named: tuple[Path, str] | None) -> int | None:
+    """The signal that stopped the run the visor ``named`` (its record says ``stopped``: stop.py), or None.
+    The job's exit status is then the signal's, whatever the launcher made of the visor's abort (MPICH's
+    hydra may report the SIGKILL it sent the aborting rank itself)."""
+    import signal
+
+    if named is None:
+        return None
+    try:
+        rec = json.loads((named[0] / "runs" / f"r{named[1]}.json").read_text())
+        return int(signal.Signals[rec["reason"]["signal"]]) if rec.get("status") == "stopped" else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def _on(rec: dict[str, Any] | None, host: str) -> str:
     """`` (ranks there: keeper 4, client 5-7)`` from the run record's placement, or ``""``."""
     roles = ((rec or {}).get("nodes") or {}).get(host)

@@ -169,7 +169,7 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str], stores: Sequence[Path]
 
     prrte = (Path(shutil.which(argv[0], path=env.get("PATH")) or argv[0]).parent / "prterun").exists()
     relay = signal.SIGUSR2 if prrte else signal.SIGTERM
-    from .ending import LAUNCHER, Markers
+    from .ending import LAUNCHER, Markers, stopped_by
 
     since_ns = time.time_ns() - 5_000_000_000  # (a visor on another node: its clock may differ a little)
     env = {**env, LAUNCHER: "1"}  # the visor names its run and store to us (ending.py)
@@ -199,6 +199,8 @@ def exec_mpi(argv: Sequence[str], env: Mapping[str, str], stores: Sequence[Path]
                 signal.signal(s, old)
         if terms and rc != 0:
             return 128 + signal.SIGTERM  # stopped by the signal, however mpirun ended
+        if rc != 0 and (sig := stopped_by(markers.run)) is not None:
+            return 128 + sig  # the ranks were signalled (srun, kill), not us: the visor drained and aborted
         if launcher_failed(rc, err) and attempt == LAUNCH_ATTEMPTS - 1:
             sys.stderr.write(
                 f"chronompi mpirun: Open MPI's launcher did not start (its PMIx listener thread failed to start, "

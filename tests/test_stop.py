@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from test_crash import launch, read_refs, stored_keys
 
+from chronompi.ending import stopped_by
 from chronompi.store.format import read_runs
 
 pytestmark = pytest.mark.mpi
@@ -60,6 +61,9 @@ def check_stopped(store: Path, refdir: Path, signalled_ns: int) -> int:
     run = runs[0]
     assert run["status"] == "stopped", run.get("status")
     assert run["reason"]["signal"] == "SIGTERM" and run["reason"]["drained"] is True, run["reason"]
+    # what chronompi mpirun makes its exit status of when the launcher reports another (MPICH's hydra may
+    # report the SIGKILL it sent the visor while that aborted with 143)
+    assert stopped_by((store, run["run"])) == signal.SIGTERM
     keys = stored_keys(store, run)
     before = 0
     for cid, ref in read_refs(refdir).items():
