@@ -25,10 +25,12 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .logging_handler import record_to_payload
-from .story import Story
+
+if TYPE_CHECKING:
+    from .client import Story
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from .errors import ChronicleExists, SessionClosed, UnknownChronicle
 from .names import MAX_NAME_LEN, check_name
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .story import Story
+    from .client import Client, Story
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .story import Story
+if TYPE_CHECKING:
+    from .client import Story
 
 
 def record_to_payload(record: logging.LogRecord, formatter: logging.Formatter | None = None) -> bytes:

@@ -76,7 +76,7 @@ def jobs(cfg: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
 
 def launch(bench: str, n: int, params: dict[str, Any], out: Path, cfg: dict[str, Any], log: Path) -> dict[str, Any]:
     """Run one benchmark job under mpirun; kill its process group past ``timeout_s``."""
-    from chronompi.launch import mpi_env, mpirun_argv
+    from chronompi.launch import LAUNCH_ATTEMPTS, launcher_failed, mpi_env, mpirun_argv
 
     pfile = out.parent / ".params" / f"{out.stem}-{bench}-{n}-{time.time_ns()}.json"
     pfile.parent.mkdir(parents=True, exist_ok=True)
@@ -88,8 +88,34 @@ def launch(bench: str, n: int, params: dict[str, Any], out: Path, cfg: dict[str,
     )
     t0 = time.perf_counter()
     print(f"== {bench}: {' '.join(argv[:3])} ... ({n} ranks, limit {cfg['timeout_s']} s)", flush=True)
+    for attempt in range(LAUNCH_ATTEMPTS):  # as chronompi mpirun does: a launcher that never started is retried
+        proc, tail, timed_out = _run_logged(argv, env, log, float(cfg["timeout_s"]), f"{bench} {n} ranks")
+        if timed_out or not launcher_failed(proc.returncode or 0, "".join(tail)) or attempt == LAUNCH_ATTEMPTS - 1:
+            break
+        print(f"   the launcher did not start (exit {proc.returncode}); trying again", flush=True)
+        time.sleep(0.5 * (attempt + 1))
+    pfile.unlink(missing_ok=True)
+    wall = time.perf_counter() - t0
+    status = {
+        "bench": bench,
+        "ranks": n,
+        "returncode": proc.returncode,
+        "timed_out": timed_out,
+        "wall_s": round(wall, 2),
+    }
+    if proc.returncode != 0 or timed_out:
+        print(f"!! {bench} failed (rc={proc.returncode}, timed out={timed_out}); see {log}", flush=True)
+        print("".join(tail[-15:]), flush=True)
+        status["tail"] = "".join(tail[-15:])
+    return status
+
+
+def _run_logged(
+    argv: list[str], env: dict[str, str], log: Path, timeout: float, label: str
+) -> tuple[subprocess.Popen[str], list[str], bool]:
+    """One mpirun, its output appended to ``log`` (result lines echoed); (process, last 40 lines, timed out)."""
     with log.open("a") as lf:
-        lf.write(f"\n== {bench} {n} ranks: {' '.join(argv)}\n")
+        lf.write(f"\n== {label}: {' '.join(argv)}\n")
         lf.flush()
         proc = subprocess.Popen(
             argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
@@ -109,25 +135,12 @@ def launch(bench: str, n: int, params: dict[str, Any], out: Path, cfg: dict[str,
         th.start()
         timed_out = False
         try:
-            proc.wait(timeout=float(cfg["timeout_s"]))
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill(proc)
         th.join(timeout=10)
-    pfile.unlink(missing_ok=True)
-    wall = time.perf_counter() - t0
-    status = {
-        "bench": bench,
-        "ranks": n,
-        "returncode": proc.returncode,
-        "timed_out": timed_out,
-        "wall_s": round(wall, 2),
-    }
-    if proc.returncode != 0 or timed_out:
-        print(f"!! {bench} failed (rc={proc.returncode}, timed out={timed_out}); see {log}", flush=True)
-        print("".join(tail[-15:]), flush=True)
-        status["tail"] = "".join(tail[-15:])
-    return status
+    return proc, tail, timed_out
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:

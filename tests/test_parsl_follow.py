@@ -24,7 +24,7 @@ pytest.importorskip("parsl")
 
 from conftest import APPS  # noqa: E402
 
-from chronompi.launch import mpi_env, mpirun_argv  # noqa: E402
+from chronompi.launch import mpi_env, retrying_argv  # noqa: E402
 from chronompi.parsl import export_parsl  # noqa: E402
 from chronompi.parsl.export import TABLES  # noqa: E402
 
@@ -79,7 +79,7 @@ def test_follow_shows_a_running_workflow_and_ends_equal_to_the_offline_export(tm
         start_new_session=True,
     )
     job = subprocess.Popen(
-        mpirun_argv(4, [sys.executable, str(APPS / "parsl_follow.py"), str(out), str(store), "6", "4", "1.0"]),
+        retrying_argv(4, [sys.executable, str(APPS / "parsl_follow.py"), str(out), str(store), "6", "4", "1.0"]),
         env={**env, "CHRONOMPI_TEST_HANG_S": "110"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
