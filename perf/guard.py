@@ -1,7 +1,8 @@
 """The ratio guard: a short ingest and replay run against the per-rank h5py peer, compared with a reference.
 
     python perf/guard.py            # measure, compare with the last line of perf/results/guard.jsonl
-    python perf/guard.py --record   # measure and print a reference line (append it to guard.jsonl from a clean tree)
+    python perf/guard.py --record   # measure and print a reference line (append it to guard.jsonl from a clean tree;
+                                    # the reference is the median of the last lines of one commit)
 
 Two ratios, each measured in one run against h5py doing the same work, so that a machine slowed down by other
 work slows both sides (ratios only, never absolute times):
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,8 +97,11 @@ MEASURES = {"ingest": ingest_ratio, "replay": replay_ratio}
 
 
 def reference() -> dict[str, Any]:
-    lines = [ln for ln in REFERENCE.read_text().splitlines() if ln.strip()]
-    return dict(json.loads(lines[-1]))
+    """The reference: the median of each ratio over the last recorded lines of one commit."""
+    rows = [json.loads(ln) for ln in REFERENCE.read_text().splitlines() if ln.strip()]
+    last = [r for r in rows if r["machine"]["git_commit"] == rows[-1]["machine"]["git_commit"]]
+    ref = {f"{k}_ratio": statistics.median(r[f"{k}_ratio"] for r in last) for k in MEASURES}
+    return {**ref, "machine": rows[-1]["machine"], "lines": len(last)}
 
 
 def main() -> int:
