@@ -48,6 +48,7 @@ from .protocol import (
     TAG_SYNC,
     UNHANG,
     Context,
+    held_from_start,
 )
 from .route import Route
 from .service import Outbox, make_backoff, membership_of, wait_all
@@ -389,6 +390,8 @@ class Client:
 
     # -- start-up ----------------------------------------------------------
     def _start(self) -> None:
+        for (chronicle, story), sid in held_from_start(self.ctx.stories).items():  # no request: the visor's
+            self._adopt(chronicle, story, sid)  # registry gave us these at its start (session(stories=...))
         self._node_clock()
         with self._lock:
             self._send_locked(codec.DATA)  # first heartbeat: the keeper learns our promise at once
@@ -958,17 +961,20 @@ class Client:
             held = self._stories.get((chronicle, story))
             if held is not None and held._state == ACTIVE:
                 return held
-            sid = int(self._request("acquire", chronicle, story))
-            with self._lock:
-                st = Story(self, chronicle, story, sid, self._seq_of.get(sid, 0))
-                self._stories[(chronicle, story)] = st
-                self._names[sid] = (chronicle, story)
-                if sid not in self._seq_of:
-                    self._decls.append((sid, chronicle, story))  # rides on our next batch
-                    self._seq_of[sid] = 0
-                    if sum(len(c) + len(s) + 24 for _, c, s in self._decls) > codec.DECL_BUDGET:
-                        self._send_locked(codec.DATA)  # keep a batch's declarations within the slot margin
-            return st
+            return self._adopt(chronicle, story, int(self._request("acquire", chronicle, story)))
+
+    def _adopt(self, chronicle: str, story: str, sid: int) -> Story:
+        """The visor gave us story ``sid``: its Story, declared to our keeper with our next batch."""
+        with self._lock:
+            st = Story(self, chronicle, story, sid, self._seq_of.get(sid, 0))
+            self._stories[(chronicle, story)] = st
+            self._names[sid] = (chronicle, story)
+            if sid not in self._seq_of:
+                self._decls.append((sid, chronicle, story))  # rides on our next batch
+                self._seq_of[sid] = 0
+                if sum(len(c) + len(s) + 24 for _, c, s in self._decls) > codec.DECL_BUDGET:
+                    self._send_locked(codec.DATA)  # keep a batch's declarations within the slot margin
+        return st
 
     def release_story(self, chronicle: str, story: str) -> None:
         st = self._stories.get((chronicle, story))

@@ -116,15 +116,19 @@ def start(
 
     from .session import session
 
+    chronicle = check_name(chronicle or program_name(), "chronicle")
+    check_name(story_name, "story")
+    held = [(chronicle, story_name)] if capture_logging else []
+    held += [(chronicle, "stdout"), (chronicle, "stderr")] if capture_output else []
     with _state_lock:
         if _state is not None:
             return _state.client
-        cm = session(comm, cfg)
+        cm = session(comm, cfg, stories=held)  # every client holds them from the start: no request each
         client = cm.__enter__()  # service ranks: the whole session is served inside this call
         if client is None:
             cm.__exit__(None, None, None)
             return None
-        st = _Embedded(cm, client, check_name(chronicle or program_name(), "chronicle"))
+        st = _Embedded(cm, client, chronicle)
         _state = st
     try:
         if rebind and (comm is None or comm is MPI.COMM_WORLD):

@@ -84,6 +84,8 @@ class Context:
     hosts: list[str]
     # the session's start, time.time() of rank 0 (the visor) when it entered session(): where wall time begins
     started: float = field(default_factory=time.time)
+    # (chronicle, story) pairs every client holds from the start, with no request each (session(stories=...))
+    stories: tuple[tuple[str, str], ...] = ()
 
     @property
     def host(self) -> str:
@@ -97,6 +99,15 @@ def client_id(run_id: int, rank: int) -> int:
     """64-bit client id, unique across runs: a hash of (run id, rank). Never truncated."""
     digest = _blake2b(f"{run_id:016x}:{rank}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def held_from_start(stories: tuple[tuple[str, str], ...]) -> dict[tuple[str, str], int]:
+    """The ids of the stories every client holds from the start: 1, 2, ... in order of first appearance, as
+    the visor's fresh registry gives them (``Registry.hold_from_start``); clients compute the same ids."""
+    ids: dict[tuple[str, str], int] = {}
+    for key in stories:
+        ids.setdefault(key, len(ids) + 1)
+    return ids
 
 
 def hostname() -> str:

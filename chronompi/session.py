@@ -16,7 +16,7 @@ import shlex
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +75,7 @@ def _run_id() -> int:
     return int.from_bytes(os.urandom(8), "little") >> 1  # 63 random bits (without importing secrets)
 
 
-def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
+def _startup(comm: Any, cfg: Any, entered: float, root: int = 0, stories: Sequence[tuple[str, str]] = ()) -> Context:
     rank = comm.Get_rank()
     # the nodes first: rank 0 checks the layout against them before it makes the store (too few ranks left an
     # empty store behind)
@@ -102,8 +102,9 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
             packet = (None, 0, ("ConfigError", f"{what}; {advice(exc)}"))
     else:
         packet = (None, 0, None)
-    # the session's wall time starts where the config is given (rank 0, or a program run alone) entered session()
-    (resolved, run_id, error), started = comm.bcast((packet, entered), root=root)
+    # the session's wall time starts where the config is given (rank 0, or a program run alone) entered session();
+    # the stories held from the start are those that rank named
+    (resolved, run_id, error), started, held = comm.bcast((packet, entered, tuple(stories)), root=root)
     if error is not None:
         raise (StoreError if error[0] == "StoreError" else ConfigError)(error[1])
     assert resolved is not None
@@ -144,6 +145,7 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0) -> Context:
         raise ConfigError("a grapher cannot write its files: " + " | ".join(problems))
     ctx = Context(comm=comm, rank=rank, role=roles.role[rank], roles=roles, cfg=resolved, run_id=run_id, hosts=hosts)
     ctx.started = started
+    ctx.stories = held
     return ctx
 
 
@@ -197,7 +199,7 @@ def _abort(comm: Any, ctx: Context | None, what: str) -> None:
 
 
 @contextmanager
-def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
+def session(comm: Any = None, cfg: Any = None, *, stories: Sequence[tuple[str, str]] = ()) -> Iterator[Client | None]:
     """Run a chronompi session over ``comm`` (``MPI.COMM_WORLD`` by default).
 
     Collective: every rank of ``comm`` must enter it. On client ranks it yields
@@ -211,6 +213,10 @@ def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
 
     When the ``with`` block ends on every client, all events are in the store
     and every file is closed before the call returns on any rank.
+
+    ``stories``: (chronicle, story) pairs that every client holds from the start, chronicles created as
+    needed, as if each had called ``client.acquire_story`` (rank 0's list counts): no request to the visor
+    per client and story (``chronompi record`` and ``init()`` hold the story of the logging records so).
     """
     entered = time.time()
     if comm is not None and not isinstance(comm, MPI.Comm):
@@ -221,28 +227,30 @@ def session(comm: Any = None, cfg: Any = None) -> Iterator[Client | None]:
         from .spawn import embedded
 
         with embedded(cfg) as (merged, resolved, root):
-            with session_over(merged, resolved, root, entered) as client:
+            with session_over(merged, resolved, root, entered, stories) as client:
                 yield client
         return
     # a job started by mpirun (or srun, or sbatch): SIGTERM, SIGINT and SIGUSR2 drain it (stop.py); a
     # program started alone keeps its own handling (Ctrl-C in a notebook stays a KeyboardInterrupt)
     restore = stop.install()
     try:
-        with session_over(base, cfg, 0, entered) as client:
+        with session_over(base, cfg, 0, entered, stories) as client:
             yield client
     finally:
         restore()
 
 
 @contextmanager
-def session_over(base: Any, cfg: Any, root: int, entered: float | None = None) -> Iterator[Client | None]:
+def session_over(
+    base: Any, cfg: Any, root: int, entered: float | None = None, stories: Sequence[tuple[str, str]] = ()
+) -> Iterator[Client | None]:
     """:func:`session` over ``base`` (of 2 ranks or more); ``cfg`` counts as given on rank ``root``, and
     the session's wall time starts at ``entered`` there (report.py)."""
     entered = time.time() if entered is None else entered
     _arrive(base)
     world = base.Dup()  # never talk on the user's communicator
     try:
-        ctx = _startup(world, cfg, entered, root)
+        ctx = _startup(world, cfg, entered, root, stories)
     except (ConfigError, StoreError) as exc:
         world.Free()
         _say_once(exc, base.Get_rank() == root)

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from .protocol import (
     TAG_REQ,
     UNHANG,
     Context,
+    held_from_start,
 )
 from .report import process_age_s
 from .service import Service, max_rss_mib
@@ -119,6 +121,18 @@ class Registry:
         entry.acquired += 1
         return entry.id
 
+    def hold_from_start(self, stories: tuple[tuple[str, str], ...], clients: Iterable[int]) -> None:
+        """A fresh registry: every client holds ``stories`` (their chronicles created as needed), with the
+        ids :func:`~chronompi.protocol.held_from_start` gives, as if each client had acquired them."""
+        assert not self.ids, "stories are held from the start of a fresh registry only"
+        clients = list(clients)
+        for (chronicle, story), sid in held_from_start(stories).items():
+            if chronicle not in self.chronicles:
+                self.create_chronicle(chronicle, None)
+            for client in clients:
+                got = self.acquire(chronicle, story, client)
+                assert got == sid, (chronicle, story, got, sid)
+
     def release(self, chronicle: str, story: str, client: int) -> int:
         """Drop ``client``'s hold; return how many clients still hold the story."""
         c = self._chronicle(chronicle)
@@ -165,6 +179,7 @@ class Visor(Service):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.registry = Registry()
+        self.registry.hold_from_start(ctx.stories, ctx.roles.clients)
         self.root = Path(ctx.cfg.storage.root)
         roles = ctx.roles
         self.everyone = [r for r in range(len(roles.role)) if r != ctx.rank]

@@ -263,3 +263,25 @@ def test_ids_are_stable_and_unique(ops) -> None:
             if isinstance(exc, StoryNotAcquired):
                 assert client not in held.get((c, s), set())
     assert len(set(id_of.values())) == len(id_of)
+
+
+# -- stories held from the start (session(stories=...)) ------------------------------------------
+
+
+def test_held_from_start_gives_the_ids_clients_compute(reg: Registry) -> None:
+    """The visor's fresh registry and every client agree on the ids with no request: clients compute them
+    (protocol.held_from_start), the visor acquires them for every client; a repeated pair counts once."""
+    from chronompi.protocol import held_from_start
+
+    stories = (("app", "log"), ("app", "stdout"), ("other", "log"), ("app", "log"))
+    reg.hold_from_start(stories, [3, 4, 5])
+    ids = held_from_start(stories)
+    assert ids == {("app", "log"): 1, ("app", "stdout"): 2, ("other", "log"): 3}
+    assert reg.show_chronicles() == ["app", "other"]
+    for (c, s), sid in ids.items():
+        assert reg.chronicles[c].stories[s].id == sid
+        assert reg.chronicles[c].stories[s].holders == {3, 4, 5}
+    assert reg.release("app", "log", 4) == 2  # held as if acquired: released the same way
+    assert reg.acquire("app", "new", 4) == 4  # later stories get the next ids
+    with pytest.raises(ChronicleExists):
+        reg.create_chronicle("app", None)
