@@ -47,18 +47,19 @@ def story(chronicle: str | None = None, name: str = "log") -> Story:
 
 
 if TYPE_CHECKING:
-    from .client import Client, Story
+    from .client import Client
     from .embed import finalize, init
     from .logging_handler import LogHandler
     from .session import session
     from .store import Store, open_store
+    from .story import Story
 
 # Names whose modules import mpi4py.MPI (which initialises MPI): loaded on first use, so that
 # `import chronompi`, `open_store` and the offline commands never start MPI; the reader's (h5py), so
 # that a client rank does not import h5py at start-up; and numpy's (Story, LogHandler), so that a keeper or
 # grapher reaches the session's start-up collectives without numpy (session.py).
 _LAZY = {
-    "Story": "client",
+    "Story": "story",
     "LogHandler": "logging_handler",
     "Client": "client",
     "session": "session",
@@ -87,6 +88,8 @@ class _Package(types.ModuleType):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, types.ModuleType):
+            if name == "story":  # the submodule chronompi.story: the package attribute stays the function
+                return
             if name in _LAZY:
                 value = getattr(value, name)
         super().__setattr__(name, value)

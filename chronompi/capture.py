@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .logging_handler import record_to_payload
 
 if TYPE_CHECKING:
-    from .client import Story
+    from .story import Story
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from .errors import ChronicleExists, SessionClosed, UnknownChronicle
 from .names import MAX_NAME_LEN, check_name
 
 if TYPE_CHECKING:
-    from .client import Client, Story
+    from .client import Client
+    from .story import Story
 
 log = logging.getLogger(__name__)
 

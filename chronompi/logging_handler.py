@@ -34,7 +34,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .client import Story
+    from .story import Story
 
 
 def record_to_payload(record: logging.LogRecord, formatter: logging.Formatter | None = None) -> bytes:

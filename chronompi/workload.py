@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .client import Client, Story
+from .client import Client
 from .config import WorkloadConfig
+from .story import Story
 
 if TYPE_CHECKING:
     from rich.console import Console

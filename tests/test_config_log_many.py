@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chronompi.client import OpenBatch, Story
+from chronompi.story import OpenBatch, Story
 
 
 class FakeClient(SimpleNamespace):
