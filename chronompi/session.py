@@ -91,6 +91,7 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0, stories: Sequen
             resolved0 = as_config(with_env_overrides(cfg))
             plan(comm.Get_size(), len(node_index), resolved0.layout)  # raises what assign_roles would, below
             made_store = not os.path.lexists(resolved0.storage.root)
+            stories = _held_stories(stories)  # a bad name: this rank's error, the same on every rank
             init_store(resolved0.storage.root)  # once, here, so every rank sees the same outcome
             packet: tuple[Config | None, int, tuple[str, str] | None] = (resolved0, _run_id(), None)
         except ChronoError as exc:
@@ -147,6 +148,21 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0, stories: Sequen
     ctx.started = started
     ctx.stories = held
     return ctx
+
+
+def _held_stories(stories: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """``session(stories=...)`` checked: (chronicle, story) pairs of valid names, else a ConfigError."""
+    from .names import check_name
+
+    held = []
+    for pair in stories:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ConfigError(f"session(stories=...): {pair!r} is not a (chronicle, story) pair")
+        try:
+            held.append((check_name(pair[0], "chronicle"), check_name(pair[1], "story")))
+        except ChronoError as exc:
+            raise ConfigError(f"session(stories=...): {exc}") from None
+    return tuple(held)
 
 
 def _no_blas_threads() -> None:

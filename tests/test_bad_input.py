@@ -179,6 +179,32 @@ def test_config_error_names_its_source_on_every_rank(
     assert time.monotonic() - t0 < 30
 
 
+@pytest.mark.parametrize(
+    "stories, fragment",
+    [
+        ([["app", "log"]], None),
+        ([["app", "../log"]], "session(stories=...)"),
+        ([["app"]], "is not a (chronicle, story) pair"),
+    ],
+)
+def test_stories_held_from_the_start(stories: list, fragment: str | None, store: Path) -> None:
+    """``session(stories=...)``: every client holds them (its acquire is answered without a request) and logs;
+    a bad name is one ConfigError, the same on every rank, and nothing hangs."""
+    cfg = json.dumps({"storage": {"root": str(store)}})
+    r = mpirun(4, "config_error.py", cfg, f"stories={json.dumps(stories)}", timeout=60, check=False)
+    lines = rank_lines(r.stdout)
+    assert sorted(int(ln.split()[1]) for ln in lines) == [0, 1, 2, 3], r.stdout + r.stderr
+    if fragment is None:
+        assert r.returncode == 0 and all(ln.endswith(" OK") for ln in lines), r.stdout + r.stderr
+        import chronompi
+
+        with chronompi.open_store(store) as st:
+            assert len(st.replay("app", "log")) == 1  # the one client of 4 ranks logged once
+        return
+    assert r.returncode != 0 and len({ln.split(" ", 2)[2] for ln in lines}) == 1, r.stdout + r.stderr
+    assert "ConfigError" in lines[0] and fragment in lines[0], lines[0]
+
+
 def test_config_dict_passed_as_the_communicator() -> None:
     """``session({...})``: the dict lands in ``comm``; a TypeError says where the config goes (was an
     AttributeError from inside mpi4py's Dup)."""
