@@ -86,12 +86,13 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0, stories: Sequen
     node_index = {leader: i for i, leader in enumerate(sorted(set(leaders)))}
     node_of = [node_index[x] for x in leaders]
     made_store = False
+    checked: tuple[tuple[str, str], ...] = ()  # the stories held from the start: rank root's, checked
     if rank == root:
         try:
             resolved0 = as_config(with_env_overrides(cfg))
             plan(comm.Get_size(), len(node_index), resolved0.layout)  # raises what assign_roles would, below
             made_store = not os.path.lexists(resolved0.storage.root)
-            stories = _held_stories(stories)  # a bad name: this rank's error, the same on every rank
+            checked = _held_stories(stories)  # a bad name: this rank's error, the same on every rank
             init_store(resolved0.storage.root)  # once, here, so every rank sees the same outcome
             packet: tuple[Config | None, int, tuple[str, str] | None] = (resolved0, _run_id(), None)
         except ChronoError as exc:
@@ -105,7 +106,7 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0, stories: Sequen
         packet = (None, 0, None)
     # the session's wall time starts where the config is given (rank 0, or a program run alone) entered session();
     # the stories held from the start are those that rank named
-    (resolved, run_id, error), started, held = comm.bcast((packet, entered, tuple(stories)), root=root)
+    (resolved, run_id, error), started, held = comm.bcast((packet, entered, checked), root=root)
     if error is not None:
         raise (StoreError if error[0] == "StoreError" else ConfigError)(error[1])
     assert resolved is not None
@@ -154,6 +155,8 @@ def _held_stories(stories: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], 
     """``session(stories=...)`` checked: (chronicle, story) pairs of valid names, else a ConfigError."""
     from .names import check_name
 
+    if isinstance(stories, (str, bytes)) or not isinstance(stories, (tuple, list)):
+        raise ConfigError(f"session(stories=...) takes a list of (chronicle, story) pairs, not {stories!r}")
     held = []
     for pair in stories:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):

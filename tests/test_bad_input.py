@@ -185,6 +185,7 @@ def test_config_error_names_its_source_on_every_rank(
         ([["app", "log"]], None),
         ([["app", "../log"]], "session(stories=...)"),
         ([["app"]], "is not a (chronicle, story) pair"),
+        (None, "takes a list of (chronicle, story) pairs, not None"),
     ],
 )
 def test_stories_held_from_the_start(stories: list, fragment: str | None, store: Path) -> None:

@@ -19,7 +19,7 @@ rank = MPI.COMM_WORLD.Get_rank()
 if sys.argv[2:] == ["uncaught"]:
     with chronompi.session(cfg=json.loads(sys.argv[1])) as client:
         pass
-held = [tuple(x) for x in json.loads(sys.argv[2][8:])] if sys.argv[2:3] and sys.argv[2].startswith("stories=") else []
+held = json.loads(sys.argv[2][8:]) if sys.argv[2:3] and sys.argv[2].startswith("stories=") else []
 try:
     with chronompi.session(cfg=json.loads(sys.argv[1]), stories=held) as client:
         if client is not None and held:
