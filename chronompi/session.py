@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 import traceback
+from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -79,11 +80,17 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0, stories: Sequen
     rank = comm.Get_rank()
     # the nodes first: rank 0 checks the layout against them before it makes the store (too few ranks left an
     # empty store behind)
-    hosts = comm.allgather(hostname())
+    # one collective for both: every rank's host name and its node's lowest rank (rank 0 of the node's
+    # communicator, as key=rank orders it: found locally, without a reduction)
     node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
-    leaders = comm.allgather(node.allreduce(rank, op=MPI.MIN))
+    group, node_group = comm.Get_group(), node.Get_group()
+    leader = MPI.Group.Translate_ranks(node_group, [0], group)[0]
+    node_group.Free()
+    group.Free()
     node.Free()
-    node_index = {leader: i for i, leader in enumerate(sorted(set(leaders)))}
+    pairs = comm.allgather((hostname(), leader))
+    hosts, leaders = [h for h, _ in pairs], [x for _, x in pairs]
+    node_index = {x: i for i, x in enumerate(sorted(set(leaders)))}
     node_of = [node_index[x] for x in leaders]
     made_store = False
     checked: tuple[tuple[str, str], ...] = ()  # the stories held from the start: rank root's, checked
@@ -135,8 +142,9 @@ def _startup(comm: Any, cfg: Any, entered: float, root: int = 0, stories: Sequen
         from .store.dirs import check_dirs
 
         mine = check_dirs(resolved.storage, run_id)
-    _arrive(comm)
-    problems = [f"rank {r} on {hosts[r]} (grapher): {p}" for r, ps in enumerate(comm.allgather(mine)) for p in ps]
+    problems: list[str] = []
+    if any(_arrive(comm, len(mine))):  # the texts only when a grapher has any: one collective less
+        problems = [f"rank {r} on {hosts[r]} (grapher): {p}" for r, ps in enumerate(comm.allgather(mine)) for p in ps]
     if problems:  # (every grapher has checked: what the checks and rank 0 made can go)
         if writes:
             from .store.dirs import discard_staging
@@ -177,15 +185,18 @@ def _no_blas_threads() -> None:
         os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 
-def _arrive(comm: Any) -> None:
-    """Wait for every rank to reach the session without spinning: MPI's blocking collectives poll, and
-    on an oversubscribed node (more ranks than cores) the ranks that arrived first took the CPU from
-    those still importing. A nonblocking barrier tested with growing sleeps gives it back."""
-    req = comm.Ibarrier()
+def _arrive(comm: Any, value: int = 0) -> array:
+    """Wait for every rank to reach the session without spinning, and gather one integer from each: MPI's
+    blocking collectives poll, and on an oversubscribed node (more ranks than cores) the ranks that
+    arrived first took the CPU from those still importing. A nonblocking allgather tested with growing
+    sleeps gives it back."""
+    mine, every = array("q", [value]), array("q", bytes(8 * comm.Get_size()))
+    req = comm.Iallgather([mine, MPI.INT64_T], [every, MPI.INT64_T])
     nap = 1e-4
     while not req.Test():
         time.sleep(nap)
         nap = min(nap * 1.5, WAIT_POLL_MAX_S)
+    return every
 
 
 def _say_once(exc: ChronoError, first: bool) -> None:

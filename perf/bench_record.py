@@ -1,10 +1,15 @@
 """An unmodified program with and without ``chronompi record``: what the whole job costs, as a user times it.
 
-Launches, alternating within each round, the same third-party-style mpi4py program (the Jacobi solver of
-``tests/apps/unmodified/jacobi.py``, which never imports chronompi) on N ranks
+Launches, in turn within each round (each system first in one round of three), the same third-party-style
+mpi4py program (the Jacobi solver of ``tests/apps/unmodified/jacobi.py``, which never imports chronompi) on
+N ranks
 
 - ``plain``:  ``chronompi mpirun -n N -- python jacobi.py SIZE ITERS``
-- ``record``: ``chronompi record -n N storage.root=SCRATCH -- python jacobi.py SIZE ITERS`` (N + 3 ranks)
+- ``plain-procs``: the same on N + S ranks, S being the service ranks ``record -n N`` adds: as many
+  processes as ``record`` starts (the program then sees N + S ranks). On an oversubscribed node every
+  process's start-up (Python, MPI_Init, whose cost grows with the job's process count) takes CPU from
+  the others, so this row is the floor that any layout with S service ranks pays, chronompi or not
+- ``record``: ``chronompi record -n N storage.root=SCRATCH -- python jacobi.py SIZE ITERS`` (N + S ranks)
 
 and times the whole job from outside (``time.perf_counter`` around the launcher), like ``time mpirun ...``.
 The program sees N ranks either way and does the same work; with ``record`` its logging records (one per
@@ -53,14 +58,27 @@ def machine() -> dict[str, Any]:
     }
 
 
+SYSTEMS = ("plain", "plain-procs", "record")
+
+
+def services(n: int, cluster: Any = None) -> int:
+    """The service ranks ``chronompi record -n n`` adds (the default layout on the cluster's nodes)."""
+    from chronompi.config import LayoutConfig
+    from chronompi.layout import service_ranks
+
+    return service_ranks(n, len(cluster.nodes) if cluster is not None else 1, LayoutConfig())
+
+
 def one_job(
     system: str, n: int, size: int, iterations: int, scratch: Path, timeout: float, cluster: Any = None
 ) -> dict[str, Any]:
     store = scratch / f"store-{system}-{n}"
     program = ["python", str(APP), str(size), str(iterations), "--timing"]
     where = cluster.mpirun_args() if cluster is not None else []  # hostfile, ssh stand-in, TCP on its subnet
-    if system == "plain":
-        argv = [sys.executable, "-m", "chronompi", "mpirun", "-n", str(n), *where, "--", *program]
+    procs = n + services(n, cluster)
+    if system in ("plain", "plain-procs"):
+        np = n if system == "plain" else procs
+        argv = [sys.executable, "-m", "chronompi", "mpirun", "-n", str(np), *where, "--", *program]
     else:
         argv = [sys.executable, "-m", "chronompi", "record", "-n", str(n), f"storage.root={store}", *where]
         argv += ["--", *program]
@@ -93,6 +111,7 @@ def one_job(
         "bench": "record",
         "system": system,
         "ranks": n,
+        "processes": n if system == "plain" else procs,
         "size": size,
         "iterations": iterations,
         "wall_s": round(wall, 3),
@@ -139,7 +158,7 @@ def main() -> None:
             try:
                 for rnd in range(a.rounds):
                     for n in group:
-                        order = ("plain", "record") if rnd % 2 == 0 else ("record", "plain")
+                        order = SYSTEMS[rnd % 3 :] + SYSTEMS[: rnd % 3]  # each first in turn
                         for system in order:
                             job = one_job(system, n, a.size, a.iterations, Path(tmp), a.timeout, cluster)
                             row = {**job, "nodes": a.nodes or 1, "round": rnd}
@@ -154,7 +173,7 @@ def main() -> None:
     print(f"| ranks | system | wall s | start s | program s | end s | load | (median [min-max] of {a.rounds}) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in sorted({r["ranks"] for r in rows}):
-        for system in ("plain", "record"):
+        for system in SYSTEMS:
             rs = [r for r in rows if r["ranks"] == n and r["system"] == system]
 
             def cell(key: str, rs: list[dict[str, Any]] = rs) -> str:
