@@ -14,7 +14,9 @@ An HTML comment on the line before a block changes how it runs; it shows in the 
 - ``<!-- doc-test: mpirun -n N -->``: a Python block for an MPI job, run as ``chronompi mpirun -n N python FILE``;
 - ``<!-- doc-test: file NAME -->``: the block is also saved as NAME (other commands of the doc run it);
 - ``<!-- doc-test: skip REASON -->``: not run here, the test reports REASON (jobs for a cluster scheduler);
-- ``<!-- doc-test: timeout S -->``: a longer timeout for each command of the block.
+- ``<!-- doc-test: timeout S -->``: a longer timeout for each command of the block;
+- ``<!-- doc-test: needs TOOL ... -->``: skipped with the reason when a tool is not installed (HDF5's ``h5ls``: a
+  newcomer's machine may not have it; ``CHRONOMPI_REQUIRE_HDF5_TOOLS=1``, as CI sets it, makes that a failure).
 
 Markers combine: ``<!-- doc-test: mpirun -n 4; file my_workflow.py -->``.
 
@@ -165,6 +167,12 @@ def run_block(b: Block, cwd: Path) -> None:
     """Run one block in ``cwd``; pytest.skip with the doc's reason for a block marked skip."""
     if "skip" in b.options:
         pytest.skip(f"{b.id}: {b.options['skip'] or 'marked skip'}")
+    missing = [t for t in b.options.get("needs", "").split() if shutil.which(t) is None]
+    if missing:
+        why = f"{b.id}: {', '.join(missing)} not installed (Debian/Ubuntu: apt-get install hdf5-tools)"
+        if os.environ.get("CHRONOMPI_REQUIRE_HDF5_TOOLS") == "1":
+            pytest.fail(f"{why}, and CHRONOMPI_REQUIRE_HDF5_TOOLS=1")
+        pytest.skip(why)
     timeout = float(b.options.get("timeout", TIMEOUT))
     if "file" in b.options:
         (cwd / b.options["file"]).write_text(b.code)
