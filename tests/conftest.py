@@ -81,3 +81,22 @@ def _jobs_end_with_their_test(request: pytest.FixtureRequest):
     yield
     os.environ.pop(jobs.TEST_MARK, None)
     jobs.end_jobs(jobs.TEST_MARK, mark)
+
+
+# The integration set: long end-to-end runs against the outside systems a user brings (a real Slurm, the
+# multi-node bed, Parsl workflows and pools) and docs/parsl.md's examples, ~7 minutes on 2 cores. Quickstart
+# line 2 leaves it out (pyproject.toml's default -m) so that it stays a quick check of an install; CI runs it
+# right after line 2 (`pytest -m integration`, .ci/run). Marked here, by file, so that each file stays as
+# written: every test of these files, and the MPI jobs of test_parsl.py (its pure tests stay in line 2).
+INTEGRATION_FILES = {"test_slurm.py", "test_multinode.py", "test_parsl_pool.py", "test_parsl_follow.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        if (
+            name in INTEGRATION_FILES
+            or (name == "test_parsl.py" and item.get_closest_marker("mpi") is not None)
+            or (name == "test_docs.py" and "[docs/parsl.md:" in item.nodeid)
+        ):
+            item.add_marker(pytest.mark.integration)
