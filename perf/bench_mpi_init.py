@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_record import machine
+from benchlib import JsonLines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,19 +68,13 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--out", default=str(ROOT / "perf" / "out" / "mpi-init.jsonl"))
     a = p.parse_args()
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    mach = machine()
+    out = JsonLines(a.out)
+    rows = out.rows
     sizes = [int(x) for x in a.ranks.split(",")]
     one_job(2, a.timeout)  # not kept: the first job after a while pays cold caches
-    rows = []
     for rnd in range(a.rounds):
         for n in sizes[rnd % len(sizes) :] + sizes[: rnd % len(sizes)]:
-            row = {**one_job(n, a.timeout), "round": rnd}
-            rows.append(row)
-            with out.open("a") as f:
-                f.write(json.dumps({**row, "machine": mach}) + "\n")
-            print(json.dumps(row), flush=True)
+            out.add({**one_job(n, a.timeout), "round": rnd})
     print(f"\n| processes | MPI_Init CPU s per process | summed | job wall s | (median of {a.rounds}) |")
     print("| --- | --- | --- | --- | --- |")
     for n in sizes:

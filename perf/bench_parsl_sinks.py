@@ -160,7 +160,7 @@ def main() -> None:
         print(json.dumps(workflow(mode, outdir, tasks)), flush=True)
         return
     sys.path.insert(0, str(HERE))
-    from bench_record import machine
+    from benchlib import JsonLines
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", type=int, default=2000)
@@ -169,18 +169,12 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--out", default=str(ROOT / "perf" / "out" / "parsl-sinks.jsonl"))
     a = p.parse_args()
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    mach = machine()
-    rows = []
+    out = JsonLines(a.out)
+    rows = out.rows
     with tempfile.TemporaryDirectory(prefix="bench-parsl-sinks-") as tmp:
         for rnd in range(a.rounds):
             for mode in ("parsl", "chronompi") if rnd % 2 == 0 else ("chronompi", "parsl"):
-                row = {**one_run(mode, a.tasks, a.load, a.timeout, Path(tmp)), "round": rnd}
-                rows.append(row)
-                with out.open("a") as f:
-                    f.write(json.dumps({**row, "machine": mach}) + "\n")
-                print(json.dumps(row), flush=True)
+                out.add({**one_run(mode, a.tasks, a.load, a.timeout, Path(tmp)), "round": rnd})
     print(f"\n{a.tasks} tasks, {a.load} busy processes beside each workflow, {a.rounds} rounds")
     print("| sink | kept (status rows / 5 per task) | workflow s | tasks/s | load |")
     print("| --- | --- | --- | --- | --- |")

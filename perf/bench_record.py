@@ -28,11 +28,8 @@ process.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,21 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import cpu_model, git_commit
+from benchlib import JsonLines
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "apps" / "unmodified" / "jacobi.py"
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "hostname": socket.gethostname(),
-        "cores": os.cpu_count(),
-        "cpu": cpu_model(),
-        "python": platform.python_version(),
-        "git_commit": git_commit(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
 
 
 SYSTEMS = ("plain", "plain-procs", "record")
@@ -139,10 +125,8 @@ def main() -> None:
         "TCP, node-local TMPDIR; root), ranks spread evenly; 0: this machine as one node",
     )
     a = p.parse_args()
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    mach = machine()
-    rows = []
+    out = JsonLines(a.out)
+    rows = out.rows
     sizes = [int(x) for x in a.ranks.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-record-") as tmp:
         for system in ("plain", "record"):  # not timed: writes the bytecode caches, as any earlier run has
@@ -161,11 +145,7 @@ def main() -> None:
                         order = SYSTEMS[rnd % 3 :] + SYSTEMS[: rnd % 3]  # each first in turn
                         for system in order:
                             job = one_job(system, n, a.size, a.iterations, Path(tmp), a.timeout, cluster)
-                            row = {**job, "nodes": a.nodes or 1, "round": rnd}
-                            rows.append(row)
-                            with out.open("a") as f:
-                                f.write(json.dumps({**row, "machine": mach}) + "\n")
-                            print(json.dumps(row), flush=True)
+                            out.add({**job, "nodes": a.nodes or 1, "round": rnd})
             finally:
                 if cluster is not None:
                     cluster.down()

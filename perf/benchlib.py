@@ -143,6 +143,35 @@ def machine(comm: Any) -> dict[str, Any]:
     }
 
 
+def launcher_machine() -> dict[str, Any]:
+    """Where a result came from, for a bench that launches jobs from outside (no MPI in it)."""
+    return {
+        "hostname": socket.gethostname(),
+        "cores": os.cpu_count(),
+        "cpu": cpu_model(),
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+class JsonLines:
+    """The rows of a bench that launches jobs from outside: each appended to ``path`` (with
+    :func:`launcher_machine`, taken once, before the first job) and printed as it comes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.machine = launcher_machine()
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with self.path.open("a") as f:
+            f.write(json.dumps({**row, "machine": self.machine}) + "\n")
+        print(json.dumps(row), flush=True)
+
+
 # -- parameters and output ------------------------------------------------------------------------
 
 
