@@ -3,7 +3,9 @@
 Thread safety: one lock per client guards the clock, the open batch and every
 MPI call of the data path, so events stamped by several threads land in the
 batch in timestamp order, and a batch's promise ("no later event of mine is
-older than this") is read under the same lock that stamps events.
+older than this") is read under the same lock that stamps events. The lock,
+the open batch, the clock's offset and last stamp live in the client's
+:class:`~chronompi.story.Sender`, all a :class:`~chronompi.story.Story` is handed of its client.
 
 Backpressure: at most ``client.max_inflight`` batches are in flight; when all
 are, ``log`` waits for the keeper to take one (policy ``block``) or drops the
@@ -50,7 +52,7 @@ from .protocol import (
 )
 from .route import Route
 from .service import Outbox, make_backoff, membership_of, wait_all
-from .story import ACTIVE, CLOSED, RECORD_OVERHEAD, RELEASED, OpenBatch, Story
+from .story import CLOSED, RECORD_OVERHEAD, RELEASED, Sender, Story
 from .watchdog import Watchdog
 from .windows import FOREVER, NEVER
 
@@ -83,30 +85,28 @@ class Client:
         self._ctrl: list[Any] = []  # the visor's membership messages not handled yet, in order
         self._auto = ctx.cfg.elastic.auto
         self._next_load = 0.0
-        self._lock = threading.Lock()  # never taken twice by one thread: plain Lock is cheaper
+        # all this client's stories may use of it (story.py): the lock, the open batch, the limits, the
+        # clock's offset and last stamp, the closed flag, and the calls send, replay and release
+        self._out = Sender(cfg.batch_bytes, cfg.max_event_bytes, self._send_locked, self._replay, self._release)
+        self._lock = self._out.lock  # (the sender's lock and batch, the same objects for the client's life)
+        self._batch = self._out.batch
         self._req_lock = threading.Lock()
         self._replay_lock = threading.Lock()
         self._acquire_lock = threading.Lock()
         self._sync_lock = threading.Lock()
         self._qid = 0
-        self._limit = cfg.batch_bytes
-        self._max_event = cfg.max_event_bytes
         self._max_inflight = cfg.max_inflight
         self._drop = cfg.policy == "drop"
-        self._batch = OpenBatch()
         self._batch_no = 0
         self._inflight = Outbox(self._comm)  # batches sent to our keeper, not yet taken
         self._decls: list[tuple[int, str, str]] = []
         self._names: dict[int, tuple[str, str]] = {}  # story id -> names (a new keeper learns them all)
         self._stories: dict[tuple[str, str], Story] = {}
         self._seq_of: dict[int, int] = {}
-        self._offset = 0
         self._error = 0
         self._syncs = 0
         self._offset_range = (0, 0) if self._same_clock else (2**63 - 1, -(2**63))
         self._synced_at = 0.0
-        self._last = 0
-        self._closed = False
         self._backoff = make_backoff(ctx)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -152,7 +152,7 @@ class Client:
         buf = np.empty(2, np.int64)
         if self.rank == node[0]:
             self._sync_clock()
-            buf[:] = (self._offset, self._error)
+            buf[:] = (self._out.offset, self._error)
             for r in node[1:]:
                 self._comm.Send([buf, MPI.INT64_T], r, TAG_CLOCK)
             return
@@ -162,7 +162,7 @@ class Client:
         )
         offset, error = int(buf[0]), int(buf[1])
         with self._lock:
-            self._offset, self._error, self._syncs = offset, error, self._syncs + 1
+            self._out.offset, self._error, self._syncs = offset, error, self._syncs + 1
             self._offset_range = (min(self._offset_range[0], offset), max(self._offset_range[1], offset))
             self._synced_at = time.monotonic()
 
@@ -199,12 +199,12 @@ class Client:
             if best_rtt is None or rtt < best_rtt:
                 best_rtt, best_off = rtt, int(reply[0]) - (t0 + t1) // 2
         with self._lock:
-            self._offset = best_off
+            self._out.offset = best_off
             self._error = (best_rtt or 0) // 2
             self._syncs += 1
             self._offset_range = (min(self._offset_range[0], best_off), max(self._offset_range[1], best_off))
             self._synced_at = time.monotonic()
-        log.info("client %d: clock offset %d ns +- %d ns", self.rank, self._offset, self._error)
+        log.info("client %d: clock offset %d ns +- %d ns", self.rank, self._out.offset, self._error)
 
     # -- ticker: aged batches and heartbeats ---------------------------------
     def _tick_loop(self) -> None:
@@ -225,7 +225,7 @@ class Client:
 
     def _tick(self) -> None:
         with self._lock:
-            if self._closed:
+            if self._out.closed:
                 return
             self._reap()
             self._poll_visor()
@@ -264,7 +264,7 @@ class Client:
         if self._stop_out is None:
             return
         with self._lock:
-            if self._closed:
+            if self._out.closed:
                 return
             if self._stop_wait is None:
                 if len(self._batch):
@@ -293,7 +293,7 @@ class Client:
         if self._hang_out is None:
             return
         with self._lock:
-            if self._closed:
+            if self._out.closed:
                 return
             if self._hang_out[0] == HANG:
                 if len(self._batch):
@@ -305,47 +305,9 @@ class Client:
             self._hang_out = None
 
     # -- sending -----------------------------------------------------------
-    def _append_many(
-        self, sid: int, times: np.ndarray, seqs: np.ndarray, lengths: np.ndarray, heap: np.ndarray
-    ) -> None:
-        """Add array events to the open batch, sending full batches as they fill (lock held)."""
-        b = self._batch
-        b.lists_to_segment()
-        n = len(times)
-        if not n:
-            return
-        kept = len(b.segments)  # segments before this call's
-        cost = np.cumsum(lengths.astype(np.int64) + RECORD_OVERHEAD)
-        offs = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
-        start = 0
-        while start < n:
-            room = self._limit - b.nbytes
-            base = cost[start - 1] if start else 0
-            end = int(np.searchsorted(cost, base + room, side="right"))
-            if end <= start:
-                if b.nbytes:  # the open batch is too full for even one more: send it
-                    self._send_locked(codec.DATA)
-                    kept = 0
-                    continue
-                end = start + 1  # one event larger than a batch travels alone
-            sid_arr = np.full(end - start, sid, np.uint32)
-            b.segments.append(
-                (times[start:end], seqs[start:end], sid_arr, lengths[start:end], heap[offs[start] : offs[end]])
-            )
-            b.nbytes += int(cost[end - 1] - base)
-            start = end
-            if b.nbytes >= self._limit:
-                self._send_locked(codec.DATA)
-                kept = 0
-        # what stays in the open batch must not be the caller's memory (it may reuse the array
-        # once log_many returns); what was sent is already copied into its batch
-        for i in range(kept, len(b.segments)):
-            seg = b.segments[i]
-            b.segments[i] = (*seg[:4], seg[4].copy())
-
     def _send_locked(self, kind: int, keeper: int | None = None) -> None:
         """Encode the open batch and Isend it to our keeper, or to ``keeper`` (lock held)."""
-        promise = max(_time_ns() + self._offset, self._last)
+        promise = max(_time_ns() + self._out.offset, self._out.last)
         if keeper is None and self._route.switch_due(promise):
             self._switch_keeper()
         arrays = self._batch.take_parts()  # the heap as parts: encode_batch copies them once, into the batch
@@ -371,15 +333,15 @@ class Client:
             while sum(len(c) + len(st) + 24 for _, c, st in decls[: cut_at + 1]) <= codec.DECL_BUDGET:
                 cut_at += 1
             self._decls, decls = decls[:cut_at], decls[cut_at:]
-            self._emit(codec.DATA, self._route.keeper, _no_events(), max(_time_ns() + self._offset, self._last))
+            self._emit(codec.DATA, self._route.keeper, _no_events(), max(_time_ns() + self._out.offset, self._out.last))
         self._decls = decls
 
     def _emit(self, kind: int, keeper: int, arrays: tuple[Any, ...], promise: int) -> None:
         """Encode and Isend one batch to ``keeper`` (lock held)."""
         t, q, s, ln, heap = arrays
         n = len(t)
-        promise = max(promise, self._last)
-        self._last = promise  # every later event is stamped after the promise
+        promise = max(promise, self._out.last)
+        self._out.last = promise  # every later event is stamped after the promise
         if kind in (codec.END, codec.LEAVE):
             promise = FOREVER
         if not self._wait_room(n, kind):
@@ -511,10 +473,15 @@ class Client:
         """The membership as the visor has it: epoch, keepers, graphers, spares, every epoch so far."""
         return dict(self._request("members"))
 
+    @property
+    def closed(self) -> bool:
+        """True once this client's session has ended: nothing more can be logged or asked."""
+        return self._out.closed
+
     def elapsed(self) -> float:
         """Seconds since the session started, on the visor's clock: the wall time so far, as the run's
         summary counts it (see chronompi/report.py)."""
-        return (_time_ns() + self._offset) / 1e9 - self.ctx.started
+        return (_time_ns() + self._out.offset) / 1e9 - self.ctx.started
 
     # -- durability ----------------------------------------------------------
     def sync(self, timeout: float | None = None, until: str = "committed") -> int:
@@ -543,7 +510,7 @@ class Client:
                 self._send_locked(kind)  # our keeper: the open batch and the sync point
                 route = self._route
                 asked = {route.keeper: route.numbers[route.keeper] - 1}
-                point = self._last  # the batch's promise: every earlier stamp is at or below it
+                point = self._out.last  # the batch's promise: every earlier stamp is at or below it
                 for k in sorted(route.data_keepers - {route.keeper}):  # keepers we left may still hold events
                     asked[k] = route.numbers.get(k, 0)
                     self._emit(kind, k, _no_events(), point)
@@ -607,7 +574,7 @@ class Client:
                 query = codec.encode_query(qid, self.rank, story.id, lo, hi, len(keepers), graphers)
                 for k in keepers:  # numbered in our stream to k: our keeper applies it after our data
                     no = self._route.number(k)
-                    buf = codec.encode_batch(codec.QUERY, self.id, no, self._last, self.rank, [], [], [], [], query)
+                    buf = codec.encode_batch(codec.QUERY, self.id, no, self._out.last, self.rank, [], [], [], [], query)
                     sends.isend(buf, k, TAG_BATCH)
             runs: list[tuple[np.ndarray, np.ndarray]] = []
             got = 0
@@ -656,7 +623,7 @@ class Client:
 
     # -- registry ----------------------------------------------------------
     def _check_open(self) -> None:
-        if self._closed:
+        if self._out.closed:
             raise SessionClosed("this chronompi client's session has ended; start a new session() to record more")
 
     def _request(self, *req: Any) -> Any:
@@ -702,14 +669,14 @@ class Client:
         check_name(story, "story")
         with self._acquire_lock:  # two threads acquiring one story get one Story (one seq counter)
             held = self._stories.get((chronicle, story))
-            if held is not None and held._state == ACTIVE:
+            if held is not None and held.active:
                 return held
             return self._adopt(chronicle, story, int(self._request("acquire", chronicle, story)))
 
     def _adopt(self, chronicle: str, story: str, sid: int) -> Story:
         """The visor gave us story ``sid``: its Story, declared to our keeper with our next batch."""
         with self._lock:
-            st = Story(self, chronicle, story, sid, self._seq_of.get(sid, 0))
+            st = Story(self, self._out, chronicle, story, sid, self._seq_of.get(sid, 0))
             self._stories[(chronicle, story)] = st
             self._names[sid] = (chronicle, story)
             if sid not in self._seq_of:
@@ -721,7 +688,7 @@ class Client:
 
     def release_story(self, chronicle: str, story: str) -> None:
         st = self._stories.get((chronicle, story))
-        if st is None or st._state != ACTIVE:
+        if st is None or not st.active:
             raise StoryNotAcquired(f"story {chronicle}/{story} is not acquired by this client")
         self._release(st)
 
@@ -729,17 +696,15 @@ class Client:
         self._check_open()
         with self._acquire_lock:  # the visor sees acquire and release in the order they happened here
             with self._lock:
-                if st._state != ACTIVE:
+                if not st.active:
                     return
-                st._state = RELEASED
-                self._batch.settle()
-                self._seq_of[st.id] = st._seq
+                self._seq_of[st.id] = st.end_locked(RELEASED)
             self._request("release", st.chronicle, st.name)
 
     # -- shutdown ----------------------------------------------------------
     def _close(self, failure: BaseException | None = None) -> None:
         """Flush, send END, report to the visor and wait for the session's release."""
-        if self._closed:
+        if self._out.closed:
             return
         self._stop.set()
         if self._ticker is not None:
@@ -752,9 +717,8 @@ class Client:
             for k in self._route.end_targets()[1:]:  # the keeper we were about to move to: nothing will come
                 self._emit(codec.END, k, _no_events(), FOREVER)
             for st in self._stories.values():
-                self._seq_of[st.id] = max(self._seq_of.get(st.id, 0), st._seq)
-                st._state = CLOSED
-            self._closed = True
+                self._seq_of[st.id] = max(self._seq_of.get(st.id, 0), st.end_locked(CLOSED))
+            self._out.closed = True
         backoff = Backoff(self._backoff.min_s, self._backoff.max_s, self._backoff.busy)
         while self._inflight:
             self._reap()
@@ -782,7 +746,7 @@ class Client:
         """Next seq of every story this client acquired."""
         with self._lock:
             self._batch.settle()
-            return {f"{c}/{s}": st._seq for (c, s), st in self._stories.items()}
+            return {f"{c}/{s}": st.next_seq_locked() for (c, s), st in self._stories.items()}
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -798,14 +762,14 @@ class Client:
             "sync_s": round(self.sync_s, 3),
             "sync_max_s": round(self.sync_max_s, 3),
             "wait_s": round(self.wait_s, 3),
-            "offset_ns": self._offset,
+            "offset_ns": self._out.offset,
             "error_ns": self._error,
             "clock_syncs": self._syncs,
             "offset_min_ns": self._offset_range[0],
             "offset_max_ns": self._offset_range[1],
             "first_time": self.first_time,
             "epoch": self._route.epoch,
-            "last_time": self._last,
+            "last_time": self._out.last,
             "stories": self._story_seqs(),
         }
 

@@ -1,13 +1,17 @@
-"""``Story`` (what a science code logs into) and the open batch it appends to.
+"""``Story`` (what a science code logs into), the open batch it appends to, and ``Sender``: all a
+story reaches of its client.
 
-``Story.log`` is the hot path: one lock, one clock read, four list appends. See
-:mod:`chronompi.client` for the locking rules.
+``Story.log`` is the hot path: one lock, one clock read, four list appends. A Story calls its
+client's public methods (``flush``, ``sync``) and, for everything else, the :class:`Sender` the
+client handed it; the client reads and changes a Story only through the methods marked "(the
+client's)". See :mod:`chronompi.client` for the locking rules.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,20 +28,68 @@ _time_ns = time.time_ns
 ACTIVE, RELEASED, CLOSED = 0, 1, 2
 
 
+class Sender:
+    """What a :class:`Story` may use of its client: the client makes one and hands it to every Story.
+
+    Shared with the client (read and written with ``lock`` held; ``closed`` is also read without it):
+
+    - ``lock``: the client's one lock: the clock, the open batch and every MPI call of its data path
+      (never taken twice by one thread: a plain ``Lock`` is cheaper than an ``RLock``);
+    - ``batch``: the open batch (:class:`OpenBatch`), which the client takes when it sends;
+    - ``limit``: ``client.batch_bytes``, the size at which the open batch is sent;
+    - ``max_event``: ``client.max_event_bytes``, the largest payload accepted;
+    - ``offset``: the clock offset (ns) added to ``time_ns()``; the client's clock sync sets it;
+    - ``last``: the last stamp or batch promise (ns); every new stamp is greater;
+    - ``closed``: the client's session has ended (set, lock held, when the client closes).
+
+    Calls into the client:
+
+    - ``send(kind)``: encode the open batch and send it to the keeper (``lock`` held);
+    - ``replay(story, start, end)``: an online replay (:meth:`Story.replay`);
+    - ``release(story)``: release the story at the visor (:meth:`Story.release`; ``lock`` not held).
+
+    ``lock``, ``batch``, the limits and the calls stay the same objects for the client's life: a
+    Story binds them (and the batch's list appends) once, when it is made.
+    """
+
+    __slots__ = ("lock", "batch", "limit", "max_event", "offset", "last", "closed", "send", "replay", "release")
+
+    def __init__(
+        self,
+        limit: int,
+        max_event: int,
+        send: Callable[[int], None],
+        replay: Callable[[Story, Any, Any], np.ndarray],
+        release: Callable[[Story], None],
+    ) -> None:
+        self.lock = threading.Lock()
+        self.batch = OpenBatch()
+        self.limit = limit
+        self.max_event = max_event
+        self.offset = 0
+        self.last = 0
+        self.closed = False
+        self.send = send
+        self.replay = replay
+        self.release = release
+
+
 class Story:
     """A story acquired by this client: ``log`` events into it. A context manager that releases itself."""
 
-    def __init__(self, client: Client, chronicle: str, name: str, story_id: int, seq: int) -> None:
-        self.client = client
+    def __init__(self, client: Client, sender: Sender, chronicle: str, name: str, story_id: int, seq: int) -> None:
+        self.client = client  # (for its public methods; the rest of the client is reached through ``sender``)
         self.chronicle = chronicle
         self.name = name
         self.id = story_id
         self._seq = seq
         self._state = ACTIVE
-        self._lock = client._lock
-        self._max = client._max_event
-        self._limit = client._limit
-        b = client._batch
+        self._out = sender
+        self._lock = sender.lock
+        self._max = sender.max_event
+        self._limit = sender.limit
+        self._send = sender.send
+        b = sender.batch
         self._b = b
         self._at, self._ap = b.t.append, b.p.append
         self._acquire, self._release_lock = self._lock.acquire, self._lock.release
@@ -52,9 +104,25 @@ class Story:
 
         Read this, not ``_seq``: while ``log`` appends a run of this story the attribute is stale."""
         with self._lock:
-            if self._b.cur is self:
-                self._b.settle()
-            return self._seq
+            return self.next_seq_locked()
+
+    @property
+    def active(self) -> bool:
+        """True while events can be logged into this story: not released, its session not ended."""
+        return self._state == ACTIVE
+
+    def next_seq_locked(self) -> int:
+        """(The client's, its lock held.) :attr:`seq` without taking the lock."""
+        if self._b.cur is self:
+            self._b.settle()
+        return self._seq
+
+    def end_locked(self, state: int) -> int:
+        """(The client's, its lock held.) No more events: ``RELEASED`` (the story was released) or
+        ``CLOSED`` (the session ended). Returns the seq the next event would have had."""
+        self._state = state
+        self._b.settle()
+        return self._seq
 
     def _refuse(self) -> None:
         if self._state == CLOSED:
@@ -70,15 +138,15 @@ class Story:
         n = len(payload)
         if n > self._max:
             raise PayloadTooLarge(n, self._max)
-        c = self.client
+        s = self._out
         self._acquire()  # (acquire/release in try/finally: measurably cheaper than ``with`` here)
         try:
             if self._state:
                 self._refuse()
-            t = _time_ns() + c._offset
-            if t <= c._last:
-                t = c._last + 1
-            c._last = t
+            t = _time_ns() + s.offset
+            if t <= s.last:
+                t = s.last + 1
+            s.last = t
             b = self._b
             if b.cur is not self:  # another story logged last: a new run (its seq numbers follow on)
                 b.enter(self)
@@ -86,7 +154,7 @@ class Story:
             self._ap(payload)
             b.nbytes += n + RECORD_OVERHEAD
             if b.nbytes >= self._limit:
-                c._send_locked(codec.DATA)
+                self._send(codec.DATA)
         finally:
             self._release_lock()
         return t
@@ -120,18 +188,18 @@ class Story:
         if n and int(lengths.max()) > self._max:
             i = int(np.argmax(lengths))
             raise PayloadTooLarge(int(lengths[i]), self._max)
-        c = self.client
+        s = self._out
         with self._lock:
             if self._state:
                 self._refuse()
             self._b.settle()  # this story's seq is current
-            t0 = max(_time_ns() + c._offset, c._last + 1)
+            t0 = max(_time_ns() + s.offset, s.last + 1)
             times = np.arange(t0, t0 + n, dtype=np.int64)
             if n:
-                c._last = int(times[-1])
+                s.last = int(times[-1])
             seqs = np.arange(self._seq, self._seq + n, dtype=np.uint64)
             self._seq += n
-            c._append_many(self.id, times, seqs, lengths, heap)
+            self._b.add_arrays(self.id, times, seqs, lengths, heap, self._limit, self._send)
         return times
 
     def flush(self) -> None:
@@ -157,18 +225,18 @@ class Story:
         """
         if self._state == CLOSED:
             self._refuse()
-        return self.client._replay(self, start, end)
+        return self._out.replay(self, start, end)
 
     def release(self) -> None:
         """Stop logging into this story (others may go on); safe to call twice."""
         if self._state == ACTIVE:
-            self.client._release(self)
+            self._out.release(self)
 
     def __enter__(self) -> Story:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._state == ACTIVE and not self.client._closed:
+        if self._state == ACTIVE and not self._out.closed:
             self.release()
 
 
@@ -213,6 +281,51 @@ class OpenBatch:
             start, _, seq0 = self.runs[-1]
             cur._seq = seq0 + len(self.t) - start
             self.cur = None
+
+    def add_arrays(
+        self,
+        sid: int,
+        times: np.ndarray,
+        seqs: np.ndarray,
+        lengths: np.ndarray,
+        heap: np.ndarray,
+        limit: int,
+        send: Callable[[int], None],
+    ) -> None:
+        """Add array events of story ``sid``, calling ``send(DATA)`` (which takes the batch) whenever
+        the batch reaches ``limit`` bytes (the client's lock held)."""
+        self.lists_to_segment()
+        n = len(times)
+        if not n:
+            return
+        kept = len(self.segments)  # segments before this call's
+        cost = np.cumsum(lengths.astype(np.int64) + RECORD_OVERHEAD)
+        offs = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
+        start = 0
+        while start < n:
+            room = limit - self.nbytes
+            base = cost[start - 1] if start else 0
+            end = int(np.searchsorted(cost, base + room, side="right"))
+            if end <= start:
+                if self.nbytes:  # the open batch is too full for even one more: send it
+                    send(codec.DATA)
+                    kept = 0
+                    continue
+                end = start + 1  # one event larger than a batch travels alone
+            sid_arr = np.full(end - start, sid, np.uint32)
+            self.segments.append(
+                (times[start:end], seqs[start:end], sid_arr, lengths[start:end], heap[offs[start] : offs[end]])
+            )
+            self.nbytes += int(cost[end - 1] - base)
+            start = end
+            if self.nbytes >= limit:
+                send(codec.DATA)
+                kept = 0
+        # what stays in the open batch must not be the caller's memory (it may reuse the array
+        # once log_many returns); what was sent is already copied into its batch
+        for i in range(kept, len(self.segments)):
+            seg = self.segments[i]
+            self.segments[i] = (*seg[:4], seg[4].copy())
 
     def lists_to_segment(self) -> None:
         """Move the list-held events into a segment (keeps time order when arrays follow).

@@ -117,7 +117,7 @@ def register_client(client: Client | None) -> None:
 
 def registered_client() -> Client | None:
     reg = _registered
-    if reg is None or reg[0] != os.getpid() or reg[1]._closed:
+    if reg is None or reg[0] != os.getpid() or reg[1].closed:
         return None
     return reg[1]
 
