@@ -35,7 +35,7 @@ per message: wall (``perf_counter``) and this thread's CPU (``thread_time``); me
 rounds. The garbage collector runs as in the hub, with the stream frozen out of it (``gc.freeze``).
 ``os.getloadavg()`` before the first round and after the last. One JSON line per run appended to OUT.
 
-    pip install msgpack   # once
+    pip install -e '.[perf]'   # once: msgpack (the perf extra)
     python perf/bench_parsl_encoding.py [--tasks 5000] [--rounds 7] [--out perf/out/parsl-encoding.jsonl]
 """
 
