@@ -242,6 +242,7 @@ def test_hub_logging_endpoint_is_sqlite_and_never_overwrites_a_database_it_did_n
 
 
 # -- end to end --------------------------------------------------------------------------------------------------
+XS = ("hello.txt-hello.txt", "None-")  # test_stdouterr's stream given as a file name, and not given
 PARSL_OWN = [
     *(f"test_basic::test_row_counts_base[{c}]" for c in ("thread_config", "htex_config", "htex_filesystem_config")),
     "test_basic::test_row_counts_base[htex_udp_config]",
@@ -250,21 +251,35 @@ PARSL_OWN = [
     "test_incomplete_futures::test_future_representation",
     "test_memoization_representation::test_hashsum",  # (Parsl's default database: RUN_DIR/monitoring.db)
     *(f"test_htex_init_blocks_vs_monitoring::test_row_counts[{s}]" for s in ("none", "simple", "htex_auto_scale")),
+    # through pytest (caplog: no log record at ERROR or above); 4 of its 20, `parsl_own_tests.py DIR --all` runs all
+    *(f"test_stdouterr::test_stdstream_to_monitoring[{s}-{x}]" for s in ("stdout", "stderr") for x in XS),
 ]
+#: Parsl's tests that cannot pass against the hub, and what their failure shows: each waits for the log file that
+#: Parsl's database-manager process makes for itself; the hub is no process of its own (docs/parsl.md)
+PARSL_OWN_CANNOT_PASS = {
+    "test_log_config::test_log_default_config": '"database_manager.log"',
+    "test_log_config::test_log_json_config": '"database_manager.jsonlog"',
+}
 
 
 @pytest.mark.mpi
 def test_parsls_own_monitoring_tests_pass_against_the_drop_in_hub(tmp_path: Path) -> None:
     """Parsl's own tests (its installed parsl/tests/test_monitoring: test_basic's row counts for the thread pool and
-    HTEX with each radio, app names, incomplete futures, memoization hashsums, and the block rows of an HTEX block
-    under each scaling strategy, auto-scale included) run unchanged with ChronompiHub where they make
-    MonitoringHub: they query the database the hub wrote through logging_endpoint, or where Parsl's hub writes
-    it by default (tests/apps/parsl_own_tests.py; Parsl's conftest does not load under pytest 9, so its one
-    fixture is made there)."""
+    HTEX with each radio, app names, incomplete futures, memoization hashsums, the block rows of an HTEX block
+    under each scaling strategy, auto-scale included, and the stdout/stderr names, no error logged) run unchanged
+    with ChronompiHub where they make MonitoringHub: they query the database the hub wrote through
+    logging_endpoint, or where Parsl's hub writes it by default (tests/apps/parsl_own_tests.py; Parsl's conftest
+    does not load under pytest 9, so the fixtures they use are given there: Parsl's own, over a directory of
+    ours). test_log_config's two fail, for the documented reason."""
     r = run_plain([str(tmp_path)], tmp_path, 600, app="parsl_own_tests.py")
     assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     results = json.loads((tmp_path / "parsl-own.json").read_text())
-    assert results == dict.fromkeys(PARSL_OWN, "PASS"), f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    why = {k[4:]: results.pop(k) for k in list(results) if k.startswith("why ")}
+    want = dict.fromkeys(PARSL_OWN, "PASS") | dict.fromkeys(PARSL_OWN_CANNOT_PASS, "FAIL")
+    assert results == want, f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    for name, file in PARSL_OWN_CANNOT_PASS.items():  # the try_assert on that file failed, nothing else
+        assert f"/ {file}).exists()" in why[name] and "Still failing after timeout" in why[name], why[name]
+    assert set(why) == set(PARSL_OWN_CANNOT_PASS)
 
 
 def _rows(db: Path, table: str, cols: list[str], order: str = "") -> list[tuple[Any, ...]]:

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import pickle
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -181,6 +182,50 @@ def test_export_has_resources_of_every_try_and_both_pools(pools: dict[str, Any])
     assert exp_tries == ref_tries and len(exp_tries) == 34
     blocks = {r[1] for r in _rows(exp, "try", ["block_id"])}
     assert blocks <= {"0", "1"} and len(_rows(exp, "node", ["block_id"])) > 0
+
+
+NODE = ["block_id", "hostname", "cpu_count", "total_memory", "worker_count", "python_v", "active"]
+BLOCK = ["executor_label", "block_id", "job_id", "status"]
+
+
+def _in_time_order(db: Path, table: str, cols: list[str]) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(f'SELECT {", ".join(cols)} FROM "{table}" ORDER BY timestamp').fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.mpi
+def test_a_pool_block_retired_at_cleanup_keeps_its_last_node_row(tmp_path: Path) -> None:
+    """One task on a pool rank's block under htex_auto_scale, the block retired at the DataFlowKernel's cleanup
+    (tests/apps/parsl_pool_scaling.py): Parsl holds the block's manager (the interchange sends the last NODE_INFO,
+    active False), the provider cancels the block, the executor's shutdown terminates the interchange. The
+    NODE and BLOCK rows recorded by ChronompiHub equal those of Parsl's own hub in the same job, the last NODE
+    row included: the provider's cancel() returns once the pool has exited, so the interchange is not
+    terminated a millisecond after it queued that message (it was lost now and then under load)."""
+    rows = {}
+    for mode in ("parsl", "chronompi"):
+        out = tmp_path / mode
+        out.mkdir()
+        mpirun(5, "parsl_pool_scaling.py", mode, str(out), str(out / "store"), timeout=150)
+        res = json.loads((out / f"result-scaling-{mode}.json").read_text())
+        assert res["square"] == 49
+        assert len(res["exit_codes_when_cancel_returned"]) == 1 and None not in res["exit_codes_when_cancel_returned"]
+        db = out / "parsl.db"
+        if mode == "chronompi":
+            assert res["hub_errors"] == 0 and set(res["hub_counts"]) == {
+                "WORKFLOW_INFO",
+                "TASK_INFO",
+                "BLOCK_INFO",
+                "NODE_INFO",
+            }
+            assert main_export_parsl([str(out / "store"), str(db)]) == 0
+        rows[mode] = {"node": _in_time_order(db, "node", NODE), "block": _in_time_order(db, "block", BLOCK)}
+    # the manager registered, was sent the task, sent its result (active), and was held at cleanup (inactive)
+    assert [r[-1] for r in rows["chronompi"]["node"]] == [1, 1, 1, 0]
+    assert [r[-1] for r in rows["chronompi"]["block"]] == ["PENDING", "RUNNING", "SCALED_IN"]
+    assert rows["chronompi"] == rows["parsl"]
 
 
 @pytest.mark.slurm

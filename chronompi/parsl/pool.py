@@ -49,6 +49,9 @@ TAG_UP = 4712  # pool rank -> root
 #: Environment prefixes of a rank's MPI identity; a worker pool must not inherit them (MPI_Init there hangs).
 MPI_IDENTITY_PREFIXES = ("OMPI_", "PMIX_", "PMI_", "PRTE_", "MPI_LOCAL", "HYDRA_", "I_MPI_")
 TERMINATE_GRACE_S = 5.0
+#: How long ``cancel()`` waits for the pool ranks to report their cancelled pools exited (they SIGKILL a pool
+#: that ignores SIGTERM for TERMINATE_GRACE_S, and wait as long again).
+CANCEL_WAIT_S = 2 * TERMINATE_GRACE_S + 5.0
 
 
 def pool_env(base: dict[str, str], socket_path: str) -> dict[str, str]:
@@ -163,9 +166,16 @@ class ChronompiPoolProvider(ExecutionProvider):
             return out
 
     def cancel(self, job_ids: Any) -> list[bool]:
+        """Cancel the blocks ``job_ids``; returns once their pools have exited (their ranks are free again).
+
+        Returning only then is what keeps the final NODE_INFO of a retired block: Parsl holds a block's
+        managers (the interchange queues that message on its ZMQ radio), cancels the block and, at cleanup,
+        terminates the interchange right after. A cancel that returned at once (a message to the pool rank)
+        left the interchange a millisecond or two to send it, and under load it died with the message
+        unsent. LocalProvider's cancel runs a shell command, tens of milliseconds."""
         with self._lock:
             self._poll()
-            done = []
+            done, cancelled = [], []
             for j in job_ids:
                 job = self._jobs.get(j)
                 if job is None or job.state in TERMINAL_STATES:
@@ -173,8 +183,24 @@ class ChronompiPoolProvider(ExecutionProvider):
                     continue
                 self.comm.send(("cancel", j), dest=job.rank, tag=TAG_DOWN)
                 job.state = JobState.CANCELLED
+                cancelled.append(job)
                 done.append(True)
+            self._wait_exited(cancelled)
             return done
+
+    def _wait_exited(self, jobs: list[_Job]) -> None:
+        """Apply the pool ranks' reports until each of ``jobs`` has its exit code, at most CANCEL_WAIT_S."""
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        backoff = Backoff(1e-4, 0.01)
+        while any(job.exit_code is None for job in jobs):
+            if time.monotonic() > deadline:
+                log.warning(
+                    "cancelled worker pool(s) on rank(s) %s not reported exited after %.0f s",
+                    sorted(job.rank for job in jobs if job.exit_code is None),
+                    CANCEL_WAIT_S,
+                )
+                return
+            backoff.step(self._poll() > 0)
 
     def _poll(self) -> int:
         """Apply the pool ranks' reports that have arrived (never blocks); the number applied."""

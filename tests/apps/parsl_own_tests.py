@@ -1,13 +1,18 @@
 """Parsl's own monitoring tests, run with chronompi's hub where they make Parsl's ``MonitoringHub``.
 
-    python parsl_own_tests.py OUTDIR
+    python parsl_own_tests.py OUTDIR [--all]
 
 Runs test functions of the installed Parsl's ``parsl/tests/test_monitoring`` as they are, with each
 module's ``MonitoringHub`` name bound to a factory of ``ChronompiHub(store=..., **the same arguments)``:
 a plain driver (no mpirun), the hub's own session, Parsl's database written at close through
 ``logging_endpoint``, which the tests then query with SQLAlchemy. Parsl's ``conftest.py`` is not loaded (it
-does not load under pytest 9); its one fixture these tests use, ``tmpd_cwd``, is a fresh directory here.
-Prints ``PASS name`` or ``FAIL name`` and the traceback for each, then writes OUTDIR/parsl-own.json.
+does not load under pytest 9: its ``pytest_ignore_collect`` takes the removed ``path`` argument).
+
+Two ways: the tests that need only ``tmpd_cwd`` are called here (a fresh directory each); the modules in
+``THROUGH_PYTEST`` (which need pytest's ``caplog`` and Parsl's ``try_assert``) run through pytest itself, in
+this process, with a plug-in in place of Parsl's conftest: Parsl's own ``tmpd_cwd`` and ``try_assert``
+fixtures over a session directory of ours, and the ``MonitoringHub`` binding. Prints ``PASS name`` or
+``FAIL name`` and the traceback for each, then writes OUTDIR/parsl-own.json.
 """
 
 from __future__ import annotations
@@ -16,8 +21,15 @@ import json
 import sys
 import tempfile
 import traceback
+import types
 from pathlib import Path
 from typing import Any
+
+#: Parsl's test modules run through pytest, and which of their tests (a ``-k`` expression; "": all). Of
+#: test_stdouterr's 20 (10 ways of naming a stream, for stdout and stderr; each starts HTEX and a session)
+#: a named file and no file for each stream: the DataFlowKernel turns each way into a string before the hub
+#: sees it. ``--all`` runs all 20.
+THROUGH_PYTEST = {"test_stdouterr": "hello.txt or None", "test_log_config": ""}
 
 
 def hub_factory(outdir: Path) -> Any:
@@ -65,6 +77,63 @@ def cases() -> list[tuple[str, Any]]:
     return out
 
 
+def pytest_plugin(module: str, make: Any, session_dir: Path, results: dict[str, str]) -> types.ModuleType:
+    """What Parsl's conftest gives the tests of ``module``, as a plug-in: its own ``tmpd_cwd`` and ``try_assert``
+    fixtures (imported, unchanged; ``tmpd_cwd_session``, which needs Parsl's ``--config`` option, is a directory
+    of ours), ``MonitoringHub`` bound to ``make`` in the test's module, and each test's outcome into
+    ``results``, with the failure's text into ``results["why " + name]``."""
+    import pytest
+    from parsl.tests import conftest as parsl_conftest  # imported as a module: its hooks are never registered
+
+    plugin = types.ModuleType("chronompi_parsl_own")
+
+    @pytest.fixture(scope="session")
+    def tmpd_cwd_session() -> Path:
+        return session_dir
+
+    @pytest.fixture(autouse=True)
+    def chronompi_hub(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(request.module, "MonitoringHub", make)
+
+    def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+        name = f"{module}::{report.nodeid.rpartition('::')[2]}"
+        if not (report.failed or report.skipped or report.when == "call"):
+            return
+        outcome = "FAIL" if report.failed else "SKIP" if report.skipped else "PASS"
+        if results.get(name, "PASS") == "PASS":  # (a failed teardown after a passed call is a failure)
+            results[name] = outcome
+            print(f"{outcome} {name}", flush=True)
+            if report.failed:
+                results[f"why {name}"] = report.longreprtext
+
+    plugin.tmpd_cwd_session = tmpd_cwd_session  # type: ignore[attr-defined]
+    plugin.tmpd_cwd = parsl_conftest.tmpd_cwd  # type: ignore[attr-defined]
+    plugin.try_assert = parsl_conftest.try_assert  # type: ignore[attr-defined]
+    plugin.chronompi_hub = chronompi_hub  # type: ignore[attr-defined]
+    plugin.pytest_runtest_logreport = pytest_runtest_logreport  # type: ignore[attr-defined]
+    return plugin
+
+
+def run_through_pytest(make: Any, outdir: Path, results: dict[str, str], everything: bool = False) -> None:
+    """The modules of ``THROUGH_PYTEST`` under pytest, with no ini file, conftest or cache of this repository
+    or of Parsl (``--noconftest`` keeps Parsl's out)."""
+    import parsl.tests.test_monitoring as tm
+    import pytest
+
+    base = Path(tm.__file__).parent
+    ini = outdir / "pytest.ini"
+    ini.write_text("[pytest]\n")
+    session_dir = outdir / "pytest-parsl"
+    session_dir.mkdir()
+    for module, select in THROUGH_PYTEST.items():
+        args = [str(base / f"{module}.py"), "-c", str(ini), "--rootdir", str(outdir), "--noconftest"]
+        args += ["-p", "no:cacheprovider", "-q", "--tb=short", "--show-capture=no"]
+        args += ["-W", "ignore::pytest.PytestUnknownMarkWarning"]
+        if select and not everything:
+            args += ["-k", select]
+        pytest.main(args, plugins=[pytest_plugin(module, make, session_dir, results)])
+
+
 def main() -> int:
     outdir = Path(sys.argv[1])
     import parsl.tests.configs.htex_local_alternate as alternate
@@ -87,6 +156,7 @@ def main() -> int:
         else:
             results[name] = "PASS"
             print(f"PASS {name}", flush=True)
+    run_through_pytest(make, outdir, results, everything="--all" in sys.argv[2:])
     (outdir / "parsl-own.json").write_text(json.dumps(results, indent=1))
     return 0
 

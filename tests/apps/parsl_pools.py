@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +64,9 @@ def run(client: Any, provider: Any, outdir: Path, address: str) -> dict[str, Any
     return out
 
 
-def main() -> int:
-    from _hang import arm
-
-    arm()
-    outdir, store = Path(sys.argv[1]), sys.argv[2]
-    address = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
-    if address == "hostname":
-        import socket
-
-        address = socket.gethostbyname(socket.gethostname())  # (ZMQ binds to an address, not a name)
+def serve_and_run(store: str, run_driver: Callable[[Any, Any], dict[str, Any]], result: Path) -> int:
+    """A session in which every client rank but the driver serves a worker pool (serve_pools); the driver calls
+    ``run_driver(client, provider)`` and writes what it returns to ``result`` as JSON, or aborts the job."""
     import chronompi  # lazily: see the module docstring
     from chronompi.parsl import serve_pools
 
@@ -84,7 +78,7 @@ def main() -> int:
         if provider is None:
             return 0  # a pool rank: its pools ran, its workers' messages are recorded
         try:
-            result = run(client, provider, outdir, address)
+            out = run_driver(client, provider)
         except BaseException:
             import traceback
 
@@ -94,8 +88,21 @@ def main() -> int:
 
             MPI.COMM_WORLD.Abort(1)  # pitfall 3: do not leave the other ranks waiting
             raise
-        (outdir / "result-pools.json").write_text(json.dumps(result, indent=1, default=str))
+        result.write_text(json.dumps(out, indent=1, default=str))
     return 0
+
+
+def main() -> int:
+    from _hang import arm
+
+    arm()
+    outdir, store = Path(sys.argv[1]), sys.argv[2]
+    address = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+    if address == "hostname":
+        import socket
+
+        address = socket.gethostbyname(socket.gethostname())  # (ZMQ binds to an address, not a name)
+    return serve_and_run(store, lambda c, p: run(c, p, outdir, address), outdir / "result-pools.json")
 
 
 if __name__ == "__main__":
