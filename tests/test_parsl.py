@@ -283,13 +283,16 @@ def test_parsls_own_monitoring_tests_pass_against_the_drop_in_hub(tmp_path: Path
 
 
 def _rows(db: Path, table: str, cols: list[str], order: str = "") -> list[tuple[Any, ...]]:
+    """``cols`` of every row of ``table``, each led by its workflow's name; sorted, or with ``order`` (a column)
+    in that column's order, as recorded."""
     con = sqlite3.connect(db)
     try:
         names = dict(con.execute("SELECT run_id, workflow_name FROM workflow"))
+        by = f" ORDER BY {order}" if order else ""
         out = []
-        for r in con.execute(f'SELECT run_id, {", ".join(cols)} FROM "{table}"'):
+        for r in con.execute(f'SELECT run_id, {", ".join(cols)} FROM "{table}"{by}'):
             out.append((names.get(r[0], "?"), *r[1:]))
-        return sorted(out, key=repr)
+        return out if order else sorted(out, key=repr)
     finally:
         con.close()
 

@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import pickle
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -188,14 +187,6 @@ NODE = ["block_id", "hostname", "cpu_count", "total_memory", "worker_count", "py
 BLOCK = ["executor_label", "block_id", "job_id", "status"]
 
 
-def _in_time_order(db: Path, table: str, cols: list[str]) -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(f'SELECT {", ".join(cols)} FROM "{table}" ORDER BY timestamp').fetchall()
-    finally:
-        con.close()
-
-
 @pytest.mark.mpi
 def test_a_pool_block_retired_at_cleanup_keeps_its_last_node_row(tmp_path: Path) -> None:
     """One task on a pool rank's block under htex_auto_scale, the block retired at the DataFlowKernel's cleanup
@@ -221,7 +212,7 @@ def test_a_pool_block_retired_at_cleanup_keeps_its_last_node_row(tmp_path: Path)
                 "NODE_INFO",
             }
             assert main_export_parsl([str(out / "store"), str(db)]) == 0
-        rows[mode] = {"node": _in_time_order(db, "node", NODE), "block": _in_time_order(db, "block", BLOCK)}
+        rows[mode] = {t: _rows(db, t, cols, order="timestamp") for t, cols in (("node", NODE), ("block", BLOCK))}
     # the manager registered, was sent the task, sent its result (active), and was held at cleanup (inactive)
     assert [r[-1] for r in rows["chronompi"]["node"]] == [1, 1, 1, 0]
     assert [r[-1] for r in rows["chronompi"]["block"]] == ["PENDING", "RUNNING", "SCALED_IN"]
