@@ -3,9 +3,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import jobs
@@ -56,6 +58,19 @@ def outdir(tmp_path: Path) -> Path:
     d = tmp_path / "out"
     d.mkdir()
     return d
+
+
+def need_hdf5_tools(tools: Iterable[str], what: str = "") -> None:
+    """Skip the calling test with the reason when one of HDF5's command-line ``tools`` is not installed (a
+    newcomer's machine may lack Debian's hdf5-tools); ``CHRONOMPI_REQUIRE_HDF5_TOOLS=1``, as CI sets it, makes
+    that a failure. ``what`` leads the reason."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return
+    why = f"{what}{', '.join(missing)} not installed (Debian/Ubuntu: apt-get install hdf5-tools)"
+    if os.environ.get("CHRONOMPI_REQUIRE_HDF5_TOOLS") == "1":
+        pytest.fail(f"{why}, and CHRONOMPI_REQUIRE_HDF5_TOOLS=1")
+    pytest.skip(why)
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import need_hdf5_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
@@ -167,12 +168,7 @@ def run_block(b: Block, cwd: Path) -> None:
     """Run one block in ``cwd``; pytest.skip with the doc's reason for a block marked skip."""
     if "skip" in b.options:
         pytest.skip(f"{b.id}: {b.options['skip'] or 'marked skip'}")
-    missing = [t for t in b.options.get("needs", "").split() if shutil.which(t) is None]
-    if missing:
-        why = f"{b.id}: {', '.join(missing)} not installed (Debian/Ubuntu: apt-get install hdf5-tools)"
-        if os.environ.get("CHRONOMPI_REQUIRE_HDF5_TOOLS") == "1":
-            pytest.fail(f"{why}, and CHRONOMPI_REQUIRE_HDF5_TOOLS=1")
-        pytest.skip(why)
+    need_hdf5_tools(b.options.get("needs", "").split(), f"{b.id}: ")
     timeout = float(b.options.get("timeout", TIMEOUT))
     if "file" in b.options:
         (cwd / b.options["file"]).write_text(b.code)

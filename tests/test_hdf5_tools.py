@@ -11,9 +11,7 @@ killed writer left behind. Without the tools the tests skip with the reason; ``C
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,22 +19,13 @@ from pathlib import Path
 
 import h5py
 import pytest
+from conftest import need_hdf5_tools
 
 from chronompi.launch import run_mpi
 from chronompi.store.format import read_runs
 from chronompi.store.fsck import fsck
 
 TOOLS = ("h5dump", "h5ls", "h5stat")
-
-
-def _need_tools() -> None:
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if not missing:
-        return
-    why = f"{', '.join(missing)} not installed (Debian/Ubuntu: apt-get install hdf5-tools)"
-    if os.environ.get("CHRONOMPI_REQUIRE_HDF5_TOOLS") == "1":
-        pytest.fail(f"{why}, and CHRONOMPI_REQUIRE_HDF5_TOOLS=1")
-    pytest.skip(why)
 
 
 def tool(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -72,7 +61,7 @@ def check_file(path: Path) -> None:
 
 @pytest.mark.mpi
 def test_tools_read_the_segments_of_a_job(tmp_path: Path) -> None:
-    _need_tools()
+    need_hdf5_tools(TOOLS)
     root = tmp_path / "store"
     cmd = [sys.executable, "-m", "chronompi", "run", f"storage.root={root}", "storage.staging=none"]
     cmd += ["workload.events=500", "workload.chronicles=2", "workload.progress=false", "service.summary=false"]
@@ -85,7 +74,7 @@ def test_tools_read_the_segments_of_a_job(tmp_path: Path) -> None:
 
 
 def test_tools_read_a_segment_fsck_repaired(tmp_path: Path) -> None:
-    _need_tools()
+    need_hdf5_tools(TOOLS)
     root = tmp_path / "store"
     # a grapher killed mid-run: its .part (SWMR, written with the writer's own settings) and a run record `running`
     code = f"""
