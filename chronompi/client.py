@@ -420,7 +420,9 @@ class Client:
                 self._route.adopt(epoch)
                 self._comm.send((EPOCH_ACK, self.rank, epoch.number), dest=self._visor, tag=TAG_CTRL)
             elif msg[0] == STOP:  # the job is stopping: send what we hold, then say so (from the ticker)
-                self._stop_out = (STOP_ACK, self.rank)
+                # (anew, though this client may still wait on what it sent for a stop signal of its own: the
+                # answer covers every event logged before the visor's STOP came, those after that send too)
+                self._stop_out, self._stop_wait = (STOP_ACK, self.rank), None
             elif msg[0] == DROP:
                 # a replay or sync in progress may be waiting on those members: answer between them
                 if not closing:

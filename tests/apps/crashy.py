@@ -36,7 +36,9 @@ def payload(rank: int, story: int, seq: int) -> bytes:
 def main() -> None:
     _hang.arm(100)  # here, not at import: the crash test imports this module for payload()
     store, refdir, spec = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
-    (refdir / f"pid-{os.getpid()}").touch()  # the test kills every rank by pid (PRRTE starts ranks in their own group)
+    # the test kills every rank by pid (PRRTE starts ranks in their own group); the file holds the world rank
+    rank = os.environ.get("OMPI_COMM_WORLD_RANK") or os.environ.get("PMI_RANK") or ""
+    (refdir / f"pid-{os.getpid()}").write_text(rank)
     cfg = spec["cfg"]
     cfg.setdefault("storage", {})["root"] = store
     with chronompi.session(cfg=cfg) as client:
