@@ -269,3 +269,48 @@ def test_a_segment_closed_and_moved_while_listed_is_read_from_the_store(
         with chronompi.open_store(store) as st:
             assert st.stories("c") == ["s"]
             assert all_rows(st) == want
+
+
+def test_payload_read_straight_from_the_file_equals_h5pys_read(tmp_path: Path) -> None:
+    """The reader reads a closed segment's payload heap with pread, chunk by chunk (reader.read_heap_direct):
+    every byte range gives h5py's bytes, across chunk borders; a SWMR (.part) file is left to h5py."""
+    import h5py
+
+    from chronompi.store import reader
+    from chronompi.store.format import open_segment
+
+    root = tmp_path / "store"
+    init_store(root)
+    cfg = StorageConfig(root=str(root), staging="none", payload_chunk_bytes=4096)
+    w = SegmentWriter(root, 0xAB, 0, cfg)
+    seqs: dict[int, int] = {}
+    for k in range(20):
+        w.append("c", "s", [make_run(T0 // W + k, [1, 2, 3], 200, seqs)])
+    w.close()
+    write_run(root, {"run": f"{0xAB:016x}", "status": "complete", "start": 0})
+    seg = next((root / "segments").glob("*.h5"))
+    rng = np.random.default_rng(7)
+    with h5py.File(seg, "r") as f:
+        ds = f["c/s/payload"]
+        n = ds.shape[0]
+        assert n > 20 * 4096
+        for a, b in [(0, n), (1, 4095), (4095, 4097), (5000, 40000), *rng.integers(0, n, (20, 2)).tolist()]:
+            a, b = min(a, b), max(a, b)
+            out = np.empty(b - a, np.uint8)
+            seen: list[int] = []
+            assert reader.read_heap_direct(ds, a, out, seen.append)
+            assert out.tobytes() == ds[a:b].tobytes(), (a, b)
+            assert seen == sorted(seen) and (b == a or seen[-1] == b - a)
+    with chronompi.open_store(root) as st:
+        ev, heap = st.replay_raw("c", "s")
+    assert len(ev) == 20 * 3 * 200
+    assert [bytes(heap[o : o + n]) for o, n in zip(ev["offset"][:3].tolist(), ev["length"][:3].tolist())] == [
+        f"{t}:{c}:{s}".encode() * (1 + s % 3) for t, c, s in zip(ev["time"][:3], ev["client"][:3], ev["seq"][:3])
+    ]
+    part = seg.with_name(seg.name + ".part")
+    seg.rename(part)
+    f = open_segment(part)
+    try:
+        assert not reader.read_heap_direct(f["c/s/payload"], 0, np.empty(10, np.uint8), lambda n: None)
+    finally:
+        f.close()

@@ -294,11 +294,14 @@ def _read_row(
         b1 = int((idx["heap0"] + idx["heap_bytes"]).max())
         check = check_sums(r, ev, b0, threaded=ev.nbytes + b1 - b0 >= THREADED_CHECK_BYTES)
         try:
-            heap = g["payload"][b0:b1] if b1 > b0 else np.empty(0, np.uint8)
+            heap = np.empty(b1 - b0, np.uint8)
+            check.give_heap(heap)
+            if b1 > b0 and not read_heap_direct(g["payload"], b0, heap, check.advance):
+                g["payload"].read_direct(heap, np.s_[b0:b1])
+            check.advance(b1 - b0)
         except BaseException:
             check.abandon()
             raise
-        check.give_heap(heap)
         starts = (idx["first_row"] - r.first).astype(np.int64)
         ends = starts + n_rows - 1
         full = n_rows > 0
@@ -345,24 +348,66 @@ def _read_row(
     return ev, heap
 
 
-# A coalesced row of at least this many bytes (events and payload) is hashed on a helper thread, beside
-# the payload read and the row checks (xxhash and HDF5's reads release the GIL); a smaller one inline (a
-# thread costs ~0.1 ms). Measured: perf/bench_checksum.py, docs/format.md "Checksums".
+# A coalesced row of at least this many bytes (events and payload) is hashed on a helper thread while the
+# payload is read; a smaller one inline (a thread costs ~0.1 ms). Measured: perf/bench_checksum.py.
 THREADED_CHECK_BYTES = 8 << 20
+
+
+DIRECT_PIECE = 16 << 20  # bytes a pread: few enough handovers of the interpreter lock, small enough to overlap
+
+
+def read_heap_direct(ds: h5py.Dataset, b0: int, out: np.ndarray, advance: Any) -> bool:
+    """Read bytes [b0, b0 + len(out)) of a payload heap straight from the file with ``os.preadv``, which lets
+    go of the interpreter lock (h5py's reads keep it), so that a helper thread hashes what has landed while
+    the rest is read; ``advance(n)`` is called as the first ``n`` bytes are in. Chunks that lie one after the
+    other in the file are read together, DIRECT_PIECE bytes at a time. Only for what HDF5 would hand over
+    unchanged: a chunked 1-D byte dataset without filters, in a file of HDF5's default driver without a user
+    block, not open for SWMR; False (nothing read) otherwise, and the caller reads through h5py. A chunk HDF5
+    never wrote reads as zeros (its fill value); a short read raises OSError (a damaged file)."""
+    f = ds.file
+    if ds.chunks is None or f.driver != "sec2" or f.swmr_mode or f.userblock_size:
+        return False
+    if ds.id.get_create_plist().get_nfilters():
+        return False
+    size = ds.chunks[0]
+    end = b0 + len(out)
+    reads: list[list[int]] = []  # [file offset, first byte, bytes]: neighbours in the file and in out merged
+    for k0 in range(b0 - b0 % size, end, size):
+        lo, hi = max(b0, k0), min(end, k0 + size)
+        at = ds.id.get_chunk_info_by_coord((k0,)).byte_offset
+        if at is None:
+            out[lo - b0 : hi - b0] = 0
+            continue
+        at += lo - k0
+        last = reads[-1] if reads else None
+        if last is not None and last[0] + last[2] == at and last[1] + last[2] == lo - b0 and last[2] < DIRECT_PIECE:
+            last[2] += hi - lo
+        else:
+            reads.append([at, lo - b0, hi - lo])
+    fd = f.id.get_vfd_handle()
+    view = out.data
+    done = 0
+    for at, lo, n in reads:
+        got = os.preadv(fd, [view[lo : lo + n]], at)
+        if got != n:
+            raise OSError(f"short read in {f.filename}: {got} of {n} payload bytes at byte {at}")
+        done = max(done, lo + n)
+        advance(done)
+    return True
 
 
 def check_sums(r: _Row, ev: np.ndarray, b0: int, threaded: bool = False) -> _Check:
     """Start checking every sorted run of coalesced row ``r`` against its data checksum: ``ev`` are the row's
-    events as stored, its payload bytes from ``b0`` follow with :meth:`_Check.give_heap`; :meth:`_Check.wait`
-    raises the DamagedSegment of the first run that fails. The index rows passed their own checksums when the
-    index was read (_index_rows)."""
+    events as stored, its payload bytes from ``b0`` follow with :meth:`_Check.give_heap` and
+    :meth:`_Check.advance`; :meth:`_Check.wait` raises the DamagedSegment of the first run that fails. The
+    index rows passed their own checksums when the index was read (_index_rows)."""
     return _Check(r, ev, b0, threaded)
 
 
 class _Check:
     """The data checksums of one coalesced row's runs: XXH3-64 over each run's event rows, then its payload
-    bytes. Threaded, the event rows are hashed while the payload is read, the payload while the rows are
-    checked; otherwise all in :meth:`give_heap`."""
+    bytes. Threaded, the event rows are hashed while the payload is read, and each run's payload as soon as
+    it has been read (:meth:`advance`); otherwise all once the payload is in."""
 
     def __init__(self, r: _Row, ev: np.ndarray, b0: int, threaded: bool) -> None:
         self.r, self.ev, self.b0 = r, ev, b0
@@ -371,7 +416,8 @@ class _Check:
         self._heap: np.ndarray | None = None
         self._hashers: list[Any] = []
         self._events_done = threading.Event()
-        self._heap_given = threading.Event()
+        self._read = 0  # bytes of the heap read so far
+        self._more = threading.Condition()
         self._thread: threading.Thread | None = None
         if threaded:
             self._thread = threading.Thread(target=self._run, name="chronompi-verify", daemon=True)
@@ -383,39 +429,53 @@ class _Check:
             self._hashers.append(run_hasher(self.ev[a - first : a - first + n]))
         self._events_done.set()
 
-    def _hash_heap(self, heap: np.ndarray) -> None:
+    def _hash_heap(self, wait: bool) -> None:
         idx = self.r.runs
-        spans = zip(idx["heap0"].tolist(), idx["heap_bytes"].tolist(), idx["checksum"].tolist())
-        for i, (h0, size, want) in enumerate(spans):
+        spans = list(zip(idx["heap0"].tolist(), idx["heap_bytes"].tolist(), idx["checksum"].tolist()))
+        for i in sorted(range(len(spans)), key=lambda i: spans[i][0]):
+            h0, size, want = spans[i]
+            lo, hi = h0 - self.b0, h0 - self.b0 + size
+            if wait and hi > self._read:
+                with self._more:
+                    while hi > self._read:
+                        self._more.wait()
+            if self._heap is None:
+                return  # abandoned
             h = self._hashers[i]
             if size:
-                h.update(heap[h0 - self.b0 : h0 - self.b0 + size].data)
-            if h.intdigest() != want:
+                h.update(self._heap[lo:hi].data)
+            if h.intdigest() != want and (self.bad is None or i < self.bad):
                 self.bad = i
-                return
 
     def _run(self) -> None:
         try:
             self._hash_events()
-            self._heap_given.wait()
-            if self._heap is not None:
-                self._hash_heap(self._heap)
+            self._hash_heap(wait=True)
         except BaseException as exc:  # noqa: BLE001 - handed to the reading thread by wait()
             self.error = exc
         finally:
             self._events_done.set()
 
     def give_heap(self, heap: np.ndarray) -> None:
-        if self._thread is None:
-            self._hash_events()
-            self._hash_heap(heap)
-            return
+        """The array the payload bytes are read into (from ``b0``), before they are read."""
         self._heap = heap
-        self._heap_given.set()
+
+    def advance(self, n: int) -> None:
+        """The first ``n`` bytes of the heap have been read; once all are, an inline check runs."""
+        if self._thread is not None:
+            with self._more:
+                self._read = n
+                self._more.notify()
+        elif self._heap is not None and n >= len(self._heap) and not self._hashers:
+            self._read = n
+            self._hash_events()
+            self._hash_heap(wait=False)
 
     def abandon(self) -> None:
         """The payload could not be read: the helper thread stops."""
-        self._heap_given.set()
+        with self._more:
+            self._heap, self._read = None, 1 << 62
+            self._more.notify()
         if self._thread is not None:
             self._thread.join()
 
