@@ -88,6 +88,9 @@ class _Unchecked(reader._Check):
     def advance(self, n: int) -> None:
         pass
 
+    def advance_events(self, n: int) -> None:
+        pass
+
     def wait(self) -> None:
         pass
 

@@ -272,8 +272,8 @@ def test_a_segment_closed_and_moved_while_listed_is_read_from_the_store(
 
 
 def test_payload_read_straight_from_the_file_equals_h5pys_read(tmp_path: Path) -> None:
-    """The reader reads a closed segment's payload heap with pread, chunk by chunk (reader.read_heap_direct):
-    every byte range gives h5py's bytes, across chunk borders; a SWMR (.part) file is left to h5py."""
+    """The reader reads a closed segment's event rows and payload heap with pread (reader.read_direct): every
+    range gives h5py's bytes, across chunk borders; a SWMR (.part) file is left to h5py."""
     import h5py
 
     from chronompi.store import reader
@@ -281,7 +281,7 @@ def test_payload_read_straight_from_the_file_equals_h5pys_read(tmp_path: Path) -
 
     root = tmp_path / "store"
     init_store(root)
-    cfg = StorageConfig(root=str(root), staging="none", payload_chunk_bytes=4096)
+    cfg = StorageConfig(root=str(root), staging="none", payload_chunk_bytes=4096, events_chunk_rows=512)
     w = SegmentWriter(root, 0xAB, 0, cfg)
     seqs: dict[int, int] = {}
     for k in range(20):
@@ -298,9 +298,14 @@ def test_payload_read_straight_from_the_file_equals_h5pys_read(tmp_path: Path) -
             a, b = min(a, b), max(a, b)
             out = np.empty(b - a, np.uint8)
             seen: list[int] = []
-            assert reader.read_heap_direct(ds, a, out, seen.append)
+            assert reader.read_direct(ds, a, out, seen.append)
             assert out.tobytes() == ds[a:b].tobytes(), (a, b)
             assert seen == sorted(seen) and (b == a or seen[-1] == b - a)
+        rows = f["c/s/events"]
+        for a, b in [(0, rows.shape[0]), (3, 17), (511, 513), (100, 3000)]:
+            got = np.empty(b - a, rows.dtype)
+            assert reader.read_direct(rows, a, got, lambda n: None)
+            assert got.tobytes() == rows[a:b].tobytes(), (a, b)
     with chronompi.open_store(root) as st:
         ev, heap = st.replay_raw("c", "s")
     assert len(ev) == 20 * 3 * 200
@@ -311,6 +316,6 @@ def test_payload_read_straight_from_the_file_equals_h5pys_read(tmp_path: Path) -
     seg.rename(part)
     f = open_segment(part)
     try:
-        assert not reader.read_heap_direct(f["c/s/payload"], 0, np.empty(10, np.uint8), lambda n: None)
+        assert not reader.read_direct(f["c/s/payload"], 0, np.empty(10, np.uint8), lambda n: None)
     finally:
         f.close()

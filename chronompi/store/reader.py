@@ -283,7 +283,6 @@ def _read_row(
     g = r.file[r.group]
     if not r.n:
         return None
-    ev = g["events"][r.first : r.first + r.n]
     idx = r.runs
     n_rows = idx["n_rows"].astype(np.int64)
     check: _Check | None = None
@@ -292,11 +291,16 @@ def _read_row(
         # the writer wrote, so the checks of rows that cannot be data are per run (its ends), not per row
         b0 = int(idx["heap0"].min())
         b1 = int((idx["heap0"] + idx["heap_bytes"]).max())
+        events = g["events"]
+        ev = np.empty(r.n, events.dtype)
+        heap = np.empty(b1 - b0, np.uint8)
         check = check_sums(r, ev, b0, threaded=ev.nbytes + b1 - b0 >= THREADED_CHECK_BYTES)
+        check.give_heap(heap)
         try:
-            heap = np.empty(b1 - b0, np.uint8)
-            check.give_heap(heap)
-            if b1 > b0 and not read_heap_direct(g["payload"], b0, heap, check.advance):
+            if not read_direct(events, r.first, ev, check.advance_events):
+                events.read_direct(ev, np.s_[r.first : r.first + r.n])
+            check.advance_events(r.n)
+            if b1 > b0 and not read_direct(g["payload"], b0, heap, check.advance):
                 g["payload"].read_direct(heap, np.s_[b0:b1])
             check.advance(b1 - b0)
         except BaseException:
@@ -316,6 +320,7 @@ def _read_row(
             raise damaged(r.file, r.group, problem)
         check.events_hashed()  # (the offsets are rebased below, in place)
     else:  # schema 1: no hashes; a run's payloads lie between its smallest offset and its largest end
+        ev = g["events"][r.first : r.first + r.n]
         b0 = int(ev["offset"].min())
         b1 = int((ev["offset"] + ev["length"]).max())
         if b1 > g["payload"].shape[0]:
@@ -353,44 +358,49 @@ def _read_row(
 THREADED_CHECK_BYTES = 8 << 20
 
 
-DIRECT_PIECE = 16 << 20  # bytes a pread: few enough handovers of the interpreter lock, small enough to overlap
+DIRECT_PIECE = 16 << 20  # bytes a pread: few handovers of the interpreter lock, small enough to overlap
 
 
-def read_heap_direct(ds: h5py.Dataset, b0: int, out: np.ndarray, advance: Any) -> bool:
-    """Read bytes [b0, b0 + len(out)) of a payload heap straight from the file with ``os.preadv``, which lets
+def read_direct(ds: h5py.Dataset, a: int, out: np.ndarray, advance: Any) -> bool:
+    """Read elements [a, a + len(out)) of a 1-D dataset straight from the file with ``os.preadv``, which lets
     go of the interpreter lock (h5py's reads keep it), so that a helper thread hashes what has landed while
-    the rest is read; ``advance(n)`` is called as the first ``n`` bytes are in. Chunks that lie one after the
-    other in the file are read together, DIRECT_PIECE bytes at a time. Only for what HDF5 would hand over
-    unchanged: a chunked 1-D byte dataset without filters, in a file of HDF5's default driver without a user
-    block, not open for SWMR; False (nothing read) otherwise, and the caller reads through h5py. A chunk HDF5
-    never wrote reads as zeros (its fill value); a short read raises OSError (a damaged file)."""
+    the rest is read; ``advance(n)`` is called as the first ``n`` elements are in. Chunks that lie one after
+    the other in the file are read together, DIRECT_PIECE bytes at a time. Only for what HDF5 would hand over
+    unchanged: a chunked dataset without filters whose file type is ``out``'s dtype byte for byte, in a file
+    of HDF5's default driver without a user block, not open for SWMR; False (nothing read) otherwise, and the
+    caller reads through h5py. A chunk HDF5 never wrote reads as zeros (its fill value); a short read raises
+    OSError (a damaged file)."""
     f = ds.file
-    if ds.chunks is None or f.driver != "sec2" or f.swmr_mode or f.userblock_size:
+    if ds.ndim != 1 or ds.chunks is None or f.driver != "sec2" or f.swmr_mode or f.userblock_size:
+        return False
+    if ds.dtype != out.dtype or out.dtype.hasobject or ds.id.get_type().get_size() != out.itemsize:
         return False
     if ds.id.get_create_plist().get_nfilters():
         return False
-    size = ds.chunks[0]
-    end = b0 + len(out)
-    reads: list[list[int]] = []  # [file offset, first byte, bytes]: neighbours in the file and in out merged
-    for k0 in range(b0 - b0 % size, end, size):
-        lo, hi = max(b0, k0), min(end, k0 + size)
+    size, item = ds.chunks[0], out.itemsize
+    end = a + len(out)
+    raw = out.view(np.uint8)
+    reads: list[list[int]] = []  # [file offset, first element, elements]: neighbours in the file merged
+    for k0 in range(a - a % size, end, size):
+        lo, hi = max(a, k0), min(end, k0 + size)
         at = ds.id.get_chunk_info_by_coord((k0,)).byte_offset
         if at is None:
-            out[lo - b0 : hi - b0] = 0
+            raw[(lo - a) * item : (hi - a) * item] = 0
             continue
-        at += lo - k0
+        at += (lo - k0) * item
         last = reads[-1] if reads else None
-        if last is not None and last[0] + last[2] == at and last[1] + last[2] == lo - b0 and last[2] < DIRECT_PIECE:
-            last[2] += hi - lo
-        else:
-            reads.append([at, lo - b0, hi - lo])
+        if last is not None and last[0] + last[2] * item == at and last[1] + last[2] == lo - a:
+            if last[2] * item < DIRECT_PIECE:
+                last[2] += hi - lo
+                continue
+        reads.append([at, lo - a, hi - lo])
     fd = f.id.get_vfd_handle()
-    view = out.data
+    view = raw.data
     done = 0
     for at, lo, n in reads:
-        got = os.preadv(fd, [view[lo : lo + n]], at)
-        if got != n:
-            raise OSError(f"short read in {f.filename}: {got} of {n} payload bytes at byte {at}")
+        got = os.preadv(fd, [view[lo * item : (lo + n) * item]], at)
+        if got != n * item:
+            raise OSError(f"short read in {f.filename}: {got} of {n * item} bytes of {ds.name} at byte {at}")
         done = max(done, lo + n)
         advance(done)
     return True
@@ -406,8 +416,8 @@ def check_sums(r: _Row, ev: np.ndarray, b0: int, threaded: bool = False) -> _Che
 
 class _Check:
     """The data checksums of one coalesced row's runs: XXH3-64 over each run's event rows, then its payload
-    bytes. Threaded, the event rows are hashed while the payload is read, and each run's payload as soon as
-    it has been read (:meth:`advance`); otherwise all once the payload is in."""
+    bytes. Threaded, each run's rows and payload are hashed as soon as they have been read
+    (:meth:`advance_events`, :meth:`advance`); otherwise all once the payload is in."""
 
     def __init__(self, r: _Row, ev: np.ndarray, b0: int, threaded: bool) -> None:
         self.r, self.ev, self.b0 = r, ev, b0
@@ -416,41 +426,49 @@ class _Check:
         self._heap: np.ndarray | None = None
         self._hashers: list[Any] = []
         self._events_done = threading.Event()
-        self._read = 0  # bytes of the heap read so far
+        self._rows = 0  # event rows read so far
+        self._read = 0  # heap bytes read so far
+        self._inline_done = False
         self._more = threading.Condition()
         self._thread: threading.Thread | None = None
         if threaded:
             self._thread = threading.Thread(target=self._run, name="chronompi-verify", daemon=True)
             self._thread.start()
 
+    def _until(self, rows: int, heap: int) -> bool:
+        """Wait until ``rows`` event rows and ``heap`` payload bytes are in (threaded); False: abandoned."""
+        if self._thread is not None and (rows > self._rows or heap > self._read):
+            with self._more:
+                while rows > self._rows or heap > self._read:
+                    self._more.wait()
+        return self._heap is not None
+
     def _hash_events(self) -> None:
         idx, first = self.r.runs, self.r.first
         for a, n in zip(idx["first_row"].tolist(), idx["n_rows"].tolist()):
+            if not self._until(a - first + n, 0):
+                return
             self._hashers.append(run_hasher(self.ev[a - first : a - first + n]))
         self._events_done.set()
 
-    def _hash_heap(self, wait: bool) -> None:
+    def _hash_heap(self) -> None:
         idx = self.r.runs
         spans = list(zip(idx["heap0"].tolist(), idx["heap_bytes"].tolist(), idx["checksum"].tolist()))
         for i in sorted(range(len(spans)), key=lambda i: spans[i][0]):
             h0, size, want = spans[i]
             lo, hi = h0 - self.b0, h0 - self.b0 + size
-            if wait and hi > self._read:
-                with self._more:
-                    while hi > self._read:
-                        self._more.wait()
-            if self._heap is None:
-                return  # abandoned
+            if not self._until(0, hi):
+                return
             h = self._hashers[i]
             if size:
-                h.update(self._heap[lo:hi].data)
+                h.update(self._heap[lo:hi].data)  # type: ignore[index]
             if h.intdigest() != want and (self.bad is None or i < self.bad):
                 self.bad = i
 
     def _run(self) -> None:
         try:
             self._hash_events()
-            self._hash_heap(wait=True)
+            self._hash_heap()
         except BaseException as exc:  # noqa: BLE001 - handed to the reading thread by wait()
             self.error = exc
         finally:
@@ -460,21 +478,31 @@ class _Check:
         """The array the payload bytes are read into (from ``b0``), before they are read."""
         self._heap = heap
 
+    def advance_events(self, n: int) -> None:
+        """The first ``n`` event rows have been read."""
+        if self._thread is not None:
+            with self._more:
+                self._rows = n
+                self._more.notify()
+        else:
+            self._rows = n
+
     def advance(self, n: int) -> None:
-        """The first ``n`` bytes of the heap have been read; once all are, an inline check runs."""
+        """The first ``n`` bytes of the heap have been read (after every event row); once all are, an inline
+        check runs."""
         if self._thread is not None:
             with self._more:
                 self._read = n
                 self._more.notify()
-        elif self._heap is not None and n >= len(self._heap) and not self._hashers:
-            self._read = n
+        elif self._heap is not None and n >= len(self._heap) and not self._inline_done:
+            self._read, self._inline_done = n, True
             self._hash_events()
-            self._hash_heap(wait=False)
+            self._hash_heap()
 
     def abandon(self) -> None:
-        """The payload could not be read: the helper thread stops."""
+        """The rows or the payload could not be read: the helper thread stops."""
         with self._more:
-            self._heap, self._read = None, 1 << 62
+            self._heap, self._rows, self._read = None, 1 << 62, 1 << 62
             self._more.notify()
         if self._thread is not None:
             self._thread.join()
