@@ -91,7 +91,8 @@ def git_commit() -> str:
             ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            # (results files being appended to do not change what is measured)
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", ".", ":!perf/results"],
             capture_output=True,
             text=True,
             timeout=10,
