@@ -155,7 +155,7 @@ class Keeper(Service):
         bounds = np.concatenate(([0], cut, [n]))
         for a, z in zip(bounds[:-1], bounds[1:]):
             idx = order[a:z]
-            part = ev[idx]
+            part = codec.rows(ev)[idx].view(EVENT)
             heap = gather(b.heap, part["offset"], part["length"])
             part["offset"] = np.cumsum(part["length"], dtype=np.uint64) - part["length"]
             self._file(int(ss[a]), int(ws[a]), (part, heap))
@@ -232,13 +232,13 @@ class Keeper(Service):
         # end to end; each heap follows as a message of its own, sent from where it lies (no copy here:
         # on one node the grapher reads it straight from this process's memory, see architecture.md)
         if len(pieces) == 1:
-            ev_out[...] = pieces[0][0]
+            codec.rows(ev_out)[...] = codec.rows(pieces[0][0])
         else:
             events = concat_events([e for e, _ in pieces], [h.nbytes for _, h in pieces])
             if is_sorted(events):
-                ev_out[...] = events
+                codec.rows(ev_out)[...] = codec.rows(events)
             else:
-                np.take(events, total_order(events), out=ev_out)
+                np.take(codec.rows(events), total_order(events), out=codec.rows(ev_out))
         dest = self.members.grapher_of(story, window, self.window_ns, late=late)
         self._send_chunk(dest, buf)
         for h in heaps:

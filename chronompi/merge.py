@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .codec import EVENT
+from .codec import EVENT, rows
 from .windows import window_end, window_start
 
 
@@ -107,7 +107,7 @@ def gather(heap: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.nda
 
 def concat_events(events: Sequence[np.ndarray], heap_sizes: Sequence[int]) -> np.ndarray:
     """Concatenate event arrays whose heaps will be concatenated in the same order: offsets rebased."""
-    out = np.concatenate(events) if events else np.empty(0, EVENT)
+    out = np.concatenate([rows(e) for e in events]).view(EVENT) if events else np.empty(0, EVENT)
     base = pos = 0
     for e, size in zip(events, heap_sizes):
         if base:
@@ -135,7 +135,7 @@ def order_runs(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarra
     heaps = [h for _, h in runs]
     events = runs[0][0] if len(runs) == 1 else concat_events([e for e, _ in runs], [h.nbytes for h in heaps])
     if not is_sorted(events):
-        events = events[total_order(events)]
+        events = rows(events)[total_order(events)].view(EVENT)
     return events, heaps
 
 
@@ -175,7 +175,7 @@ def merge_all(runs: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray
         order = np.arange(len(events))
     else:
         order = total_order(events)
-    out = events[order]
+    out = rows(events)[order].view(EVENT)
     new_heap = gather(heap, out["offset"], out["length"])
     out["offset"] = np.cumsum(out["length"], dtype=np.uint64) - out["length"]
     return out, new_heap

@@ -43,7 +43,7 @@ import h5py
 import numpy as np
 
 from .._faults import fault_point
-from ..codec import EVENT
+from ..codec import EVENT, rows
 from ..config import StorageConfig
 from ..errors import StorageFull
 from .dirs import SCHEMA_VERSION, SEGMENTS, staging_dir
@@ -409,7 +409,7 @@ class SegmentWriter:
             for i, r in enumerate(runs):
                 n = len(r.events)
                 part = events[row : row + n]
-                part[...] = r.events
+                rows(part)[...] = rows(r.events)
                 part["offset"] += off
                 fields = {"window": r.window, "first_row": row0 + row, "n_rows": n, "late": r.late}
                 fields.update(t_min=r.events["time"][0], t_max=r.events["time"][-1])
