@@ -165,7 +165,10 @@ EVENT_ROW = np.dtype((np.void, EVENT.itemsize))
 
 
 def rows(events: np.ndarray) -> np.ndarray:
-    """``events`` (EVENT) as EVENT_ROW: the same memory, copied as whole rows."""
+    """``events`` (EVENT) as EVENT_ROW: the same memory, copied as whole rows. Any other dtype is a TypeError
+    (a copy by field names would convert it; bytes moved whole would be misread)."""
+    if events.dtype != EVENT:
+        raise TypeError(f"codec.rows() takes EVENT rows, not {events.dtype}")
     return events.view(EVENT_ROW)
 
 

@@ -452,3 +452,24 @@ def test_batch_capacity_holds_the_largest_declaration_batch() -> None:
     # without the budget (every pending declaration on one batch) ~30 such stories overflow the slot
     many = [(2**32 - 1 - i, longest, f"{i:0{MAX_NAME_LEN}d}") for i in range(40)]
     assert _largest_batch(256 * 1024, 256 * 1024, many).nbytes > batch_capacity(256 * 1024, 256 * 1024)
+
+
+def test_event_rows_move_whole_and_only_as_event() -> None:
+    """codec.rows(): a take, a concatenation and an assignment through the void view give the same rows as
+    numpy's field-by-field ones; another dtype (same size, other fields) is refused, not reinterpreted."""
+    from chronompi.codec import EVENT, rows
+
+    rng = np.random.default_rng(3)
+    ev = np.zeros(1000, EVENT)
+    for name in EVENT.names:
+        ev[name] = rng.integers(0, 2**31, len(ev))
+    order = rng.permutation(len(ev))
+    assert np.array_equal(rows(ev)[order].view(EVENT), ev[order])
+    both = np.concatenate([rows(ev[:300]), rows(ev[300:])]).view(EVENT)
+    assert np.array_equal(both, ev)
+    out = np.empty(500, EVENT)
+    rows(out)[...] = rows(ev[::2])
+    assert np.array_equal(out, ev[::2])
+    other = np.dtype([("a", "<u8"), ("b", "<u8"), ("c", "<u8"), ("d", "<u8"), ("e", "<u4")])
+    with pytest.raises(TypeError, match="EVENT rows"):
+        rows(np.zeros(3, other))
