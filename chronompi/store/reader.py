@@ -112,7 +112,9 @@ def packed(events: np.ndarray, heap: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def to_replay(events: np.ndarray, heap: np.ndarray) -> np.ndarray:
     """Events plus heap -> REPLAY rows with payloads as ``bytes``."""
-    out = np.empty(len(events), REPLAY)
+    # np.zeros, not np.empty: zeroed memory is how an object field holds None, while np.empty fills it one row
+    # at a time (100 k rows: 1.4 ms against 20 ms, most of a replay of 1 s of events)
+    out = np.zeros(len(events), REPLAY)
     out["time"], out["client"], out["seq"] = events["time"], events["client"], events["seq"]
     n = len(events)
     if not n:
