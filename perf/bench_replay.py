@@ -22,6 +22,7 @@ Arrow table, and the full read the same without the WHERE.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -34,6 +35,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from benchlib import git_commit  # noqa: E402
 
 import chronompi  # noqa: E402
 from chronompi.codec import EVENT  # noqa: E402
@@ -244,6 +247,7 @@ def duckdb_rows(st: Any, tmp: Path, ranges: list[int], n_events: int) -> dict[st
 def main() -> None:
     n_events = int(float(sys.argv[1])) if len(sys.argv) > 1 else 10_000_000
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+    load0, commit = os.getloadavg(), git_commit()  # before the runs: what was measured
     (HERE / "out").mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="chronompi-replay-", dir=HERE / "out"))
     try:
@@ -297,6 +301,9 @@ def main() -> None:
             "full_raw_vs_h5py": round(baseline / full_raw, 3),
             **peer,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "load_avg_before": [round(x, 2) for x in load0],
+            "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+            "git_commit": commit,
         }
         print(json.dumps(rec, indent=1))
         if out is not None:
