@@ -431,6 +431,7 @@ class _Check:
         self._rows = 0  # event rows read so far
         self._read = 0  # heap bytes read so far
         self._inline_done = False
+        self._abandoned = False
         self._more = threading.Condition()
         self._thread: threading.Thread | None = None
         if threaded:
@@ -443,7 +444,7 @@ class _Check:
             with self._more:
                 while rows > self._rows or heap > self._read:
                     self._more.wait()
-        return self._heap is not None
+        return not self._abandoned
 
     def _hash_events(self) -> None:
         idx, first = self.r.runs, self.r.first
@@ -504,7 +505,7 @@ class _Check:
     def abandon(self) -> None:
         """The rows or the payload could not be read: the helper thread stops."""
         with self._more:
-            self._heap, self._rows, self._read = None, 1 << 62, 1 << 62
+            self._abandoned, self._rows, self._read = True, 1 << 62, 1 << 62
             self._more.notify()
         if self._thread is not None:
             self._thread.join()
