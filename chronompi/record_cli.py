@@ -22,7 +22,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 USAGE = (
-    "chronompi record -n N [--chronicle C] [--story S] [--output] [--no-logging] [key=value ...] "
+    "chronompi record -n N [--chronicle C] [--story S] [--output] [--no-logging] [--no-freeze] [key=value ...] "
     "[mpirun options] -- python PROGRAM.py [ARGS]   (or -- python -m MODULE [ARGS])"
 )
 # interpreter options that take a value (python -X dev, -W error): passed on to every rank's python
@@ -44,6 +44,7 @@ def split_head(head: Sequence[str]) -> tuple[argparse.Namespace, list[str], list
     p.add_argument("--story", default=None)
     p.add_argument("--output", action="store_true")
     p.add_argument("--no-logging", action="store_true")
+    p.add_argument("--no-freeze", action="store_true")
     ns, rest = p.parse_known_args(list(head))
     sections = _config_sections()
     overrides, mpirun_opts = [], []
@@ -165,6 +166,8 @@ def cmd_record(argv: Sequence[str]) -> int:
         entry.append("--output")
     if ns.no_logging:
         entry.append("--no-logging")
+    if ns.no_freeze:
+        entry.append("--no-freeze")
     for pair in pairs:
         entry += ["--set", pair]
     if module:

@@ -143,6 +143,57 @@ def test_record_master_worker_with_output_lines(tmp_path: Path) -> None:
     assert sum(stderr_lines.values()) == tasks + 3  # logging's lastResort lines (no handler configured)
 
 
+SHUTDOWN_APP = """
+import atexit, gc, logging, pickle, sys
+from mpi4py import MPI
+
+rank = MPI.COMM_WORLD.Get_rank()
+out = open(sys.argv[1] + f".{rank}", "w")  # never closed: Python's shutdown flushes it
+out.write("x" * 5000)
+
+
+class Cycle:  # only the cycle collector can free it, at shutdown
+    def __init__(self, path):
+        self.me = self
+        self.f = open(path, "w")
+        self.f.write("y" * 5000)
+
+
+held = Cycle(sys.argv[1] + f".cycle.{rank}")
+logging.warning("rank %d wrote its files", rank)
+
+
+def report():  # keeps this namespace alive until the end
+    main = sys.modules["__main__"]
+    print(f"at exit rank {rank}: main is the program {main.__file__ == __file__} frozen {gc.get_freeze_count() > 0} "
+          f"pickles {pickle.loads(pickle.dumps(Cycle)) is Cycle}", flush=True)
+
+
+atexit.register(report)
+"""
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_record_shuts_the_program_down_as_python_does(tmp_path: Path, freeze: bool) -> None:
+    """The program is ``__main__`` to its end (pickle finds its classes in its atexit functions) and what
+    its shutdown flushes is flushed: an open file in its globals, kept alive by an atexit function, and
+    one held by a cycle. Before the program runs, what exists is frozen (the job's end, measured in
+    perf/bench_record.py); ``--no-freeze`` leaves that out."""
+    store = tmp_path / "store"
+    app = tmp_path / "app.py"
+    app.write_text(SHUTDOWN_APP)
+    flags = [] if freeze else ["--no-freeze"]
+    r = record(2, f"storage.root={store}", *flags, "--", "python", str(app), str(tmp_path / "out"), timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for rank in range(2):
+        assert f"at exit rank {rank}: main is the program True frozen {freeze} pickles True" in r.stdout, r.stdout
+        assert (tmp_path / f"out.{rank}").read_text() == "x" * 5000, "an open file of the program was not flushed"
+        assert (tmp_path / f"out.cycle.{rank}").read_text() == "y" * 5000, "a file held by a cycle was not flushed"
+    events = read_h5(store)[("app", "log")]
+    assert len(check_stream(events)) == 2
+    assert sorted(json.loads(p)["message"] for _, _, _, p in events) == [f"rank {k} wrote its files" for k in range(2)]
+
+
 @pytest.mark.parametrize("program,status", [("import sys; sys.exit(3)", 3), ("raise ValueError('bad input 42')", 1)])
 def test_record_passes_on_the_programs_exit_status(tmp_path: Path, program: str, status: int) -> None:
     store = tmp_path / "store"
