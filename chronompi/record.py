@@ -83,17 +83,18 @@ def _freeze_what_is_there() -> None:
     """Move every object alive now, before the program runs (the modules imported so far: numpy, mpi4py,
     chronompi's, the standard library's), into the garbage collector's permanent generation.
 
-    Python's shutdown walks every tracked object with its cycle collector; with numpy and mpi4py
-    loaded that is 10-15 ms of CPU per process, and every rank of a job does it at the same time, so on an
-    oversubscribed node it was most of a job's end: 64 ranks on 2 cores took 1.3-1.9 s from the program's
-    last line to the job's exit, half of it with this (perf/bench_record.py; docs/architecture.md
-    "Start-up and shut-down"). It also makes the program's own full collections cheaper, which is what
-    ``gc.freeze()`` is for. The program's objects are collected as before: only garbage cycles made of
-    objects that existed before it started are never collected (and they stay alive until the process
-    ends); atexit functions, ``logging``'s flush and the flush of the standard streams run as before.
-    ``--no-freeze`` leaves it out. Nothing is collected first: a collection here took 8.6 ms of CPU per
-    process (64 of them at once delay the program's start by a quarter of a second on 2 cores), and the
-    garbage of the imports, frozen with the rest, is a few kilobytes that the shutdown would have freed."""
+    Python's shutdown walks every tracked object with its cycle collector; with numpy and mpi4py loaded
+    that is 10-15 ms of CPU per process, and every rank of a job does it at the same time, so on an
+    oversubscribed node it was most of a job's end (perf/bench_record.py: at 64 ranks on 2 cores the job
+    now ends sooner than the plain program; docs/architecture.md "Unmodified programs"). It also makes
+    the program's own full collections cheaper, which is what ``gc.freeze()`` is for. The program's
+    objects are collected as before: only garbage cycles made of objects that existed before it started
+    are never collected (they stay alive until the process ends); atexit functions, ``logging``'s flush
+    and the flush of the standard streams run as before. ``--no-freeze`` leaves it out.
+
+    Nothing is collected first: a collection here took 8.6 ms of CPU per process (64 of them at once
+    delay the program's start by a quarter of a second on 2 cores), and the garbage of the imports,
+    frozen with the rest, is a few kilobytes that the shutdown would have freed."""
     gc.freeze()
 
 
