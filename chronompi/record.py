@@ -15,6 +15,7 @@ must be given ``MPI.COMM_WORLD`` from Python (mpi4py passes its handle) or run u
 from __future__ import annotations
 
 import argparse
+import builtins
 import gc
 import os
 import runpy
@@ -69,7 +70,7 @@ def _run_as_main(script: str) -> None:
     there is closed and flushed even when the program's atexit functions keep its namespace alive; runpy's
     ``run_path`` puts its own ``__main__`` back and leaves that namespace to the garbage collector)."""
     main = types.ModuleType("__main__")
-    main.__dict__.update(__file__=script, __cached__=None, __builtins__=__builtins__, __spec__=None)
+    main.__dict__.update(__file__=script, __cached__=None, __builtins__=builtins, __spec__=None)
     from importlib.machinery import SourceFileLoader
 
     main.__loader__ = SourceFileLoader("__main__", script)
