@@ -14,7 +14,6 @@ must be given ``MPI.COMM_WORLD`` from Python (mpi4py passes its handle) or run u
 
 from __future__ import annotations
 
-import argparse
 import builtins
 import gc
 import os
@@ -23,32 +22,67 @@ import sys
 import traceback
 import types
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import embed
 from .errors import ChronoError
 
+USAGE = (
+    "python -m chronompi.record [--chronicle C] [--story S] [--output] [--no-logging] [--no-freeze] "
+    "[--set KEY=VALUE]... (-- script.py [args] | -m module [args])"
+)
+_VALUES = {"--chronicle": "chronicle", "--story": "story", "--set": "set"}
+_FLAGS = {"--output": "output", "--no-logging": "no_logging", "--no-freeze": "no_freeze"}
 
-def parse(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m chronompi.record", allow_abbrev=False)
-    p.add_argument("--chronicle", default=None, help="chronicle of the recorded stories (default: the program's name)")
-    p.add_argument("--story", default=embed.DEFAULT_STORY, help="story of the logging records (default: log)")
-    p.add_argument("--output", action="store_true", help="also record stdout and stderr lines")
-    p.add_argument("--no-logging", action="store_true", help="do not record logging records")
-    p.add_argument("--no-freeze", action="store_true", help="do not freeze what exists before the program (gc.freeze)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override (repeatable)")
-    p.add_argument("-m", dest="module", default=None, help="run a module as python -m does")
-    p.add_argument("program", nargs=argparse.REMAINDER, help="-- script.py [args] (or -m module [args])")
-    ns = p.parse_args(list(argv))
-    rest = list(ns.program)
-    if rest[:1] == ["--"]:
-        rest = rest[1:]
-    if ns.module is None and not rest:
-        p.error("give the program: -- script.py [args] or -m module [args]")
-    ns.program = rest
+
+def parse(argv: Sequence[str]) -> types.SimpleNamespace:
+    """The per-rank command line ``chronompi record`` builds (record_cli.py). Parsed by hand, not with
+    argparse: every rank of a job runs this, and argparse with gettext is ~2.5 ms of imports each."""
+    ns = types.SimpleNamespace(
+        chronicle=None, story=embed.DEFAULT_STORY, output=False, no_logging=False, no_freeze=False, set=[]
+    )
+    ns.module, ns.program = None, []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            ns.program = args[i + 1 :]
+            break
+        if a in ("-h", "--help"):
+            print(f"usage: {USAGE}")
+            raise SystemExit(0)
+        name, eq, value = a.partition("=") if a.startswith("--") else (a, "", "")
+        if name in _VALUES or name == "-m":
+            if not eq:
+                if i + 1 >= len(args):
+                    _usage_error(f"{a} needs a value")
+                i += 1
+                value = args[i]
+            if name == "-m":
+                ns.module, rest = value, args[i + 1 :]
+                ns.program = rest[1:] if rest[:1] == ["--"] else rest
+                break
+            if name == "--set":
+                ns.set.append(value)
+            else:
+                setattr(ns, _VALUES[name], value)
+        elif a in _FLAGS:
+            setattr(ns, _FLAGS[a], True)
+        else:
+            _usage_error(f"unknown option {a!r}")
+        i += 1
+    if ns.module is None and not ns.program:
+        _usage_error("give the program: -- script.py [args] or -m module [args]")
     return ns
 
 
-def _run_program(ns: argparse.Namespace) -> int:
+def _usage_error(what: str) -> NoReturn:
+    sys.stderr.write(f"usage: {USAGE}\npython -m chronompi.record: error: {what}\n")
+    raise SystemExit(2)
+
+
+def _run_program(ns: types.SimpleNamespace) -> int:
     """Run the program as __main__; its exit status (0, or what it passed to sys.exit, or 1 if it raised)."""
     if ns.module is not None:
         sys.argv = [ns.module, *ns.program]

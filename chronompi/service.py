@@ -10,7 +10,6 @@ them, and a spinning service rank steals the core of a science rank.
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from typing import Any
 
@@ -101,6 +100,8 @@ def membership_of(ctx: Context) -> Membership:
 
 def max_rss_mib() -> float:
     """This process's peak resident set size so far, in MiB (getrusage; Linux counts in KiB)."""
+    import resource  # (here: clients import this module and never ask)
+
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shlex
 import sys
 import time
 import traceback
@@ -63,6 +62,8 @@ def with_env_overrides(cfg: Any) -> Any:
     text = os.environ.get(ENV_OVERRIDES, "").strip()
     if not text:
         return cfg
+    import shlex  # (here: every client rank passes by, and most have no overrides)
+
     try:
         pairs = shlex.split(text)
     except ValueError as exc:

@@ -8,6 +8,7 @@ import pytest
 
 from chronompi.embed import program_name
 from chronompi.errors import ConfigError
+from chronompi.record import parse
 from chronompi.record_cli import count_nodes, split_head, split_program
 
 
@@ -81,3 +82,39 @@ def test_program_name_is_a_valid_chronicle() -> None:
     assert program_name("/a/-weird name!.py") == "weird_name_"
     assert program_name("") == "program"
     assert len(program_name("x" * 100 + ".py")) == 64
+
+
+def test_the_per_rank_entry_parses_what_record_builds(capsys: pytest.CaptureFixture[str]) -> None:
+    """python -m chronompi.record's own parser (every rank runs it; no argparse): the options record_cli.py
+    passes, a program's options after -- left alone, -m MODULE [--] ARGS, and one usage line for a bad one."""
+    ns = parse(["--chronicle", "c", "--set", "a.b=1", "--set=x.y=2", "--output", "--no-freeze", "--", "app.py", "-x"])
+    assert (ns.chronicle, ns.story, ns.set, ns.output, ns.no_logging, ns.no_freeze) == (
+        "c",
+        "log",
+        ["a.b=1", "x.y=2"],
+        True,
+        False,
+        True,
+    )
+    assert (ns.module, ns.program) == (None, ["app.py", "-x"])
+    assert parse(["--", "app.py", "--chronicle", "z"]).program == ["app.py", "--chronicle", "z"]
+    assert parse(["--story=s", "--no-logging", "-m", "pkg.mod", "--", "a", "-m", "b"]).__dict__ == {
+        "chronicle": None,
+        "story": "s",
+        "output": False,
+        "no_logging": True,
+        "no_freeze": False,
+        "set": [],
+        "module": "pkg.mod",
+        "program": ["a", "-m", "b"],
+    }
+    for bad, says in (
+        (["--bogus", "--", "p.py"], "unknown option '--bogus'"),
+        (["--chronicle"], "--chronicle needs a value"),
+        ([], "give the program"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            parse(bad)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 2, err
