@@ -32,7 +32,8 @@ USAGE = (
     "[--set KEY=VALUE]... (-- script.py [args] | -m module [args])"
 )
 _VALUES = {"--chronicle": "chronicle", "--story": "story", "--set": "set"}
-_FLAGS = {"--output": "output", "--no-logging": "no_logging", "--no-freeze": "no_freeze"}
+# record's switches, option -> attribute: `chronompi record` takes them and passes on those given (record_cli.py)
+FLAGS = {"--output": "output", "--no-logging": "no_logging", "--no-freeze": "no_freeze"}
 
 
 def parse(argv: Sequence[str]) -> types.SimpleNamespace:
@@ -67,8 +68,8 @@ def parse(argv: Sequence[str]) -> types.SimpleNamespace:
                 ns.set.append(value)
             else:
                 setattr(ns, _VALUES[name], value)
-        elif a in _FLAGS:
-            setattr(ns, _FLAGS[a], True)
+        elif a in FLAGS:
+            setattr(ns, FLAGS[a], True)
         else:
             _usage_error(f"unknown option {a!r}")
         i += 1

@@ -38,13 +38,14 @@ def _config_sections() -> set[str]:
 
 def split_head(head: Sequence[str]) -> tuple[argparse.Namespace, list[str], list[str]]:
     """Options before ``--``: record's own, config overrides (``section.key=value``) and mpirun's (the rest)."""
+    from .record import FLAGS
+
     p = argparse.ArgumentParser(prog="chronompi record", usage=USAGE, allow_abbrev=False, add_help=False)
     p.add_argument("-n", "--np", type=int, default=None)
     p.add_argument("--chronicle", default=None)
     p.add_argument("--story", default=None)
-    p.add_argument("--output", action="store_true")
-    p.add_argument("--no-logging", action="store_true")
-    p.add_argument("--no-freeze", action="store_true")
+    for flag in FLAGS:
+        p.add_argument(flag, action="store_true")
     ns, rest = p.parse_known_args(list(head))
     sections = _config_sections()
     overrides, mpirun_opts = [], []
@@ -124,6 +125,7 @@ def cmd_record(argv: Sequence[str]) -> int:
     from .config import ENV_OVERRIDES, build
     from .launch import exec_mpi, mpi_env, mpirun_argv
     from .layout import service_ranks
+    from .record import FLAGS
     from .report import STDOUT_TTY
     from .store.dirs import init_store, remove_unused_store
     from .store.space import advice
@@ -162,12 +164,7 @@ def cmd_record(argv: Sequence[str]) -> int:
         entry += ["--chronicle", ns.chronicle]
     if ns.story:
         entry += ["--story", ns.story]
-    if ns.output:
-        entry.append("--output")
-    if ns.no_logging:
-        entry.append("--no-logging")
-    if ns.no_freeze:
-        entry.append("--no-freeze")
+    entry += [flag for flag, attr in FLAGS.items() if getattr(ns, attr)]
     for pair in pairs:
         entry += ["--set", pair]
     if module:
