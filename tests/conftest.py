@@ -83,6 +83,7 @@ def netns_cluster(tmp_path: Path):
 
 def pytest_configure(config: pytest.Config) -> None:
     """Every MPI job of this run ends with pytest, however pytest ends (tests/jobs.py)."""
+    jobs.remove_stale_shm()  # segments that jobs killed before this run left behind
     if jobs.RUN_MARK not in os.environ:
         os.environ[jobs.RUN_MARK] = f"{os.getpid()}-{time.time_ns()}"
         config._chronompi_reaper = jobs.start_reaper(os.environ[jobs.RUN_MARK])  # type: ignore[attr-defined]
@@ -93,9 +94,11 @@ def _jobs_end_with_their_test(request: pytest.FixtureRequest):
     """The MPI processes a test started and left running (it failed, timed out, lost track) end with it."""
     mark = f"{os.environ.get(jobs.RUN_MARK)}:{request.node.nodeid}"
     os.environ[jobs.TEST_MARK] = mark
+    segments = jobs.shm_segments()
     yield
     os.environ.pop(jobs.TEST_MARK, None)
     jobs.end_jobs(jobs.TEST_MARK, mark)
+    jobs.remove_stale_shm(jobs.shm_segments() - segments)  # what the test's killed jobs left in /dev/shm
 
 
 # The integration set: long end-to-end runs against the outside systems a user brings (a real Slurm, the

@@ -5,6 +5,7 @@ them, went on running after a time limit killed pytest."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import signal
 import subprocess
@@ -93,3 +94,26 @@ def test_a_job_a_test_left_running_is_ended(tmp_path: Path, monkeypatch: pytest.
     finally:
         other.kill()
         job.kill()
+
+
+@pytest.mark.skipif(not jobs.SHM_DIR.is_dir(), reason="no /dev/shm")
+def test_segments_no_process_holds_are_removed_and_held_ones_kept() -> None:
+    """A killed job's segment files go (conftest.py, after each test); a live process's stay, whether it holds
+    the file open or only mapped."""
+    tag = f"{os.getpid()}_{time.time_ns()}"
+    names = [f"mpich_shm_test_{tag}_{what}" for what in ("left", "open", "mapped")]
+    paths = [jobs.SHM_DIR / n for n in names]
+    for p in paths:
+        p.write_bytes(b"\0" * 4096)
+    held = open(paths[1], "rb")  # noqa: SIM115 - held across the call
+    with open(paths[2], "r+b") as f:
+        mapped = mmap.mmap(f.fileno(), 4096)  # the file is closed, the mapping stays
+    try:
+        assert set(names) <= jobs.shm_segments()
+        assert jobs.remove_stale_shm(set(names)) == [names[0]]
+        assert [p.exists() for p in paths] == [False, True, True]
+    finally:
+        held.close()
+        mapped.close()
+        for p in paths:
+            p.unlink(missing_ok=True)

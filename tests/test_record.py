@@ -263,6 +263,7 @@ def test_init_is_one_line_and_rebinds_comm_world(tmp_path: Path) -> None:
 def test_session_without_mpirun_spawns_its_services(tmp_path: Path) -> None:
     store = tmp_path / "store"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PRTE_"))}
+    env["PYTHONFAULTHANDLER"] = "1"  # a hang dumps the spawned ranks' tracebacks too (apps/_hang.py)
     r = run([sys.executable, str(APPS / "alone_app.py"), str(store), "2000"], env=env, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "alone_app done" in r.stdout
