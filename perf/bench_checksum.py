@@ -167,6 +167,7 @@ def main() -> None:
         "verify_cost_xxh3_paired": round(
             statistics.median(a / b - 1 for a, b in zip(full["xxh3"], full["xxh3-unverified"])), 3
         ),
+        "verify_cost_xxh3_rounds": [round(a / b - 1, 3) for a, b in zip(full["xxh3"], full["xxh3-unverified"])],
         "replay_raw_1s_ms_p50": {m: round(1000 * statistics.median(rng1s[m]), 2) for m in MODES},
         "store_bytes": size,
         "h5py": __import__("h5py").__version__,
