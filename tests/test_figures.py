@@ -56,12 +56,17 @@ def matches(row: dict[str, Any], fig: dict[str, Any]) -> bool:
         return False
 
 
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
 def value_of(fig: dict[str, Any]) -> list[float]:
     """The figure's value(s): a field of the selected row, or a reduction over the selected rows."""
     rows = [r for r in rows_of(fig["file"]) if matches(r, fig)]
-    values = [float(field(r, fig["field"])) for r in rows]
     if "divide_by" in fig:
-        values = [v / float(field(r, fig["divide_by"])) for v, r in zip(values, rows, strict=True)]
+        values = [float(field(r, fig["field"])) / float(field(r, fig["divide_by"])) for r in rows]
+    else:  # a field that holds a list (the rounds of a run) pools its items over the selected rows
+        values = [float(v) for r in rows for v in _items(field(r, fig["field"]))]
     values = [(v - fig.get("subtract", 0.0)) * fig.get("scale", 1.0) for v in values]
     how = fig.get("reduce", "one")
     if how == "one":
