@@ -294,7 +294,7 @@ def main(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
     offsets = benchlib.clock_offsets(comm)
     rank = comm.Get_rank()
     rounds = int(params.get("rounds", 3))
-    batch = int(params.get("peer_batch", 4096))
+    batch = int(params.get("peer_batch", params.get("many", 1000)))
     modes = list(params.get("modes", ["log", "log_many"]))
     sample_every = int(params.get("sample_every", 0))
     peers, skipped = select(list(params.get("peers", PEERS)))
