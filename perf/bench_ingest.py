@@ -2,7 +2,10 @@
 instead (ADIOS2 BP5 and h5py, one file per client rank; ``peers/``), in the same MPI job, on the same
 events, over several rounds; then the baselines of ``bench_baselines`` once per payload.
 
-Every client rank holds a fixed number of distinct events (``events.py``), made before any timing. A
+Every client rank holds a fixed number of distinct events (``events.py``), made before any timing (the
+ceiling: ``log`` with ready ``bytes``, ``log_many`` with rows of an array), or makes each event in the timed
+loop as an application does (``log_made``: one ``bytes`` a call; ``log_many_made``: lists of ``many`` of
+them; the peers' ``made`` shape; ``events.made``, the bytes ``perf/user_ingest.py`` makes). A
 chronompi run is timed from a barrier of all ranks before ``chronompi.session()`` is entered until
 ``session()`` has returned on every rank (every event in HDF5, every window index row written, every
 segment closed): ``seconds`` / ``events_per_s``. The same run also reports the time from the clients'
@@ -23,12 +26,17 @@ from typing import Any
 import benchlib
 from bench_baselines import run_all
 from benchlib import Recorder, cpu_seconds, main_guard, quiet_barrier, remove_store, scratch_dir, session_cfg
-from events import Events, make_events
+from events import Events, made, make_events
 from harness import aggregate, loadavg, peer_run, peer_system, ratios, run_rounds, writers_comm
 from peers import select
 
 CHRONICLE, STORY = "perf", "ingest"
 PEERS = ["adios2", "adios2_mpi", "h5py"]
+LABELS = {
+    "log_many": "chronompi log_many (1000 per call)",
+    "log_made": "chronompi log, each event made in the loop",
+    "log_many_made": "chronompi log_many, lists of 1000 events made in the loop",
+}
 
 
 def per_client_events(params: dict[str, Any], payload: int, events: int | None = None) -> int:
@@ -61,7 +69,21 @@ def _log_loop(
     t0 = time.perf_counter()
     deadline = t0 + seconds
     done = 0
-    if mode == "log":
+    if mode in ("log_made", "log_many_made"):  # as a user logs: each event made in the loop (events.made)
+        rank, w, log, log_many = events.rank, events.payload, story.log, story.log_many
+        step = 1 if mode == "log_made" else many
+        while done < n:
+            m = min(step, n - done)
+            if mode == "log_made":
+                ts = log(made(rank, done, w))
+            else:
+                ts = log_many([made(rank, i, w) for i in range(done, done + m)])[-1]
+            if sample_every and (done // step) % max(1, sample_every // step) == 0:
+                samples.append((int(ts), now()))
+            done += m
+            if _pace(done, rate, t0, deadline):
+                break
+    elif mode == "log":
         items = events.as_bytes()  # made before timing: cached on the Events
         log = story.log
         while done < n:
@@ -187,7 +209,7 @@ def _summarise(
     keepers = summary.get("roles", {}).get("keeper", [])
     res: dict[str, Any] = {
         "system": f"chronompi {mode}",
-        "label": f"chronompi {mode}" + (" (1000 per call)" if mode == "log_many" else ""),
+        "label": LABELS.get(mode, f"chronompi {mode}"),
         "payload": payload,
         "mode": mode,
         "clients": len(clients),

@@ -5,7 +5,9 @@ rank and the payload size, with the event's index (little-endian uint64) and the
 into its first bytes, so no two events of a job have the same bytes (for payloads of at least 12 B;
 shorter payloads carry as much of the stamp as fits). Every system gets the same array: chronompi's
 ``log_many`` and the peers take row slices (views), chronompi's ``log`` takes one ``bytes`` object per
-event (made once, on first use, like an application that already holds its messages).
+event (made once, on first use, like an application that already holds its messages). :func:`made` is
+the event as an application makes it inside its loop (the ``made`` rows of the ingest: ``log_made``,
+``log_many_made`` and the peers' ``made`` shape), the same bytes as ``perf/user_ingest.py`` makes.
 """
 
 from __future__ import annotations
@@ -51,3 +53,9 @@ def make_events(rank: int, payload: int, n: int, seed: int = 11) -> Events:
     k = min(12, payload)
     rows[:, :k] = stamp[:, :k]
     return Events(rank, payload, rows)
+
+
+def made(rank: int, i: int, size: int) -> bytes:
+    """Event ``i`` of ``rank`` made as an application makes a message in its loop: a ``bytes`` object, index
+    and rank formatted first, padded to ``size`` bytes (what ``perf/user_ingest.py`` makes)."""
+    return (b"%010d %05d " % (i, rank)).ljust(size, b"~")[:size]

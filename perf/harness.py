@@ -35,6 +35,13 @@ def writers_comm(comm: Any, clients: list[int]) -> Any:
     return comm.Split(0 if rank in clients else MPI.UNDEFINED, rank)
 
 
+SHAPE_LABELS = {
+    "arrays": ", arrays of {batch}",
+    "events": ", one event at a time ({batch} a write)",
+    "made": ", each event made in the loop ({batch} a write)",
+}
+
+
 def peer_system(peer: Peer, shape: str) -> str:
     """A peer's name in results and tables: ``adios2`` for arrays, ``adios2 events`` one event at a time."""
     return peer.name if shape == "arrays" else f"{peer.name} {shape}"
@@ -68,8 +75,7 @@ def peer_run(
     wall = m["wall_s"]
     res = {
         "system": peer_system(peer, shape),
-        "label": peer.label
-        + (f", arrays of {batch}" if shape == "arrays" else f", one event at a time ({batch} a write)"),
+        "label": peer.label + SHAPE_LABELS[shape].format(batch=batch),
         "shape": shape,
         "payload": events.payload,
         "clients": writers,

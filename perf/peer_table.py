@@ -17,12 +17,19 @@ from report import fmt, save, size, table, title
 SYSTEMS = [
     "chronompi log",
     "chronompi log_many",
-    *(f"{p}{s}" for p in ("adios2", "adios2_mpi", "h5py") for s in ("", " events")),
+    "chronompi log_made",
+    "chronompi log_many_made",
+    *(f"{p}{s}" for p in ("adios2", "adios2_mpi", "h5py") for s in ("", " events", " made")),
     "logging",
     "rpc",
 ]
 # the peer row of the same input shape as a chronompi call (log: one event at a time; log_many: arrays)
-SAME_SHAPE = {"chronompi log": "adios2 events", "chronompi log_many": "adios2"}
+SAME_SHAPE = {
+    "chronompi log": "adios2 events",
+    "chronompi log_many": "adios2",
+    "chronompi log_made": "adios2 made",  # (as a user measures: every event made in the loop on both sides)
+    "chronompi log_many_made": "adios2 made",
+}
 LABELS = {
     "adios2": "ADIOS2 BP5, one file per rank",
     "adios2_mpi": "ADIOS2 BP5, one file, MPI aggregation",

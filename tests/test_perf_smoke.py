@@ -21,6 +21,7 @@ TINY = [
     "layout.clients=2",
     "timeout_s=45",
     "profiles.quick.payloads=[64]",
+    "peer_shapes=[arrays,made]",
     "profiles.quick.events=3000",
     "profiles.quick.rounds=1",
     "profiles.quick.baseline_seconds=0.2",
@@ -86,7 +87,7 @@ def test_every_bench_wrote_results(results: tuple[list[dict], Path]) -> None:
 def test_ingest_rows(results: tuple[list[dict], Path]) -> None:
     rows, _ = results
     chron = [r for r in rows if r["kind"] == "chronompi"]
-    assert {r["mode"] for r in chron} == {"log", "log_many"}
+    assert {r["mode"] for r in chron} == {"log", "log_many", "log_made", "log_many_made"}
     for r in chron:
         _positive(r, "events", "seconds", "events_per_s", "mb_per_s", "cpu_s_per_million", "log_seconds")
         assert r["events_stored"] == r["events"] and r["dropped"] == 0
@@ -107,7 +108,7 @@ def test_peer_rows(results: tuple[list[dict], Path]) -> None:
     """h5py always runs; ADIOS2 runs when installed (the perf extra), else its row says why it was skipped."""
     rows, _ = results
     peers = {r["system"]: r for r in rows if r["kind"] == "peer"}
-    assert {"h5py", "adios2", "adios2_mpi"} <= set(peers), sorted(peers)
+    assert {"h5py", "adios2", "adios2_mpi", "h5py made", "adios2 made"} <= set(peers), sorted(peers)
     for name, r in peers.items():
         if r.get("skipped"):
             assert name != "h5py" and isinstance(r["skipped"], str)

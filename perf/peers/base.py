@@ -5,8 +5,9 @@ the harness (``perf/harness.py``) puts a barrier of all ranks before and after, 
 "from a barrier to every file closed", the same bracket as chronompi's session. Peers do not order
 events across ranks (chronompi does); users compare the number they see all the same.
 
-How the events reach a peer (``shape``, see :func:`feed`) mirrors chronompi's two calls: ``arrays`` (the
-application holds rows of an array, like ``log_many``) and ``events`` (one event at a time, like ``log``).
+How the events reach a peer (``shape``, see :func:`feed`) mirrors chronompi's calls: ``arrays`` (the
+application holds rows of an array, like ``log_many``), ``events`` (one event at a time, like ``log``) and
+``made`` (one at a time, each made in the loop, like ``log_made`` / ``log_many_made``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from events import Events
+from events import Events, made
 
-SHAPES = ("arrays", "events")
+SHAPES = ("arrays", "events", "made")
 # joins into a writable buffer: adios2's Put does not take a read-only array as an array (it picks the
 # overload for a sequence of ints, and crashes), so bytes.join would need a second copy
 JOIN = bytearray().join
@@ -61,6 +62,7 @@ def feed(events: Events, batch: int, shape: str) -> Iterator[tuple[np.ndarray, n
     with one clock read plus the event's index. ``events``: one event at a time, as an application that
     produces them one by one: every event's ``bytes`` and a ``time_ns()`` are appended to two lists,
     joined into arrays when ``batch`` events are pending (call ``events.as_bytes()`` before timing).
+    ``made``: the same, each event made in the loop as an application makes it (``events.made``).
     """
     n, batch = events.n, max(1, batch)
     if shape == "arrays":
@@ -68,12 +70,13 @@ def feed(events: Events, batch: int, shape: str) -> Iterator[tuple[np.ndarray, n
             b = min(n, a + batch)
             t = time.time_ns()
             yield events.rows[a:b].reshape(-1), np.arange(t, t + (b - a), dtype=np.int64)
-    elif shape == "events":
+    elif shape in ("events", "made"):
         now = time.time_ns
         pending: list[bytes] = []
         times: list[int] = []
         put, stamp = pending.append, times.append
-        for p in events.as_bytes():
+        rank, w = events.rank, events.payload
+        for p in events.as_bytes() if shape == "events" else (made(rank, i, w) for i in range(n)):
             put(p)
             stamp(now())
             if len(pending) == batch:
