@@ -69,31 +69,23 @@ def _log_loop(
     t0 = time.perf_counter()
     deadline = t0 + seconds
     done = 0
-    if mode in ("log_made", "log_many_made"):  # as a user logs: each event made in the loop (events.made)
-        rank, w, log, log_many = events.rank, events.payload, story.log, story.log_many
-        step = 1 if mode == "log_made" else many
-        while done < n:
-            m = min(step, n - done)
-            if mode == "log_made":
-                ts = log(made(rank, done, w))
-            else:
-                ts = log_many([made(rank, i, w) for i in range(done, done + m)])[-1]
-            if sample_every and (done // step) % max(1, sample_every // step) == 0:
-                samples.append((int(ts), now()))
-            done += m
-            if _pace(done, rate, t0, deadline):
-                break
-    elif mode == "log":
-        items = events.as_bytes()  # made before timing: cached on the Events
+    rank, w = events.rank, events.payload
+    if mode in ("log", "log_made"):
+        # log: the events' bytes made before timing (cached on the Events); log_made: each made in the loop
+        items = events.as_bytes() if mode == "log" else None
         log = story.log
         while done < n:
             m = min(chunk, n - done)
             first = done
             if sample_every:
-                samples.append((log(items[done]), now()))
+                samples.append((log(items[done] if items is not None else made(rank, done, w)), now()))
                 first += 1
-            for p in items[first : done + m]:
-                log(p)
+            if items is not None:
+                for p in items[first : done + m]:
+                    log(p)
+            else:
+                for i in range(first, done + m):
+                    log(made(rank, i, w))
             done += m
             if _pace(done, rate, t0, deadline):
                 break
@@ -103,7 +95,10 @@ def _log_loop(
         step = 0
         while done < n:
             m = min(many, n - done)
-            ts = log_many(rows[done : done + m])
+            if mode == "log_many":
+                ts = log_many(rows[done : done + m])
+            else:  # log_many_made: lists of events made in the loop
+                ts = log_many([made(rank, i, w) for i in range(done, done + m)])
             if sample_every and step % max(1, sample_every // many) == 0:
                 samples.append((int(ts[-1]), now()))
             step += 1

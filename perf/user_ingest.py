@@ -17,6 +17,8 @@ Each system is its own ``mpirun`` job, as a user would run them one after the ot
 - ``h5py``: the same with one HDF5 file per rank and three resizable datasets.
 
 Rate = events of all writers / (latest stop - earliest start), wall clock (``time.time()``) across ranks.
+By default the timed run is the job's first (cold, as a one-off script measures); ``--warm K`` runs the same
+work K times untimed first in the same job, as the harness's warm-up does.
 
     chronompi mpirun -n 8 -- python perf/user_ingest.py --system chronompi-log-many --payload 64 --events 200000
 
@@ -137,15 +139,21 @@ def run_h5py(args: argparse.Namespace, comm, root: Path) -> tuple[float, float, 
     return start, time.time(), args.events
 
 
+def run_one(args: argparse.Namespace, world, root: Path) -> tuple[float, float, int]:  # noqa: ANN001
+    if args.system.startswith("chronompi"):
+        return run_chronompi(args, root / "store")
+    return (run_adios2 if args.system == "adios2" else run_h5py)(args, world, root)
+
+
 def one_job(args: argparse.Namespace) -> None:
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
     root = Path(args.dir)
-    if args.system.startswith("chronompi"):
-        start, stop, n = run_chronompi(args, root / "store")
-    else:
-        start, stop, n = (run_adios2 if args.system == "adios2" else run_h5py)(args, world, root)
+    for warm in range(args.warm):  # untimed runs of the same work first (--warm): first-use costs out
+        (root / f"warm{warm}").mkdir(exist_ok=True)
+        run_one(args, world, root / f"warm{warm}")
+    start, stop, n = run_one(args, world, root)
     got = world.gather((start, stop, n), root=0)
     if world.Get_rank() == 0:
         starts = [s for s, _, k in got if k]
@@ -175,7 +183,7 @@ def drive(args: argparse.Namespace) -> None:
             ranks = args.ranks if system.startswith("chronompi") else args.ranks - SERVICE_RANKS
             cmd = [sys.executable, "-m", "chronompi", "mpirun", "-n", str(ranks), "--", sys.executable]
             cmd += [__file__, "--system", system, "--payload", str(args.payload), "--events", str(args.events)]
-            cmd += ["--many", str(args.many), "--dir", str(scratch)]
+            cmd += ["--many", str(args.many), "--dir", str(scratch), "--warm", str(args.warm)]
             load = os.getloadavg()
             try:
                 job = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -192,6 +200,7 @@ def drive(args: argparse.Namespace) -> None:
                 "payload": args.payload,
                 "events_per_rank": args.events,
                 "many": args.many,
+                "warm": args.warm,
                 **json.loads(lines[-1]),
                 "load_avg_before": [round(x, 2) for x in load],
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -209,6 +218,7 @@ def main() -> None:
     p.add_argument("--events", type=int, default=200_000, help="events per writing rank")
     p.add_argument("--many", type=int, default=1000, help="events per log_many call / peer step")
     p.add_argument("--dir", help="scratch directory (one job)")
+    p.add_argument("--warm", type=int, default=0, help="untimed runs of the same work first, in the same job")
     p.add_argument("--drive", action="store_true", help="run every system in turn, each its own mpirun job")
     p.add_argument("--systems", nargs="*", choices=SYSTEMS)
     p.add_argument("--ranks", type=int, default=8)
