@@ -40,6 +40,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from benchlib import git_commit  # bookkeeping only: nothing of the measurement is shared with the harness
+
 SYSTEMS = ("chronompi-log-many", "chronompi-log", "adios2", "h5py")
 SERVICE_RANKS = 3  # the visor, one keeper, one grapher
 
@@ -171,8 +173,7 @@ def one_job(args: argparse.Namespace) -> None:
 def drive(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()  # (the code's commit, "+dirty" when anything but perf/results differs)
     systems = list(args.systems or SYSTEMS)
     for r in range(args.rounds):
         order = systems[r % len(systems) :] + systems[: r % len(systems)]
@@ -204,7 +205,7 @@ def drive(args: argparse.Namespace) -> None:
                 **json.loads(lines[-1]),
                 "load_avg_before": [round(x, 2) for x in load],
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "git_commit": commit + ("+dirty" if dirty else ""),
+                "git_commit": commit,
             }
             print(json.dumps(rec), flush=True)
             with open(out, "a") as fh:
