@@ -262,16 +262,14 @@ def measured(comm: Any) -> Iterator[dict[str, float]]:
     """Bracket a collective phase: wall seconds from the first rank out of the opening barrier to the last
     rank done with its part, and CPU seconds summed over all ranks.
 
-    Each rank reads its own clock (``time.time_ns()``, on rank 0's clock by :func:`clock_offsets`, measured
-    once per communicator). Rank 0's clock alone read late: it leaves the sleeping barrier up to a poll (and
+    Each rank reads its own clock (``time.time_ns()``, put on rank 0's clock by :func:`clock_offsets`, measured
+    anew each time: a cache by communicator handle could differ between ranks, and the collective
+    measurement would then hang). Rank 0's clock alone read late: it leaves the sleeping barrier up to a poll (and
     a wake-up on busy cores) after the ranks that go on to work, which then start before its clock does (a
     3,000-event h5py run read 0.6 ms, less than making its events takes).
     """
     out: dict[str, float] = {}
-    offsets = _OFFSETS.get(comm.py2f())
-    if offsets is None or len(offsets) != comm.Get_size():
-        offsets = _OFFSETS[comm.py2f()] = clock_offsets(comm)
-    mine = offsets[comm.Get_rank()]
+    mine = clock_offsets(comm)[comm.Get_rank()]
     quiet_barrier(comm)
     c0, t0 = cpu_seconds(), time.time_ns() + mine
     yield out
@@ -280,9 +278,6 @@ def measured(comm: Any) -> Iterator[dict[str, float]]:
     spans = comm.allgather((t0, t1, cpu_seconds() - c0))
     out["wall_s"] = (max(b for _, b, _ in spans) - min(a for a, _, _ in spans)) / 1e9
     out["cpu_s"] = float(sum(c for _, _, c in spans))
-
-
-_OFFSETS: dict[int, list[int]] = {}  # measured()'s clock offsets, by communicator handle
 
 
 # -- time to durable: when does a window's index row reach the file? -------------------------------
