@@ -1,8 +1,9 @@
 """The base class of the ingest peers: what an HPC user would record events with instead of chronompi.
 
 A peer writes one client rank's events (``perf/events.py``) in batches, from open to every file closed;
-the harness (``perf/harness.py``) puts a barrier of all ranks before and after, so a peer's time is
-"from a barrier to every file closed", the same bracket as chronompi's session. Peers do not order
+the harness (``perf/harness.py``) puts a barrier of all ranks before and after, and a peer's time runs from
+the first rank out of the first barrier to the last rank's files closed (``benchlib.measured``), as
+chronompi's runs from its first client's first log call to its last client's session returned. Peers do not order
 events across ranks (chronompi does); users compare the number they see all the same.
 
 How the events reach a peer (``shape``, see :func:`feed`) mirrors chronompi's calls: ``arrays`` (the
