@@ -261,7 +261,7 @@ def main() -> int:
     # bytes per message by encoding (payload only; each event adds a 36-byte row) and Parsl's rows
     from chronompi.parsl.encoding import encode_message
 
-    for v in (1, 2):
+    for v in (1, 3):
         results[1][f"payload_v{v}_bytes_per_msg"] = sum(len(encode_message(k.name, b, v)) for k, b in msgs) / len(msgs)
     import sqlite3
 
@@ -278,7 +278,7 @@ def main() -> int:
         print(f"{r['sink']:36} {r['seconds']:8.3f} {r['msgs_per_s']:10.0f} {per:>14}")
     print(
         f"payload bytes per message: JSON (v1) {results[1]['payload_v1_bytes_per_msg']:.0f}, "
-        f"packed (v2, recorded) {results[1]['payload_v2_bytes_per_msg']:.0f}, + 36 per event row; "
+        f"msgpack (v3, recorded) {results[1]['payload_v3_bytes_per_msg']:.0f}, + 36 per event row; "
         f"Parsl's SQLite: {results[0]['rows']} rows"
     )
     if out is not None:

@@ -1,4 +1,4 @@
-"""Parsl monitoring messages: chronompi's hand-written encoder against msgpack (a C library), one stream.
+"""Parsl monitoring messages: chronompi's encoding (version 3, msgpack records) against plain msgpack maps.
 
 One process, no MPI. The stream is ``bench_parsl.make_stream`` (TASK_INFO, WORKER_TASK_INFO,
 RESOURCE_INFO, NODE_INFO, BLOCK_INFO, WORKFLOW_INFO with Parsl's field names; 5,000 tasks = 30,112
@@ -12,19 +12,18 @@ messages), built once before any timing, in two forms:
 Variants, each a pair of functions message -> (story name, payload) and payload -> (name, body):
 
 - ``chronompi``: ``chronompi.parsl.sink.encode_tagged``, the call the hub's ``ChronicleSink.record``
-  makes (version 2, ``chronompi.parsl.packed``), and ``chronompi.parsl.decode_message``;
+  makes (version 3, ``chronompi.parsl.packed``: msgpack arrays in ``packed.SCHEMAS`` order), and
+  ``chronompi.parsl.decode_message``. Until commit 8b77f78 this was version 2, a hand-written encoder, and
+  a third variant, ``msgpack_schema``, was what version 3 became: ``results/parsl-encoding.jsonl``'s lines
+  up to that commit compare the two (version 3 won on CPU and replaced version 2);
 - ``msgpack_map``: the body as msgpack maps (``use_bin_type=True``), the message type as its code, naive
   datetimes as ext type 1 (int64 microseconds since 1970, 10 bytes), aware ones as ext type 2, enums as
-  their value; payload ``0x03`` + ``[code, body]``;
-- ``msgpack_schema``: as ``msgpack_map`` but a dict body (and each dict of BLOCK_INFO's list) is an array
-  ``[bitmap, values...]`` in the order of ``packed.SCHEMAS`` (the bitmap says which schema fields are
-  present; keys outside the schema follow as one map), names omitted: what makes version 2 compact.
+  their value; payload ``0x03`` + ``[code, body]``; a body of 1 KiB or more zlib'd when that saves a
+  quarter (payload ``0x04``, the body's length, 4 bytes, the zlib stream). Only NODE_INFO with
+  ``packages`` reaches 1 KiB (at 512 bytes, where version 3 tries, every map TASK_INFO would be tried).
 
-Both msgpack variants zlib a body of 1 KiB or more when that saves a quarter (payload ``0x04``, then the
-body's length, 4 bytes, then the zlib stream), as version 2 does from 400 bytes: at 400 every msgpack
-map TASK_INFO and RESOURCE_INFO (490-584 bytes) would be compressed. Only NODE_INFO with ``packages``
-reaches 1 KiB. Every variant is called as the hub calls ``encode_tagged`` (the msgpack ones: its code with
-the variant's encoder in place of ``encode_message``).
+Every variant is called as the hub calls ``encode_tagged`` (``msgpack_map``: its code with the variant's
+encoder in place of ``encode_message``).
 
 Before timing, every message of both streams is encoded and decoded by every variant and compared with
 the original, types included (a float stays a float, a naive datetime naive). Then ``--rounds`` rounds,
@@ -60,10 +59,10 @@ from typing import Any
 
 import msgpack
 from bench_parsl import make_stream
-from bench_record import machine
+from benchlib import launcher_machine
 
 from chronompi.parsl import decode_message, sink
-from chronompi.parsl.packed import KIND_CODE, KINDS, SCHEMAS
+from chronompi.parsl.packed import KIND_CODE, KINDS
 from chronompi.parsl.sink import encode_tagged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,61 +151,6 @@ def decode_map(payload: bytes) -> tuple[str, Any]:
     return (KINDS[code] if type(code) is int else code), body
 
 
-#: (schema, the message's keys in its order) -> (bitmap, schema fields present in schema order, other keys)
-_PLANS: dict[tuple[int, tuple[Any, ...]], tuple[int, tuple[str, ...], tuple[Any, ...]]] = {}
-#: (schema, bitmap) -> the field names present, in schema order
-_FIELDS: dict[tuple[int, int], tuple[str, ...]] = {}
-
-
-def _plan(code: int, keys: tuple[Any, ...]) -> tuple[int, tuple[str, ...], tuple[Any, ...]]:
-    index = {f: i for i, f in enumerate(SCHEMAS[code])}
-    known = tuple(sorted((k for k in keys if k in index), key=index.__getitem__))
-    plan = (sum(1 << index[k] for k in known), known, tuple(k for k in keys if k not in index))
-    _PLANS[(code, keys)] = plan
-    return plan
-
-
-def _record(code: int, body: dict[Any, Any]) -> list[Any]:
-    keys = tuple(body)
-    plan = _PLANS.get((code, keys)) or _plan(code, keys)
-    vals: list[Any] = [plan[0]]
-    vals += map(body.__getitem__, plan[1])
-    if plan[2]:
-        vals.append({k: body[k] for k in plan[2]})
-    return vals
-
-
-def _unrecord(code: int, rec: list[Any]) -> dict[Any, Any]:
-    fields = _FIELDS.get((code, rec[0]))
-    if fields is None:
-        names = SCHEMAS[code]
-        fields = _FIELDS[(code, rec[0])] = tuple(f for i, f in enumerate(names) if rec[0] >> i & 1)
-    body = dict(zip(fields, rec[1 : 1 + len(fields)], strict=True))
-    if len(rec) > 1 + len(fields):
-        body.update(rec[-1])
-    return body
-
-
-def encode_schema(kind: str, body: Any, version: int = 3) -> bytes:
-    code = KIND_CODE.get(kind, 0)
-    if code in SCHEMAS and type(body) is dict:
-        return _frame(_packer.pack((code, _record(code, body))))
-    if code in SCHEMAS and type(body) is list and all(type(m) is dict for m in body):
-        return _frame(_packer.pack((code, [_record(code, m) for m in body], 1)))
-    return _frame(_packer.pack((code or kind, body, 0)))  # no schema: the body as it is
-
-
-def decode_schema(payload: bytes) -> tuple[str, Any]:
-    doc = _unframe(payload)
-    code = doc[0]
-    kind = KINDS[code] if type(code) is int else code
-    if len(doc) == 2:
-        return kind, _unrecord(code, doc[1])
-    if doc[2] == 1:
-        return kind, [_unrecord(code, r) for r in doc[1]]
-    return kind, doc[1]
-
-
 def tagged(encode: Callable[..., bytes]) -> Encode:
     """The hub's ``encode_tagged`` (tag check, story name) around another encoder: its own code, run with
     ``encode_message`` in its globals swapped for ``encode`` (so the steps around the encoder are the same)."""
@@ -217,7 +161,6 @@ def tagged(encode: Callable[..., bytes]) -> Encode:
 VARIANTS: dict[str, tuple[Encode, Decode]] = {
     "chronompi": (encode_tagged, decode_message),
     "msgpack_map": (tagged(encode_map), decode_map),
-    "msgpack_schema": (tagged(encode_schema), decode_schema),
 }
 
 # -- the streams and the check ----------------------------------------------------------------------
@@ -232,15 +175,19 @@ def with_packages(msgs: list[Message]) -> list[Message]:
 
 
 def same(a: Any, b: Any) -> bool:
-    """Equal and of the same types all the way down (nan equals nan)."""
+    """Equal and of the same types all the way down (nan equals nan, -0.0 is not 0.0, an aware datetime
+    keeps its offset)."""
     if type(a) is not type(b):
         return False
     if type(a) is dict:
         return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
     if type(a) in (list, tuple):
         return len(a) == len(b) and all(map(same, a, b))
-    if type(a) is float and math.isnan(a):
-        return math.isnan(b)
+    if type(a) is float:
+        return math.isnan(b) if math.isnan(a) else a == b and math.copysign(1, a) == math.copysign(1, b)
+    if type(a) is dt.datetime and a.utcoffset() is not None:  # (== is False across zones at a fold: PEP 495)
+        off = a.utcoffset()
+        return off == b.utcoffset() and a.replace(tzinfo=None) == b.replace(tzinfo=None)
     return bool(a == b)
 
 
@@ -344,7 +291,7 @@ def main() -> None:
         "msgpack_c": msgpack.Packer.__module__ != "msgpack.fallback",
         "parsl": version("parsl"),
         "variants": variants,
-        "machine": machine(),
+        "machine": launcher_machine(),
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -137,12 +137,12 @@ def test_follow_rederives_late_events_and_writes_parquet(tmp_path: Path) -> None
 
     store = tmp_path / "store"
     mpirun(4, "parsl_encodings.py", str(store), "60", timeout=120)
-    export_parsl(store, tmp_path / "offline.db", chronicle="v2")
+    export_parsl(store, tmp_path / "offline.db", chronicle="v3")
     offline = _tables(tmp_path / "offline.db")
 
     ext = make_extractor("sqlite", tmp_path / "late.db", wal=True)
     ext.open()
-    fol = Follower(store, ext, chronicle="v2", hold_s=0)
+    fol = Follower(store, ext, chronicle="v3", hold_s=0)
     assert fol.read_new() > 0
     (every, _), *rest = fol._pending
     assert not rest
@@ -162,7 +162,7 @@ def test_follow_rederives_late_events_and_writes_parquet(tmp_path: Path) -> None
     pq = tmp_path / "live.parquet"
     r = subprocess.run(
         [sys.executable, "-m", "chronompi", "export", "parsl", "--follow", "--format", "parquet"]
-        + ["--chronicle", "v2", "--until-idle", "1", str(store), str(pq)],
+        + ["--chronicle", "v3", "--until-idle", "1", str(store), str(pq)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -177,7 +177,7 @@ def test_follow_rederives_late_events_and_writes_parquet(tmp_path: Path) -> None
     # --new-run on a store whose runs have all ended: it waits (for a job starting) instead of stopping
     p = subprocess.Popen(
         [sys.executable, "-m", "chronompi", "export", "parsl", "--follow", "--new-run", "--interval", "0.2"]
-        + ["--chronicle", "v2", str(store), str(tmp_path / "waiting.db")],
+        + ["--chronicle", "v3", str(store), str(tmp_path / "waiting.db")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -199,7 +199,7 @@ def test_follow_rederives_late_events_and_writes_parquet(tmp_path: Path) -> None
     rec.write_text(json.dumps({**json.loads(rec.read_text()), "status": "running"}))
     r = subprocess.run(
         [sys.executable, "-m", "chronompi", "export", "parsl", "--follow", "--interval", "0.2"]
-        + ["--chronicle", "v2", "--until-idle", "1", str(store), str(tmp_path / "idle.db")],
+        + ["--chronicle", "v3", "--until-idle", "1", str(store), str(tmp_path / "idle.db")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -211,7 +211,7 @@ def test_follow_rederives_late_events_and_writes_parquet(tmp_path: Path) -> None
     # ... and Ctrl-C ends it cleanly too, the database complete up to what was read
     p = subprocess.Popen(
         [sys.executable, "-m", "chronompi", "export", "parsl", "--follow", "--interval", "0.2"]
-        + ["--chronicle", "v2", str(store), str(tmp_path / "interrupted.db")],
+        + ["--chronicle", "v3", str(store), str(tmp_path / "interrupted.db")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,7 +1,8 @@
 """The pickle-free payload encodings of Parsl monitoring messages (documented in docs/parsl.md).
 
-Version 2 (the default, compact binary) is :mod:`chronompi.parsl.packed`; its
-payloads start with the byte 0x02. :func:`decode_message` reads both versions.
+Version 3 (the default, msgpack) is :mod:`chronompi.parsl.packed`; its payloads start
+with the byte 0x03. Version 2 (a hand-written binary layout, written until December
+2026) is read by :mod:`chronompi.parsl.packed_v2`. :func:`decode_message` reads all three.
 
 Version 1: one event = one message = one UTF-8 JSON object::
 
@@ -42,8 +43,8 @@ import json
 import math
 from typing import Any
 
-from . import packed
-from .packed import EncodingError, find_enum, hashable, qualname
+from . import packed, packed_v2
+from .packed import EncodingError, enum_member, hashable, qualname, sorted_items
 
 VERSION = 1  # the JSON encoding below
 LATEST = packed.VERSION  # what encode_message writes by default
@@ -79,12 +80,7 @@ def encode_value(x: Any) -> Any:
     if isinstance(x, tuple):
         return {"$tuple": [encode_value(v) for v in x]}
     if isinstance(x, (set, frozenset)):
-        items = list(x)
-        try:
-            items.sort()
-        except TypeError:
-            pass
-        return {"$set": [encode_value(v) for v in items]}
+        return {"$set": [encode_value(v) for v in sorted_items(x)]}
     if isinstance(x, bool):
         return bool(x)
     if isinstance(x, int):  # int subclasses (numpy ints register as numbers.Integral only, handled below)
@@ -140,13 +136,7 @@ def _decode_tag(tag: str, v: Any) -> Any:
         if tag == "$dict":
             return {hashable(decode_value(k)): decode_value(val) for k, val in v}
         if tag == "$enum":
-            cls = find_enum(v[0])
-            if cls is not None:
-                try:
-                    return cls[v[1]]
-                except KeyError:
-                    pass
-            return v[1]
+            return enum_member(v[0], v[1])
         if tag == "$repr":
             return v[1]
     except (TypeError, ValueError, IndexError) as exc:
@@ -155,18 +145,18 @@ def _decode_tag(tag: str, v: Any) -> Any:
 
 
 def encode_message(kind: str, body: Any, version: int = LATEST) -> bytes:
-    """One monitoring message (type name, body) as an event payload: version 2 (binary) or 1 (JSON)."""
-    if version == 2:
+    """One monitoring message (type name, body) as an event payload: version 3 (msgpack) or 1 (JSON)."""
+    if version == packed.VERSION:
         return packed.encode(kind, body)
     if version != 1:
-        raise ValueError(f"encoding version {version!r}: give 2 (compact binary, the default) or 1 (JSON)")
+        raise ValueError(f"encoding version {version!r}: give 3 (msgpack, the default) or 1 (JSON)")
     return json.dumps(
         {"v": VERSION, "type": kind, "msg": encode_value(body)}, separators=(",", ":"), allow_nan=False
     ).encode()
 
 
 def payload_version(payload: bytes | str) -> int:
-    """The encoding version of a payload: its first byte for binary versions (2...), 1 for JSON."""
+    """The encoding version of a payload: its first byte for binary versions (2, 3...), 1 for JSON."""
     if isinstance(payload, (bytes, bytearray, memoryview)) and len(payload) and payload[0] < 0x20:
         return int(payload[0])
     return 1
@@ -177,6 +167,8 @@ def decode_message(payload: bytes | str) -> tuple[str, Any]:
     v = payload_version(payload)
     if v == packed.VERSION:
         return packed.decode(payload)  # type: ignore[arg-type]  # bytes-like, by payload_version
+    if v == packed_v2.VERSION:
+        return packed_v2.decode(payload)  # type: ignore[arg-type]
     if v != 1:
         raise EncodingError(f"payload version {v} is newer than this chronompi reads ({LATEST})")
     try:

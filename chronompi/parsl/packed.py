@@ -1,72 +1,72 @@
-"""Encoding version 2 of Parsl monitoring messages: a compact binary layout, pickle-free.
+"""Encoding version 3 of Parsl monitoring messages: MessagePack (the ``msgpack`` C library), pickle-free.
 
-A payload is ``0x02, kind, value``: the version byte (a version-1 JSON payload
-starts with ``{``), one byte naming the message type (``KINDS``; 0: the name
-follows as a string value) and the body as one *value*. A value is a type byte,
-sometimes followed by data (``varint``: unsigned LEB128 of any length;
-``zigzag``: a signed integer n as varint of ``2n`` or ``-2n-1``):
+A payload is the version byte ``0x03`` and one msgpack array ``[kind, form, body]``:
 
-====================== ===================================================================
-type byte              value
-====================== ===================================================================
-``0x00``-``0x7f``      the int 0..127 itself
-``0xe0``-``0xff``      the int -32..-1 (byte - 256)
-``0x80`` / 81 / 82     None / False / True
-``0x83``               int: zigzag
-``0x84``               float: 8 bytes IEEE 754, little-endian
-``0x85``               float with an integral value (not -0.0, below 2**53): zigzag of ``int(x)``
-``0x86``               str: varint byte length, UTF-8 (``0xa0``-``0xbf``: length 0..31 in the type byte)
-``0x87``               bytes: varint length, bytes
-``0x88`` / 89 / 8a     list / tuple / set: varint count, values (sets sorted when sortable)
-``0x8b``               dict: varint count, then key value, value value (keys of any type)
-``0x8c``               naive datetime: zigzag of microseconds since 1970-01-01 00:00 (no zone applied)
-``0x8d``               aware datetime: zigzag of microseconds since the epoch (UTC), zigzag of the UTC offset in
-                       microseconds
-``0x8e``               naive datetime: zigzag of microseconds after the message's *base*: the first ``0x8c``
-                       datetime of the payload, in encoding order
-``0x8f``               date: zigzag of days since 1970-01-01
-``0x90``               time: its ISO 8601 text as a str value
-``0x91``               timedelta: zigzag days, varint seconds, varint microseconds
-``0x92``               enum member: class ("module:Qualname") value, member name value, member value value
-``0x93``               interned str: varint index into ``STRINGS``
-``0x94``               str holding a canonical lower-case UUID: its 16 bytes
-``0x95``               anything else: class value, ``repr()`` value (lossy: decodes to the repr string)
-``0x96``               record: schema byte (a code of ``KINDS``), bitmap of ``ceil(len(fields) / 8)``
-                       bytes (bit i, least significant first: field i is present), the present fields'
-                       values in schema order, varint count of other keys, then key value, value value
-``0x97``               only as the body: a compressed body (a body of 400 bytes or more that zlib shrinks by
-                       a quarter or more, e.g. NODE_INFO's ``packages``): varint length of the encoded body,
-                       varint length of the zlib stream (RFC 1950), the stream; decompressed, it is one value
-                       (with its own datetime base)
-====================== ===================================================================
+* ``kind``: the message type, as its index in ``KINDS`` (an int) or, for a type not listed there, its name
+  (a str);
+* ``form``: 0, the body as it is; 1, the body is a *record* of the kind's schema; 2, a list of records;
+* a *record* is an array ``[bitmap, values..., extra?]``: bit i of ``bitmap`` (least significant first) says
+  that field i of ``SCHEMAS[kind]`` is present; the present fields' values follow in schema order, names
+  omitted; keys the schema does not list follow as one map (so fields a newer Parsl adds round-trip; key
+  order is not kept).
 
-A body that is a dict with str keys is written as a record of its message
-type's schema (``SCHEMAS``); a BLOCK_INFO body is a list of such records.
-Keys a schema does not name go after the known fields, so new Parsl fields
-round-trip; key order is not kept. ``SCHEMAS`` and ``STRINGS`` are part of
-version 2: they are only ever appended to in a new version.
+A payload of 512 bytes or more that zlib shrinks by a quarter or more (NODE_INFO with a worker's
+``packages``) is stored as ``0x03 0xc1`` (a byte msgpack never uses), the length of the msgpack bytes (4
+bytes, big-endian) and their zlib stream (RFC 1950).
+
+What msgpack has no type for is an extension type (``ExtType(code, data)``); ints, floats (64-bit), str,
+bytes, None, bool, lists and maps (any key type) are msgpack's own:
+
+====== ===================== ==========================================================================
+code   Python value          data
+====== ===================== ==========================================================================
+1      naive datetime        int64 big-endian: microseconds since 1970-01-01 00:00 (no zone applied); the
+                             message's *base*
+2      naive datetime        signed big-endian int of 2, 4 or 8 bytes: microseconds after the base (the
+                             latest code-1 datetime before it in the payload)
+3      aware datetime        two int64: microseconds since the epoch (UTC), the UTC offset in microseconds
+4      date                  int32: days since 1970-01-01
+5      time                  its ISO 8601 text
+6      timedelta             msgpack ``[days, seconds, microseconds]``
+7      tuple                 msgpack array of its items
+8      set                   msgpack array of its items (sorted when sortable)
+9      frozenset             as 8
+10     enum member           msgpack ``["module:Qualname", name, value]``; decodes to the member when the
+                             class is among the imported modules (``sys.modules``), else to its name
+11     canonical UUID str    its 16 bytes (a record's ``run_id`` when it is a lower-case UUID)
+12     int past 64 bits      signed big-endian two's complement
+13     anything else         msgpack ``["module:Qualname", repr]``; lossy: decodes to the repr string
+====== ===================== ==========================================================================
+
+Subclasses of the plain types (``OrderedDict``, numpy scalars, str enums...) go through the table: numpy
+scalars become the Python number, other subclasses their base type. Decoding never unpickles, imports or
+calls user code. ``SCHEMAS`` are part of the format (version 2 used the same): only ever appended to.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import enum
-import itertools
-import math
 import struct
 import sys
+import threading
 import uuid
 import zlib
 from typing import Any
 
 from ..errors import ChronoError
 
+try:
+    import msgpack
+except ImportError:  # the JSON version (1) and the export of JSON stores need no msgpack
+    msgpack = None
+
 
 class EncodingError(ChronoError, ValueError):
     """A payload is not a chronompi-encoded Parsl monitoring message."""
 
 
-VERSION = 2
+VERSION = 3
 KINDS = ("", "WORKFLOW_INFO", "TASK_INFO", "WORKER_TASK_INFO", "RESOURCE_INFO", "NODE_INFO", "BLOCK_INFO", "MALFORMED")
 KIND_CODE = {k: i for i, k in enumerate(KINDS) if k}
 
@@ -102,351 +102,29 @@ SCHEMAS: dict[int, tuple[str, ...]] = {
     6: tuple("run_id timestamp executor_label block_id job_id status".split()),
 }
 _INDEX = {k: {f: i for i, f in enumerate(v)} for k, v in SCHEMAS.items()}
-#: Interned strings (type 0x93): Parsl's task states, job states and executor labels, common values.
-STRINGS = tuple(
-    "pending launched running running_ended exec_done failed dep_fail memo_done fail_retryable joining unsched "
-    "retries_exhausted None htex threads _parsl_internal sleeping disk-sleep stopped zombie idle "
-    "UNKNOWN PENDING RUNNING CANCELLED COMPLETED FAILED TIMEOUT HELD MISSING SCALED_IN "
-    "parsl.dataflow.states:States parsl.jobs.states:JobState []".split()
-)
-_STRING_CODE = {s: i for i, s in enumerate(STRINGS)}
-
-T_INT, T_FLOAT, T_FLOATINT, T_STR, T_BYTES, T_LIST, T_TUPLE, T_SET, T_DICT = range(0x83, 0x8C)
-T_DT, T_DT_AWARE, T_DT_DELTA, T_DATE, T_TIME, T_TIMEDELTA, T_ENUM, T_ISTR, T_UUID, T_REPR, T_RECORD = range(0x8C, 0x97)
-T_ZBODY = 0x97
-_ZMIN = 400  # bodies of this many bytes or more are tried with zlib
-T_NONE, T_FALSE, T_TRUE = 0x80, 0x81, 0x82
-_FIXSTR = 0xA0
+FORM_PLAIN, FORM_RECORD, FORM_RECORDS = 0, 1, 2
+(X_DT, X_DT_DELTA, X_DT_AWARE, X_DATE, X_TIME, X_TIMEDELTA, X_TUPLE, X_SET, X_FROZENSET, X_ENUM, X_UUID) = range(1, 12)
+X_BIGINT, X_REPR = 12, 13
+ZIPPED = 0xC1
+_HEAD, _HEAD_ZIPPED = bytes([VERSION]), bytes([VERSION, ZIPPED])
+_ZMIN = 512  # payloads of this many bytes or more are tried with zlib
+_LEN = struct.Struct(">I")
+_Q, _QQ, _I, _H = struct.Struct(">q"), struct.Struct(">qq"), struct.Struct(">i"), struct.Struct(">h")
 _EPOCH = _dt.datetime(1970, 1, 1)
 _EPOCH_UTC = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _EPOCH_DAY = _EPOCH.date().toordinal()
-_F64 = struct.Struct("<d")
 _US = _dt.timedelta(microseconds=1)
-
-
-#: 14 low bits -> their two varint bytes, both with the continuation bit (more bytes follow)
-_V14 = [bytes(((i & 0x7F) | 0x80, (i >> 7) | 0x80)) for i in range(1 << 14)]
-
-
-def _varint(n: int, out: bytearray) -> None:
-    while n >= 1 << 14:  # two bytes a step (absolute datetimes take 8 bytes)
-        out += _V14[n & 0x3FFF]
-        n >>= 14
-    if n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-
-
-def _zigzag(n: int, out: bytearray) -> None:
-    n = 2 * n if n >= 0 else -2 * n - 1
-    if n <= 0x7F:
-        out.append(n)
-    else:
-        _varint(n, out)
-
-
-def _int(x: int, out: bytearray) -> None:
-    """An int as :meth:`_Encoder.value` writes it."""
-    if 0 <= x < 0x80:
-        out.append(x)
-    elif -32 <= x < 0:
-        out.append(x + 256)
-    else:
-        out.append(T_INT)
-        _zigzag(x, out)
-
-
-def _float(x: float, out: bytearray) -> None:
-    """A float as :meth:`_Encoder.value` writes it."""
-    if x.is_integer() and abs(x) < 2**53 and (x != 0 or math.copysign(1.0, x) > 0):
-        out.append(T_FLOATINT)
-        _zigzag(int(x), out)
-    else:
-        out.append(T_FLOAT)
-        out += _F64.pack(x)
-
-
-def _micros(d: _dt.timedelta) -> int:
-    return d // _US
+#: the exact types msgpack packs itself (an int only within 64 bits)
+_NATIVE = frozenset({type(None), bool, int, float, str, bytes, bytearray, dict, list})
+_CACHE_MAX = 512  # record plans, field lists and run ids kept (a workflow's messages come in a few dozen shapes)
 
 
 def qualname(t: type) -> str:
     return f"{t.__module__}:{t.__qualname__}"
 
 
-class _Encoder:
-    __slots__ = ("out", "base")
-
-    def __init__(self) -> None:
-        self.out = bytearray()
-        self.base: _dt.datetime | None = None
-
-    def value(self, x: Any) -> None:
-        out = self.out
-        t = type(x)
-        if t is str:
-            self.string(x)
-        elif t is int:
-            _int(x, out)
-        elif x is None:
-            out.append(T_NONE)
-        elif t is bool:
-            out.append(T_TRUE if x else T_FALSE)
-        elif t is float:
-            _float(x, out)
-        elif t is _dt.datetime:
-            self.datetime(x)
-        elif t is list or t is tuple:
-            out.append(T_LIST if t is list else T_TUPLE)
-            _varint(len(x), out)
-            for v in x:
-                self.value(v)
-        elif t is dict:
-            self.mapping(x)
-        else:
-            self.other(x)
-
-    def string(self, s: str) -> None:
-        out = self.out
-        code = _STRING_CODE.get(s)
-        if code is not None:
-            out.append(T_ISTR)
-            out.append(code)
-            return
-        if len(s) == 36 and s[8] == "-" and s[23] == "-":
-            try:
-                u = uuid.UUID(s)
-            except ValueError:
-                u = None
-            if u is not None and str(u) == s:
-                out.append(T_UUID)
-                out += u.bytes
-                return
-        b = s.encode("utf-8", "surrogatepass")
-        if len(b) < 32:
-            out.append(_FIXSTR + len(b))
-        else:
-            out.append(T_STR)
-            _varint(len(b), out)
-        out += b
-
-    def datetime(self, x: _dt.datetime) -> None:
-        out = self.out
-        if x.tzinfo is None:  # the common case first: naive, after the message's first
-            base = self.base
-            if base is not None:
-                out.append(T_DT_DELTA)
-                _zigzag((x - base) // _US, out)
-                return
-        if x.tzinfo is not None and x.utcoffset() is not None:
-            out.append(T_DT_AWARE)
-            _zigzag(_micros(x - _EPOCH_UTC), out)
-            off = x.utcoffset()
-            assert off is not None
-            _zigzag(_micros(off), out)
-        else:
-            if x.tzinfo is not None:  # a tzinfo without an offset: as naive
-                x = x.replace(tzinfo=None)
-            if self.base is None:
-                self.base = x
-                out.append(T_DT)
-                _zigzag(_micros(x - _EPOCH), out)
-            else:
-                out.append(T_DT_DELTA)
-                _zigzag(_micros(x - self.base), out)
-
-    def mapping(self, x: dict[Any, Any]) -> None:
-        self.out.append(T_DICT)
-        _varint(len(x), self.out)
-        for k, v in x.items():
-            self.value(k)
-            self.value(v)
-
-    def record(self, x: dict[str, Any], schema: int) -> bool:
-        """Write ``x`` as a record of ``schema``; False (nothing written) when a key outside the schema
-        is not a str: then ``x`` is written as a plain dict."""
-        fields = SCHEMAS[schema]
-        vals = list(map(x.get, fields, _MISSING_ALL))
-        shape = tuple(map(type, vals))
-        coder = _CODERS.get((schema, shape))
-        if coder is None:
-            coder = _compile(schema, shape)
-        known, write = coder
-        extra: list[Any] = []
-        if known < len(x):
-            index = _INDEX[schema]
-            extra = [k for k in x if k not in index]
-            if any(type(k) is not str for k in extra):
-                return False
-        write(vals, self, self.out)
-        _varint(len(extra), self.out)
-        for k in extra:
-            self.string(k)
-            self.value(x[k])
-        return True
-
-    def other(self, x: Any) -> None:  # the rarer types
-        out = self.out
-        t = type(x)
-        if isinstance(x, enum.Enum):
-            out.append(T_ENUM)
-            self.string(qualname(t))
-            self.string(x.name)
-            self.value(x.value)
-        elif isinstance(x, (bool, int, float, str, list, tuple, dict)):  # subclasses: as the base type
-            base: Any = next(b for b in (bool, int, float, str, list, tuple, dict) if isinstance(x, b))
-            self.value(base(x))
-        elif isinstance(x, _dt.datetime):
-            self.datetime(x)
-        elif isinstance(x, _dt.date):
-            out.append(T_DATE)
-            _zigzag(x.toordinal() - _EPOCH_DAY, out)
-        elif isinstance(x, _dt.time):
-            out.append(T_TIME)
-            self.string(x.isoformat())
-        elif isinstance(x, _dt.timedelta):
-            out.append(T_TIMEDELTA)
-            _zigzag(x.days, out)
-            _varint(x.seconds, out)
-            _varint(x.microseconds, out)
-        elif isinstance(x, (bytes, bytearray, memoryview)):
-            b = bytes(x)
-            out.append(T_BYTES)
-            _varint(len(b), out)
-            out += b
-        elif isinstance(x, (set, frozenset)):
-            items = list(x)
-            try:
-                items.sort()
-            except TypeError:
-                pass
-            out.append(T_SET)
-            _varint(len(items), out)
-            for v in items:
-                self.value(v)
-        else:
-            item = getattr(x, "item", None)  # numpy scalars
-            if callable(item) and t.__module__ == "numpy":
-                try:
-                    self.value(item())
-                    return
-                except Exception:  # noqa: BLE001 - fall through to the repr
-                    pass
-            out.append(T_REPR)
-            self.string(qualname(t))
-            self.string(repr(x))
-
-
-class _Missing:
-    """A schema field the message does not have (its type marks the field absent in a shape)."""
-
-
-_MISSING = _Missing()
-_MISSING_ALL = itertools.repeat(_MISSING)
-#: (schema, the type of each schema field's value) -> (fields present, the writer of that shape)
-_CODERS: dict[tuple[int, tuple[type, ...]], tuple[int, Any]] = {}
-_CODERS_MAX = 512  # shapes kept; the messages of a workflow come in a few dozen
-_STR_CODES: dict[str, bytes] = {}  # str -> its encoding (values repeat: run ids, host names, states)
-_STR_CODES_MAX = 4096
-_STR_CACHED_LEN = 64  # longer strings are encoded each time (the cache stays under ~2 MB)
-
-
-def _str_code(s: str) -> bytes:
-    code = _STR_CODES.get(s)
-    if code is None:
-        enc = _Encoder()
-        enc.string(s)
-        code = bytes(enc.out)
-        if len(s) <= _STR_CACHED_LEN:
-            if len(_STR_CODES) >= _STR_CODES_MAX:
-                _STR_CODES.clear()  # (a stream of distinct values must not crowd out the repeated ones for good)
-            _STR_CODES[s] = code
-    return code
-
-
-def _compile(schema: int, shape: tuple[type, ...]) -> tuple[int, Any]:
-    """The writer of one record shape: the header (schema, bitmap) and the None fields are constants,
-    each other field's value is written as :meth:`_Encoder.value` would, with the commonest types
-    inline. The hub's hot path: a TASK_INFO message in about half the time of a loop over the fields."""
-    present = [i for i, t in enumerate(shape) if t is not _Missing]
-    mask = sum(1 << i for i in present)
-    const = bytearray([T_RECORD, schema]) + mask.to_bytes((len(SCHEMAS[schema]) + 7) // 8, "little")
-    body: list[str] = []
-    for i in present:
-        t, v = shape[i], f"vals[{i}]"
-        if t is type(None):
-            const.append(T_NONE)
-            continue
-        if const:
-            body.append(f"out += {bytes(const)!r}")
-            const.clear()
-        if t is str:
-            body += [f"c = strings({v})", f"if c is None: c = str_code({v})", "out += c"]
-        elif t is int:
-            body += [f"v = {v}", "if 0 <= v < 0x80: out.append(v)", "else: write_int(v, out)"]
-        elif t is float:
-            body.append(f"write_float({v}, out)")
-        elif t is bool:
-            body.append(f"out.append({T_TRUE} if {v} else {T_FALSE})")
-        elif t is _dt.datetime:
-            body.append(f"enc.datetime({v})")
-        else:
-            body.append(f"enc.value({v})")
-    if const:
-        body.append(f"out += {bytes(const)!r}")
-    src = "def write(vals, enc, out):\n" + "".join(f"    {line}\n" for line in body)
-    scope: dict[str, Any] = {
-        "strings": _STR_CODES.get,
-        "str_code": _str_code,
-        "write_int": _int,
-        "write_float": _float,
-    }
-    exec(compile(src, f"<chronompi.parsl.packed record {schema}>", "exec"), scope)  # noqa: S102 - our own source
-    coder = (len(present), scope["write"])
-    if len(_CODERS) >= _CODERS_MAX:
-        _CODERS.clear()
-    _CODERS[(schema, shape)] = coder
-    return coder
-
-
-def _str_keys(d: dict[Any, Any]) -> bool:
-    """Every key of ``d`` is a str (exactly: subclasses go through the general path)."""
-    return not d or set(map(type, d)) == {str}
-
-
-def encode(kind: str, body: Any) -> bytes:
-    """One monitoring message as a version-2 payload."""
-    enc = _Encoder()
-    out = enc.out
-    out.append(VERSION)
-    code = KIND_CODE.get(kind, 0)
-    out.append(code)
-    if code == 0:
-        enc.string(kind)
-    start = len(out)
-    if code in SCHEMAS and type(body) is dict and enc.record(body, code):
-        pass
-    elif code == 6 and type(body) is list and all(type(m) is dict and _str_keys(m) for m in body):
-        out.append(T_LIST)
-        _varint(len(body), out)
-        for m in body:
-            enc.record(m, code)
-    else:
-        enc.value(body)
-    n = len(out) - start
-    if n >= _ZMIN:
-        z = zlib.compress(out[start:], 6)
-        if len(z) * 4 <= n * 3:  # only when it saves a quarter
-            del out[start:]
-            out.append(T_ZBODY)
-            _varint(n, out)
-            _varint(len(z), out)
-            out += z
-    return bytes(out)
-
-
 def find_enum(name: str) -> type[enum.Enum] | None:
+    """The enum class ``"module:Qualname"`` if its module is imported already (nothing is imported here)."""
     module, _, qual = name.partition(":")
     obj: Any = sys.modules.get(module)
     for part in qual.split("."):
@@ -458,7 +136,29 @@ def find_enum(name: str) -> type[enum.Enum] | None:
     return None
 
 
+def enum_member(cls_name: Any, name: Any) -> Any:
+    """The member ``name`` of the enum class ``cls_name`` when that class is imported, else the name itself."""
+    cls = find_enum(cls_name) if type(cls_name) is str else None
+    if cls is not None:
+        try:
+            return cls[name]
+        except KeyError:
+            pass
+    return name
+
+
+def sorted_items(x: set[Any] | frozenset[Any]) -> list[Any]:
+    """A set's items, sorted when they sort (so its encoding is deterministic), else in iteration order."""
+    items = list(x)
+    try:
+        items.sort()
+    except TypeError:
+        pass
+    return items
+
+
 def hashable(k: Any) -> Any:
+    """A decoded dict key as a key: lists as tuples, sets as frozensets (version 1 and 2 decode them so)."""
     if isinstance(k, list):
         return tuple(hashable(i) for i in k)
     if isinstance(k, set):
@@ -466,170 +166,281 @@ def hashable(k: Any) -> Any:
     return k
 
 
-class _Decoder:
-    __slots__ = ("buf", "pos", "base", "body_at")
+def _need_msgpack() -> None:
+    if msgpack is None:
+        raise EncodingError(
+            "Parsl monitoring payloads of version 3 need msgpack, which is not installed: "
+            "pip install 'chronompi[parsl]' (or pip install msgpack)"
+        )
 
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.pos = 0
+
+def _ext(code: int, data: bytes) -> Any:
+    return tuple.__new__(msgpack.ExtType, (code, data))  # (ExtType's own __new__ checks its fields in Python)
+
+
+def _micros(d: _dt.timedelta) -> int:
+    return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+class _Packing:
+    """One thread's packer, with the datetime base of the message being packed."""
+
+    __slots__ = ("base", "packer")
+
+    def __init__(self) -> None:
         self.base: _dt.datetime | None = None
-        self.body_at = -1  # where a compressed body may start
+        self.packer = msgpack.Packer(default=self.default, use_bin_type=True, strict_types=True)
 
-    def varint(self) -> int:
-        buf, pos = self.buf, self.pos
-        b = buf[pos]
-        if b < 0x80:  # the common case: one byte
-            self.pos = pos + 1
-            return b
-        n = shift = 0
-        while True:
-            b = buf[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            if b < 0x80:
-                self.pos = pos
-                return n
-            shift += 7
+    def nested(self, x: Any) -> bytes:
+        return msgpack.packb(x, default=self.default, use_bin_type=True, strict_types=True)
 
-    def zigzag(self) -> int:
-        z = self.varint()
-        return z >> 1 if not z & 1 else -((z + 1) >> 1)
+    def default(self, x: Any) -> Any:
+        """What msgpack does not pack itself (called from C, once for each such value, in payload order)."""
+        t = type(x)
+        if t is _dt.datetime and x.tzinfo is None:
+            base = self.base
+            if base is not None:
+                us = _micros(x - base)
+                if -(1 << 15) <= us < 1 << 15:
+                    return _ext(X_DT_DELTA, _H.pack(us))
+                if -(1 << 31) <= us < 1 << 31:
+                    return _ext(X_DT_DELTA, _I.pack(us))
+                if -(1 << 63) <= us < 1 << 63:
+                    return _ext(X_DT_DELTA, _Q.pack(us))
+            self.base = x
+            return _ext(X_DT, _Q.pack(_micros(x - _EPOCH)))
+        if t is tuple:
+            return _ext(X_TUPLE, self.nested(list(x)))
+        if isinstance(x, enum.Enum):
+            return _ext(X_ENUM, self.nested([qualname(t), x.name, x.value]))
+        if isinstance(x, _dt.datetime):
+            off = x.utcoffset()
+            if off is None:
+                return self.default(x.replace(tzinfo=None))
+            return _ext(X_DT_AWARE, _QQ.pack(_micros(x - _EPOCH_UTC), _micros(off)))
+        if isinstance(x, _dt.date):
+            return _ext(X_DATE, _I.pack(x.toordinal() - _EPOCH_DAY))
+        if isinstance(x, _dt.time):
+            return _ext(X_TIME, x.isoformat().encode())
+        if isinstance(x, _dt.timedelta):
+            return _ext(X_TIMEDELTA, self.nested([x.days, x.seconds, x.microseconds]))
+        if isinstance(x, (set, frozenset)):
+            return _ext(X_FROZENSET if isinstance(x, frozenset) else X_SET, self.nested(sorted_items(x)))
+        if t is int:  # past 64 bits
+            return _ext(X_BIGINT, x.to_bytes((x.bit_length() + 8) // 8, "big", signed=True))
+        v: Any = x
+        plain: Any
+        for plain in (int, float, str, bytes, dict, list, tuple):  # subclasses as their base type
+            if isinstance(x, plain):
+                v = plain(x)
+                break
+        else:
+            if t.__module__ == "numpy" and callable(getattr(x, "item", None)):  # numpy scalars as Python's
+                try:
+                    v = x.item()
+                except Exception:  # noqa: BLE001 - fall through to the repr
+                    pass
+        if v is not x and type(v) is not t:
+            # msgpack asks once per value: what it cannot pack either is turned into what it can here
+            return v if type(v) in _NATIVE and (type(v) is not int or -(1 << 63) <= v < 1 << 64) else self.default(v)
+        return _ext(X_REPR, self.nested([qualname(t), repr(x)]))
 
-    def take(self, n: int) -> bytes:
-        end = self.pos + n
-        if end > len(self.buf):
-            raise IndexError("payload ends inside a value")
-        b = self.buf[self.pos : end]
-        self.pos = end
-        return b
 
-    def value(self) -> Any:
-        t = self.buf[self.pos]
-        self.pos += 1
-        if t < 0x80:
-            return t
-        if t >= 0xE0:
-            return t - 256
-        if t >= _FIXSTR:
-            if t >= _FIXSTR + 32:
-                raise EncodingError(f"unknown type byte 0x{t:02x} at {self.pos - 1}")
-            return self.take(t - _FIXSTR).decode("utf-8", "surrogatepass")
-        if t == T_ISTR:
-            return STRINGS[self.varint()]
-        if t == T_RECORD:
-            return self.record()
-        if t == T_NONE:
-            return None
-        if t == T_FALSE or t == T_TRUE:
-            return t == T_TRUE
-        if t == T_INT:
-            return self.zigzag()
-        if t == T_FLOATINT:
-            return float(self.zigzag())
-        if t == T_FLOAT:
-            return _F64.unpack(self.take(8))[0]
-        if t == T_STR:
-            return self.take(self.varint()).decode("utf-8", "surrogatepass")
-        if t == T_DT:
-            self.base = _EPOCH + _dt.timedelta(microseconds=self.zigzag())
-            return self.base
-        if t == T_DT_DELTA:
+_TLS = threading.local()
+
+
+def _packing() -> _Packing:
+    p: _Packing | None = getattr(_TLS, "packing", None)
+    if p is None:
+        p = _TLS.packing = _Packing()
+    p.base = None
+    return p
+
+
+#: (schema, the message's keys in its order) -> (bitmap, schema fields present in schema order, other keys,
+#: the position of ``run_id`` among the values, or 0)
+_PLANS: dict[tuple[int, tuple[Any, ...]], tuple[int, tuple[str, ...], tuple[Any, ...], int]] = {}
+#: run id str -> its UUID extension (or the str itself when it is not a canonical lower-case UUID)
+_RUN_IDS: dict[str, Any] = {}
+
+
+def _plan(code: int, keys: tuple[Any, ...]) -> tuple[int, tuple[str, ...], tuple[Any, ...], int]:
+    index = _INDEX[code]
+    known = tuple(sorted((k for k in keys if type(k) is str and k in index), key=index.__getitem__))
+    run_id = known.index("run_id") + 1 if "run_id" in known else 0
+    plan = (sum(1 << index[k] for k in known), known, tuple(k for k in keys if k not in known), run_id)
+    if len(_PLANS) >= _CACHE_MAX:
+        _PLANS.clear()
+    _PLANS[(code, keys)] = plan
+    return plan
+
+
+def _run_id(s: Any) -> Any:
+    if type(s) is not str:
+        return s
+    v = _RUN_IDS.get(s)
+    if v is None:
+        v = s
+        if len(s) == 36:
+            try:
+                u = uuid.UUID(s)
+            except ValueError:
+                pass
+            else:
+                if str(u) == s:
+                    v = _ext(X_UUID, u.bytes)
+        if len(_RUN_IDS) >= _CACHE_MAX:
+            _RUN_IDS.clear()
+        _RUN_IDS[s] = v
+    return v
+
+
+def _record(code: int, body: dict[Any, Any]) -> list[Any]:
+    keys = tuple(body)
+    plan = _PLANS.get((code, keys)) or _plan(code, keys)
+    vals: list[Any] = [plan[0]]
+    vals += map(body.__getitem__, plan[1])
+    if plan[3]:
+        vals[plan[3]] = _run_id(vals[plan[3]])
+    if plan[2]:
+        vals.append({k: body[k] for k in plan[2]})
+    return vals
+
+
+def encode(kind: str, body: Any) -> bytes:
+    """One monitoring message as a version-3 payload."""
+    _need_msgpack()
+    code = KIND_CODE.get(kind, 0)
+    p = _packing()
+    if code in SCHEMAS and type(body) is dict:
+        raw = p.packer.pack([code, FORM_RECORD, _record(code, body)])
+    elif code in SCHEMAS and type(body) is list and body and all(type(m) is dict for m in body):
+        raw = p.packer.pack([code, FORM_RECORDS, [_record(code, m) for m in body]])
+    else:
+        raw = p.packer.pack([code or kind, FORM_PLAIN, body])
+    if len(raw) >= _ZMIN:
+        z = zlib.compress(raw, 6)
+        if len(z) * 4 <= len(raw) * 3:  # only when it saves a quarter
+            return _HEAD_ZIPPED + _LEN.pack(len(raw)) + z
+    return _HEAD + raw
+
+
+#: (schema, bitmap) -> the names of the fields present, in schema order
+_FIELDS: dict[tuple[int, int], tuple[str, ...]] = {}
+
+
+def _fields(code: int, bitmap: Any) -> tuple[str, ...]:
+    names = SCHEMAS[code]
+    if type(bitmap) is not int or bitmap < 0 or bitmap >> len(names):
+        raise EncodingError(f"record bitmap {bitmap!r} names fields past the {len(names)} of schema {code}")
+    fields = tuple(f for i, f in enumerate(names) if bitmap >> i & 1)
+    if len(_FIELDS) >= _CACHE_MAX:
+        _FIELDS.clear()
+    _FIELDS[(code, bitmap)] = fields
+    return fields
+
+
+def _unrecord(code: int, rec: Any) -> dict[Any, Any]:
+    if type(rec) is not list or not rec:
+        raise EncodingError(f"a record of schema {code} is not an array: {rec!r:.80}")
+    fields = _FIELDS.get((code, rec[0])) or _fields(code, rec[0])
+    n = len(fields)
+    body = dict(zip(fields, rec[1 : 1 + n], strict=True))
+    if len(rec) > n + 1:
+        extra = rec[n + 1]
+        if len(rec) > n + 2 or type(extra) is not dict:
+            raise EncodingError(f"a record of schema {code} has {len(rec) - n - 1} values past its fields")
+        body.update(extra)
+    return body
+
+
+class _Unpacking:
+    """One payload's decoding: the extension types, with the payload's datetime base."""
+
+    __slots__ = ("base",)
+
+    def __init__(self) -> None:
+        self.base: _dt.datetime | None = None
+
+    def unpack(self, data: bytes | memoryview) -> Any:
+        return msgpack.unpackb(data, ext_hook=self.ext, raw=False, strict_map_key=False)
+
+    def ext(self, code: int, data: bytes) -> Any:
+        if code == X_DT_DELTA:
             if self.base is None:
                 raise EncodingError("a relative datetime before any absolute one")
-            return self.base + _dt.timedelta(microseconds=self.zigzag())
-        if t == T_UUID:
-            return str(uuid.UUID(bytes=self.take(16)))
-        if t == T_LIST or t == T_TUPLE or t == T_SET:
-            items = [self.value() for _ in range(self.varint())]
-            return items if t == T_LIST else tuple(items) if t == T_TUPLE else {hashable(i) for i in items}
-        if t == T_DICT:
-            n = self.varint()
-            return {hashable(self.value()): self.value() for _ in range(n)}
-        return self.rare(t)
-
-    def rare(self, t: int) -> Any:
-        if t == T_DT_AWARE:
-            at = _dt.timedelta(microseconds=self.zigzag())
-            tz = _dt.timezone(_dt.timedelta(microseconds=self.zigzag()))
-            return (_EPOCH_UTC + at).astimezone(tz)
-        if t == T_DATE:
-            return _dt.date.fromordinal(self.zigzag() + _EPOCH_DAY)
-        if t == T_TIME:
-            return _dt.time.fromisoformat(self.value())
-        if t == T_TIMEDELTA:
-            return _dt.timedelta(days=self.zigzag(), seconds=self.varint(), microseconds=self.varint())
-        if t == T_BYTES:
-            return self.take(self.varint())
-        if t == T_ENUM:
-            cls_name, name = self.value(), self.value()
-            self.value()  # the member value: the name is what identifies it
-            cls = find_enum(cls_name)
-            if cls is not None:
-                try:
-                    return cls[name]
-                except KeyError:
-                    pass
-            return name
-        if t == T_REPR:
-            self.value()
-            return self.value()
-        if t == T_ZBODY and self.pos == self.body_at + 1:
-            n = self.varint()
-            raw = zlib.decompressobj().decompress(self.take(self.varint()), n)
-            if len(raw) != n:
-                raise EncodingError(f"a compressed body of {len(raw)} bytes, not {n}")
-            inner = _Decoder(raw)
-            body = inner.value()
-            if inner.pos != n:
-                raise EncodingError(f"{n - inner.pos} stray bytes in a compressed body")
-            return body
-        raise EncodingError(f"unknown type byte 0x{t:02x} at {self.pos - 1} (written by a newer chronompi?)")
-
-    def record(self) -> dict[str, Any]:
-        schema = self.buf[self.pos]
-        self.pos += 1
-        fields = SCHEMAS.get(schema)
-        if fields is None:
-            raise EncodingError(f"unknown record schema {schema}")
-        bits = int.from_bytes(self.take((len(fields) + 7) // 8), "little")
-        if bits >> len(fields):
-            raise EncodingError(f"record bitmap names fields past the {len(fields)} of schema {schema}")
-        out: dict[str, Any] = {}
-        value = self.value
-        while bits:  # the set bits, lowest (first field) first
-            low = bits & -bits
-            out[fields[low.bit_length() - 1]] = value()
-            bits ^= low
-        for _ in range(self.varint()):
-            k = self.value()
-            if type(k) is not str:
-                raise EncodingError(f"record key {k!r} is not a str")
-            out[k] = self.value()
-        return out
+            return self.base + _dt.timedelta(microseconds=int.from_bytes(data, "big", signed=True))
+        if code == X_DT:
+            self.base = _EPOCH + _dt.timedelta(microseconds=_Q.unpack(data)[0])
+            return self.base
+        if code == X_UUID:
+            return str(uuid.UUID(bytes=data))
+        if code == X_TUPLE:
+            return tuple(self.unpack(data))
+        if code == X_ENUM:
+            cls_name, name, _value = self.unpack(data)
+            return enum_member(cls_name, name)
+        if code == X_DT_AWARE:
+            at, off = _QQ.unpack(data)
+            return (_EPOCH_UTC + _dt.timedelta(microseconds=at)).astimezone(
+                _dt.timezone(_dt.timedelta(microseconds=off))
+            )
+        if code == X_DATE:
+            return _dt.date.fromordinal(_I.unpack(data)[0] + _EPOCH_DAY)
+        if code == X_TIME:
+            return _dt.time.fromisoformat(data.decode())
+        if code == X_TIMEDELTA:
+            days, seconds, micros = self.unpack(data)
+            return _dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+        if code == X_SET:
+            return {hashable(i) for i in self.unpack(data)}
+        if code == X_FROZENSET:
+            return frozenset(hashable(i) for i in self.unpack(data))
+        if code == X_BIGINT:
+            return int.from_bytes(data, "big", signed=True)
+        if code == X_REPR:
+            return self.unpack(data)[1]
+        raise EncodingError(f"unknown extension type {code} (written by a newer chronompi?)")
 
 
-def decode(payload: bytes) -> tuple[str, Any]:
-    """(type name, body) of a version-2 payload."""
-    dec = _Decoder(bytes(payload))
+_DAMAGE = (ValueError, TypeError, IndexError, KeyError, OverflowError, struct.error, zlib.error, RecursionError)
+
+
+def decode(payload: bytes | memoryview) -> tuple[str, Any]:
+    """(type name, body) of a version-3 payload."""
+    _need_msgpack()
     try:
-        if len(payload) < 3 or payload[0] != VERSION:
+        if len(payload) < 2 or payload[0] != VERSION:
             raise EncodingError(f"not a version-{VERSION} payload: {bytes(payload[:16])!r}")
-        code = payload[1]
-        dec.pos = 2
-        if code == 0:
-            kind = dec.value()
-            if type(kind) is not str:
-                raise EncodingError(f"message type {kind!r} is not a str")
-        elif code < len(KINDS):
+        raw: bytes | memoryview = memoryview(payload)[1:]
+        if payload[1] == ZIPPED:
+            (n,) = _LEN.unpack_from(payload, 2)
+            z = zlib.decompressobj()
+            raw = z.decompress(memoryview(payload)[2 + _LEN.size :], n)
+            if len(raw) != n or not z.eof or z.unused_data:
+                raise EncodingError(f"a compressed payload of {len(raw)} bytes, not {n}, or with stray bytes")
+        doc = _Unpacking().unpack(raw)
+        if type(doc) is not list or len(doc) != 3:
+            raise EncodingError(f"a version-{VERSION} payload holds {doc!r:.80}, not [kind, form, body]")
+        code, form, body = doc
+        if type(code) is int:
+            if not 0 < code < len(KINDS):
+                raise EncodingError(f"unknown message type code {code} (written by a newer chronompi?)")
             kind = KINDS[code]
+        elif type(code) is str:
+            kind = code
         else:
-            raise EncodingError(f"unknown message type code {code} (written by a newer chronompi?)")
-        dec.body_at = dec.pos
-        body = dec.value()
+            raise EncodingError(f"message type {code!r} is not a str")
+        if form == FORM_PLAIN:
+            return kind, body
+        if code not in SCHEMAS:
+            raise EncodingError(f"a record of message type {kind!r}, which has no schema")
+        if form == FORM_RECORD:
+            return kind, _unrecord(code, body)
+        if form == FORM_RECORDS and type(body) is list:
+            return kind, [_unrecord(code, r) for r in body]
+        raise EncodingError(f"unknown body form {form!r} (written by a newer chronompi?)")
     except EncodingError:
         raise
-    except (IndexError, ValueError, TypeError, OverflowError, struct.error) as exc:
-        raise EncodingError(f"damaged version-{VERSION} payload at byte {dec.pos}: {exc}") from None
-    if dec.pos != len(payload):
-        raise EncodingError(f"{len(payload) - dec.pos} stray bytes after a version-{VERSION} payload")
-    return kind, body
+    except (*_DAMAGE, msgpack.UnpackException) as exc:
+        raise EncodingError(f"damaged version-{VERSION} payload: {type(exc).__name__}: {exc}") from None

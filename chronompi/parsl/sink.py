@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CHRONICLE = "parsl"
 #: The chronicle attribute ``encoding`` per encoding version (payloads carry their version themselves).
-ENCODING_NAMES = {1: "chronompi.parsl/json-v1", 2: "chronompi.parsl/packed-v2"}
+ENCODING_NAMES = {1: "chronompi.parsl/json-v1", 3: "chronompi.parsl/msgpack-v3"}
 #: Story of messages that are not a (MessageType, body) pair; kept so nothing is lost silently.
 MALFORMED = "MALFORMED"
 
@@ -46,7 +46,7 @@ class ChronicleSink:
     """Logs tagged monitoring messages ``(MessageType, body)`` into ``chronicle``, one story per type.
 
     Thread-safe (the client is); stories are acquired on first use. ``version``: the payload
-    encoding (2, compact binary, by default; 1, JSON, as chronompi wrote before).
+    encoding (3, msgpack, by default; 1, JSON).
     """
 
     def __init__(

@@ -1,8 +1,8 @@
-"""Test app: one synthetic Parsl monitoring stream recorded twice, with encoding version 1 and 2.
+"""Test app: one synthetic Parsl monitoring stream recorded twice, with encoding version 1 and 3.
 
 Usage: mpirun -n 4 python parsl_encodings.py STORE [TASKS]
 Client rank 0 records perf/bench_parsl.py's stream (every message type) through ChronicleSink into
-chronicle "v1" (JSON payloads, as chronompi wrote before version 2) and chronicle "v2" (binary), and
+chronicle "v1" (JSON payloads, as chronompi can still write) and chronicle "v3" (msgpack), and
 into chronicle "mixed" alternating the two versions message by message.
 """
 
@@ -26,11 +26,11 @@ def main() -> int:
     with chronompi.session(cfg={"storage": {"root": store}}) as client:
         if client is None or client.comm.Get_rank() != 0:
             return 0
-        sinks = {v: ChronicleSink(client, f"v{v}", version=v) for v in (1, 2)}
-        mixed = [ChronicleSink(client, "mixed", version=v) for v in (1, 2)]
+        sinks = {v: ChronicleSink(client, f"v{v}", version=v) for v in (1, 3)}
+        mixed = [ChronicleSink(client, "mixed", version=v) for v in (1, 3)]
         for i, m in enumerate(msgs):
             sinks[1].record(m)
-            sinks[2].record(m)
+            sinks[3].record(m)
             mixed[i % 2].record(m)
         client.flush()
         for s in [*sinks.values(), *mixed]:
