@@ -1,6 +1,7 @@
 """Parsl monitoring with HTEX worker pools on client ranks: rate and lag at 1, 2 and 4 pools vs Parsl's own sink.
 
 ``python perf/bench_parsl_pool.py '{"tasks": 20000}' [out.jsonl]`` (no mpirun: it launches the jobs) runs
+(``python perf/bench_parsl_pool.py quick``: parts 1 and 2 at reduced size, 1 and 2 pools, under 2 minutes)
 
 1. ``channel`` (no MPI): messages/s through the local channel (one Unix datagram socket, 1/2/4 sender
    processes), encoding in the sender included and not; a multiprocessing queue (pickled, what HTEX
@@ -42,6 +43,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 DFK_KINDS = {"WORKFLOW_INFO", "TASK_INFO", "NODE_INFO", "BLOCK_INFO"}
+#: ``python perf/bench_parsl_pool.py quick``: the ratio to Parsl's sink at reduced size, in under 2 minutes
+#: (20,000 tasks = 120,442 messages, 1 and 2 pools, no workflow part; ~45 s on the 2-core VM)
+QUICK = {"tasks": 20000, "pools": [1, 2], "workflow_tasks": 0, "workflow_tasks_fast": 0, "channel_messages": 20000}
 WORKER_KINDS = {"WORKER_TASK_INFO", "RESOURCE_INFO"}
 
 
@@ -431,9 +435,12 @@ def main() -> int:
         params, out = json.loads(sys.argv[2]), Path(sys.argv[3])
         (job if mode == "job" else workflow)(params, out)
         return 0
+    from benchlib import launcher_machine
+
     from chronompi.launch import run_mpi
 
-    params = json.loads(mode)
+    params = QUICK if mode == "quick" else json.loads(mode)
+    load_start = [round(x, 2) for x in os.getloadavg()]
     out = Path(sys.argv[2]) if len(sys.argv) > 2 else HERE / "results" / "parsl_pool.jsonl"
     new = Path(tempfile.mkdtemp()) / "rows.jsonl"
     rows = bench_channel(int(params.get("channel_messages", 100_000)))
@@ -452,7 +459,14 @@ def main() -> int:
             if r.returncode != 0:
                 print(f"workflow (interval {interval}) failed ({r.returncode})")
     rows = [json.loads(line) for line in new.read_text().splitlines()]
-    stamp = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "cores": os.cpu_count(), "params": params}
+    stamp = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cores": os.cpu_count(),
+        "params": params,
+        "machine": launcher_machine(),
+        "loadavg_start": load_start,
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+    }
     with out.open("a") as f:
         for r in rows:
             f.write(json.dumps({"bench": "parsl_pool", **stamp, **r}) + "\n")
