@@ -26,7 +26,7 @@ from . import codec, errors, stop
 from .errors import ChronoError, ScaleTimeout, SessionClosed, StoryNotAcquired, SyncTimeout
 from .membership import Epoch
 from .names import check_name
-from .progress import WAIT_POLL_MAX_S, Backoff
+from .progress import Backoff, usable_cores, wait_poll_cap
 from .protocol import (
     DONE,
     DROP,
@@ -108,6 +108,8 @@ class Client:
         self._offset_range = (0, 0) if self._same_clock else (2**63 - 1, -(2**63))
         self._synced_at = 0.0
         self._backoff = make_backoff(ctx)
+        # waiting for the visor (an answer, the release): polls spaced by how many ranks share this node's cores
+        self._wait_cap = wait_poll_cap(ctx.hosts.count(ctx.host), usable_cores())
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._tick_no = -1
@@ -633,7 +635,7 @@ class Client:
         # the visor answers at once when it is idle (the doubling sleeps see that within twice the round
         # trip); when it is slow, it is busy, and polling it every 2 ms from every client only slowed it
         # down (64 clients acquiring their stories at start-up: 0.5 s)
-        backoff = Backoff(self._backoff.min_s, max(self._backoff.max_s, WAIT_POLL_MAX_S), self._backoff.busy)
+        backoff = Backoff(self._backoff.min_s, max(self._backoff.max_s, self._wait_cap), self._backoff.busy)
         with self._req_lock:  # one request outstanding per client: the next reply is ours
             with self._lock:
                 self._comm.send(req, dest=self._visor, tag=TAG_REQ)
@@ -732,7 +734,7 @@ class Client:
         self._comm.send((DONE, "client", self.rank, self.stats()), dest=self._visor, tag=TAG_CTRL)
         # the release comes once every rank is done and every file closed (at 2 ms, 64 waiting clients on
         # 2 cores took most of the CPU from the services they waited for: 1.5 s from last write to release)
-        backoff = Backoff(backoff.min_s, max(backoff.max_s, WAIT_POLL_MAX_S), backoff.busy)
+        backoff = Backoff(backoff.min_s, max(backoff.max_s, self._wait_cap), backoff.busy)
         while True:  # membership messages sent before the visor saw our DONE are moot now
             status = MPI.Status()
             while not self._comm.Iprobe(self._visor, TAG_CTRL, status):

@@ -5,6 +5,7 @@ Both are free of MPI so they can be unit-tested alone.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Generic, TypeVar
 
@@ -15,6 +16,26 @@ T = TypeVar("T")
 # release) polls: at most every 20 ms. Dozens of ranks polling every 2 ms on an oversubscribed node took
 # most of the CPU from the ranks they were waiting for.
 WAIT_POLL_MAX_S = 0.02
+WAIT_POLL_MIN_CAP_S = 0.002
+POLL_CPU_S = 25e-6  # CPU of one poll: an Iprobe, a 2 ms sleep and its wake-up (measured here: 25 us)
+POLL_SHARE = 0.02  # of the node's cores, for all its waiting ranks together
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: under Slurm, the allocation's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # (no sched_getaffinity outside Linux)
+        return os.cpu_count() or 1
+
+
+def wait_poll_cap(ranks_here: int, cores: int) -> float:
+    """The longest sleep between polls of a rank that waits for the whole job (its release, the visor's
+    answer), for ``ranks_here`` ranks on a node of ``cores`` cores: long enough that all of them polling
+    together take about 2 % of the cores, at least 2 ms, at most :data:`WAIT_POLL_MAX_S`. (A fixed 20 ms
+    kept 64 ranks on 2 cores quiet, but made each of 5 clients on 2 cores wait ~10 ms for its release.)"""
+    want = ranks_here * POLL_CPU_S / (POLL_SHARE * max(1, cores))
+    return min(WAIT_POLL_MAX_S, max(WAIT_POLL_MIN_CAP_S, want))
 
 
 class Backoff:

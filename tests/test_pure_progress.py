@@ -150,3 +150,19 @@ def test_sequencer_releases_every_item_once_in_order(data) -> None:
             assert len(got) not in arrived  # released up to the first hole exactly
     assert out == {src: list(range(c)) for src, c in enumerate(counts)}
     assert s.held() == 0
+
+
+def test_wait_poll_cap_follows_ranks_per_core() -> None:
+    """A waiting rank polls more often when few ranks share the cores, never more than every 2 ms, never
+    less than every 20 ms; all of a node's waiting ranks together poll with about 2 % of its cores."""
+    from chronompi.progress import POLL_CPU_S, WAIT_POLL_MAX_S, WAIT_POLL_MIN_CAP_S, wait_poll_cap
+
+    assert wait_poll_cap(8, 2) == pytest.approx(8 * POLL_CPU_S / (0.02 * 2))  # 5 clients + 3 services: 5 ms
+    assert wait_poll_cap(64, 2) == WAIT_POLL_MAX_S  # 64 ranks on 2 cores: as quiet as before
+    assert wait_poll_cap(4, 64) == WAIT_POLL_MIN_CAP_S
+    caps = [wait_poll_cap(n, 2) for n in range(1, 100)]
+    assert caps == sorted(caps)
+    for n, cores in ((8, 2), (16, 4), (40, 32)):
+        cap = wait_poll_cap(n, cores)
+        if WAIT_POLL_MIN_CAP_S < cap < WAIT_POLL_MAX_S:
+            assert n * POLL_CPU_S / cap / cores == pytest.approx(0.02)
