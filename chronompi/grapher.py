@@ -338,6 +338,7 @@ class Grapher(Service):
             events_by_epoch={str(e): n for e, n in sorted(self.by_epoch.items())},
             fsyncs=w.fsyncs,
             fsync_s=round(w.fsync_seconds, 3),
+            writebacks=w.writebacks,
             chunks=self.n_chunks,
             pending_windows_max=self.pending_max,
             write_s=round(w.write_seconds, 3),

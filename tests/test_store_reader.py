@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import warnings
 from pathlib import Path
 
@@ -319,3 +320,37 @@ def test_payload_read_straight_from_the_file_equals_h5pys_read(tmp_path: Path) -
         assert not reader.read_direct(f["c/s/payload"], 0, np.empty(10, np.uint8), lambda n: None)
     finally:
         f.close()
+
+
+def test_write_behind_starts_the_disk_early_and_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With storage.fsync on, the writer asks the disk to start on a segment every WRITE_BEHIND_BYTES (so the
+    fsync that closes it waits for the last part only); with fsync=never it does not. The store is the same."""
+    from chronompi.store import writer
+    from chronompi.store.format import start_writeback
+
+    calls: list[int] = []
+    monkeypatch.setattr(writer, "WRITE_BEHIND_BYTES", 4096)
+    monkeypatch.setattr(writer, "start_writeback", lambda fd: calls.append(fd) or start_writeback(fd))
+    for mode in ("sync", "never"):
+        root = tmp_path / mode
+        init_store(root)
+        w = SegmentWriter(root, 0xB1, 0, StorageConfig(root=str(root), staging="none", fsync=mode))
+        seqs: dict[int, int] = {}
+        runs = [make_run(T0 // W + k, [1, 2], 50, seqs) for k in range(20)]
+        before = len(calls)
+        for r in runs:
+            w.append("c", "s", [r])
+        made = len(calls) - before
+        w.close()
+        write_run(root, {"run": f"{0xB1:016x}", "status": "complete", "start": T0})
+        if mode == "sync":
+            assert made >= 5 and w.writebacks == (made if sys.platform == "linux" else 0), (made, w.writebacks)
+        else:
+            assert made == 0 and w.writebacks == 0
+        with chronompi.open_store(root) as st:
+            got = st.replay("c", "s")
+        assert len(got) == 20 * 2 * 50 and list(got["seq"][got["client"] == 1]) == list(range(20 * 50))
+    with (tmp_path / "f").open("wb") as f:
+        f.write(b"x" * 65536)
+        assert start_writeback(f.fileno()) == (sys.platform == "linux")
+    assert start_writeback(10**6) is False  # a bad descriptor: only a hint, never an error

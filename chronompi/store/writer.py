@@ -47,13 +47,15 @@ from ..codec import EVENT, rows
 from ..config import StorageConfig
 from ..errors import StorageFull
 from .dirs import SCHEMA_VERSION, SEGMENTS, staging_dir
-from .format import WINDOW, WINDOW_V1, discard, fsync_dir
+from .format import WINDOW, WINDOW_V1, discard, fsync_dir, start_writeback
 from .integrity import data_sum, row_sum
 from .space import chunk_growth, ensure_free, free_bytes
 
 log = logging.getLogger(__name__)
 
 WINDOW_CHUNK = 256  # rows of a segment's windows index per HDF5 chunk
+# with storage.fsync on, the disk is asked to start writing a segment each time this many bytes were added
+WRITE_BEHIND_BYTES = 8 << 20
 CHECKSUMS = ("xxh3", "both", "fletcher32", "none")  # what SegmentWriter(checksums=...) writes (see __init__)
 
 
@@ -142,6 +144,8 @@ class SegmentWriter:
         self.write_seconds = 0.0
         self.move_seconds = 0.0
         self.dirty = False  # written since the last fsync
+        self.behind_at = 0  # bytes_in_segment when the disk was last asked to start writing (write-behind)
+        self.writebacks = 0
         self.fsyncs = 0
         self.fsync_seconds = 0.0
         self.stranded: list[Path] = []  # closed parts left in staging: the store had no room (retry_moves)
@@ -175,7 +179,7 @@ class SegmentWriter:
         except (OSError, RuntimeError) as exc:
             raise self._abandon(exc, "creating") from exc
         self.opened_at = time.monotonic()
-        self.bytes_in_segment = 0
+        self.bytes_in_segment = self.behind_at = 0
         log.info("grapher %d opened segment %s", self.grapher, self.part)
         return f
 
@@ -216,6 +220,13 @@ class SegmentWriter:
         g.create_dataset(
             "windows", shape=(0,), maxshape=(None,), dtype=self.index_dtype, chunks=(WINDOW_CHUNK,), fletcher32=fl
         )
+
+    def _write_behind(self) -> None:
+        """Have the disk start on what the segment holds (storage.fsync on): the fsync that closes it, on
+        the way to every client's release, then waits for the last few MiB only, not the whole segment."""
+        self.behind_at = self.bytes_in_segment
+        if self.file is not None and start_writeback(self.file.id.get_vfd_handle()):
+            self.writebacks += 1
 
     def fsync(self) -> None:
         """Make what the open segment holds durable on its disk (``storage.fsync`` decides when)."""
@@ -360,6 +371,8 @@ class SegmentWriter:
         self.bytes_written += n_bytes
         self.windows_written += n_runs
         self.bytes_in_segment += n_bytes + n_rows * EVENT.itemsize
+        if self.bytes_in_segment - self.behind_at >= WRITE_BEHIND_BYTES and self.cfg.fsync != "never":
+            self._write_behind()
         self.write_seconds += time.perf_counter() - t0
         if self.bytes_in_segment >= self.cfg.segment_bytes:
             self._close_segment()
