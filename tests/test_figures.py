@@ -41,9 +41,10 @@ def rows_of(name: str) -> list[dict[str, Any]]:
 
 
 def field(row: dict[str, Any], path: str) -> Any:
+    """``a.b.c`` of a row; through a list of dicts, the list of each one's value (e.g. ``sessions.tail``)."""
     value: Any = row
     for key in path.split("."):
-        value = value[key]
+        value = [v[key] for v in value] if isinstance(value, list) else value[key]
     return value
 
 
