@@ -106,6 +106,13 @@ def _plain(x: Any) -> Any:
 Point = collections.namedtuple("Point", "x y")
 
 
+class Stamp(dt.datetime):
+    """A datetime subclass whose replace() keeps its class (as pandas' Timestamp does)."""
+
+    def replace(self, *args: Any, **kwargs: Any) -> Stamp:
+        return self
+
+
 def test_types_are_kept_exactly() -> None:
     _, back = decode_message(encode_message("TASK_INFO", ODD))
     assert type(back["status"]) is States and back["status"] is States.exec_done
@@ -123,7 +130,8 @@ def test_types_are_kept_exactly() -> None:
         "edges": [2**64 - 1, 2**64, -(2**63), -(2**63) - 1],
         "far": [dt.datetime(1, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999), dt.date(1, 1, 1)],
     }
-    _, back = decode_message(encode_message("TASK_INFO", odd))
+    _, back = decode_message(encode_message("TASK_INFO", {**odd, "stamp": Stamp(2026, 1, 2, 3, 4, 5, 6)}))
+    assert same(back["stamp"], dt.datetime(2026, 1, 2, 3, 4, 5, 6))  # a datetime subclass: as a datetime
     assert same(back["point"], (1, NOW)) and same(back["ordered"], {"b": 1, "a": 2})
     assert same(back["frozen_key"], {frozenset({1, 2}): "f"}) and same(back["edges"], odd["edges"])
     assert same(back["far"], odd["far"])

@@ -215,8 +215,9 @@ class _Packing:
             return _ext(X_ENUM, self.nested([qualname(t), x.name, x.value]))
         if isinstance(x, _dt.datetime):
             off = x.utcoffset()
-            if off is None:
-                return self.default(x.replace(tzinfo=None))
+            if off is None:  # a subclass (pandas' Timestamp) or a zone that gives no offset: as a plain one
+                naive = _dt.datetime(x.year, x.month, x.day, x.hour, x.minute, x.second, x.microsecond, fold=x.fold)
+                return self.default(naive)
             return _ext(X_DT_AWARE, _QQ.pack(_micros(x - _EPOCH_UTC), _micros(off)))
         if isinstance(x, _dt.date):
             return _ext(X_DATE, _I.pack(x.toordinal() - _EPOCH_DAY))
