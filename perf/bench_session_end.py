@@ -11,8 +11,8 @@ A run of ``--events`` 64-byte events per client, logged as lists of 1,000 ``byte
 
 Each variant is its own ``chronompi mpirun`` job of ``--sessions`` sessions, the first untimed (a warm-up);
 the variants alternate, ``--rounds`` times, the order rotated each round. Per session: ``wall`` (the first
-client's first log call to the last client's session returned, every clock put on rank 0's by an offset
-measured with a barrier), ``tail`` (the last client's last ``log_many`` returned to the last client's session
+client's first log call to the last client's session returned, every clock put on rank 0's by
+``benchlib.clock_offsets``), ``tail`` (the last client's last ``log_many`` returned to the last client's session
 returned), the grapher's ``fsync_s`` and ``writebacks``. One JSON line per job to ``--out`` (default
 ``perf/out/session-end.jsonl``), with the commit and the load average before the job.
 
@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -45,6 +44,7 @@ VARIANTS = {
 def job(args: argparse.Namespace) -> None:
     import shutil
 
+    import benchlib
     from mpi4py import MPI
 
     import chronompi
@@ -59,6 +59,8 @@ def job(args: argparse.Namespace) -> None:
         chronompi.client.wait_poll_cap = lambda ranks_here, cores: 0.02  # type: ignore[assignment]
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
+    # what to add to this rank's clock to read rank 0's (benchlib: Cristian, best of 8 pings)
+    offset = benchlib.clock_offsets(comm)[rank] / 1e9
     rows = []
     for s in range(args.sessions):
         store = Path(args.scratch) / f"s{s}"
@@ -68,7 +70,6 @@ def job(args: argparse.Namespace) -> None:
             "service": {"summary": "none"},
         }
         comm.Barrier()
-        offset = _offset(comm)
         start = logged = float("nan")
         with chronompi.session(cfg=cfg) as client:
             if client is not None:
@@ -103,14 +104,6 @@ def job(args: argparse.Namespace) -> None:
     if rank == 0:
         with open(args.rows, "w") as f:
             json.dump(rows, f)
-
-
-def _offset(comm: Any) -> float:
-    """What to add to this rank's clock to read rank 0's: both read right after leaving one barrier (good to
-    ~0.1 ms on one node, enough against tails of tens of ms)."""
-    comm.Barrier()
-    mine = time.time()
-    return float(comm.bcast(mine if comm.Get_rank() == 0 else None, root=0)) - mine
 
 
 def drive(args: argparse.Namespace) -> int:

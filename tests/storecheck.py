@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
@@ -103,3 +104,12 @@ def check_reader(store: Path) -> int:
             assert replayed == sorted(rows), f"{chron}/{story}: replay differs from the stored rows"
             n += len(ev)
     return n
+
+
+def sqlite_tables(db: Path, tables: tuple[str, ...] | list[str]) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of each of ``tables`` in SQLite database ``db``, sorted (to compare two databases)."""
+    con = sqlite3.connect(db)
+    try:
+        return {t: sorted(con.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables}
+    finally:
+        con.close()

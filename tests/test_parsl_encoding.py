@@ -9,7 +9,6 @@ import datetime as dt
 import enum
 import math
 import pickle
-import sqlite3
 import struct
 import sys
 import threading
@@ -27,6 +26,7 @@ parsl = pytest.importorskip("parsl")
 from conftest import mpirun  # noqa: E402
 from parsl.dataflow.states import States  # noqa: E402
 from parsl.monitoring.message_type import MessageType  # noqa: E402
+from storecheck import sqlite_tables  # noqa: E402
 
 from chronompi.errors import ChronoError  # noqa: E402
 from chronompi.parsl import (  # noqa: E402
@@ -361,11 +361,7 @@ def test_v1_and_v3_stores_export_identically(tmp_path: Path) -> None:
 
 
 def _tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    con = sqlite3.connect(db)
-    try:
-        return {t: sorted(con.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in TABLES}
-    finally:
-        con.close()
+    return sqlite_tables(db, TABLES)
 
 
 def _parquet_tables(d: Path) -> dict[str, list[tuple[Any, ...]]]:

@@ -23,6 +23,7 @@ import pytest
 pytest.importorskip("parsl")
 
 from conftest import APPS  # noqa: E402
+from storecheck import sqlite_tables  # noqa: E402
 
 from chronompi.launch import mpi_env, retrying_argv  # noqa: E402
 from chronompi.parsl import export_parsl  # noqa: E402
@@ -30,11 +31,7 @@ from chronompi.parsl.export import TABLES  # noqa: E402
 
 
 def _tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    con = sqlite3.connect(db)
-    try:
-        return {t: sorted(con.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in TABLES}
-    finally:
-        con.close()
+    return sqlite_tables(db, TABLES)
 
 
 def _count(db: Path) -> int | None:
