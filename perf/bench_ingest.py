@@ -27,11 +27,9 @@ import benchlib
 from bench_baselines import run_all
 from benchlib import Recorder, cpu_seconds, main_guard, quiet_barrier, remove_store, scratch_dir, session_cfg
 from events import Events, made, make_events
-from harness import aggregate, loadavg, peer_run, peer_system, ratios, run_rounds, writers_comm
-from peers import select
+from harness import aggregate, loadavg, peer_of, peer_run, ratios, run_rounds, system_names, writers_comm
 
 CHRONICLE, STORY = "perf", "ingest"
-PEERS = ["adios2", "adios2_mpi", "h5py"]
 LABELS = {
     "log_many": "chronompi log_many (1000 per call)",
     "log_made": "chronompi log, each event made in the loop",
@@ -302,58 +300,144 @@ def _durable(infos: list[dict[str, Any]], offsets: list[int], root: str, method:
     return out
 
 
-def warm_up(comm: Any, params: dict[str, Any]) -> tuple[dict[str, Any], Events]:
-    """A short untimed chronompi session: first-use costs out of the rounds.
-
-    Returns the session's layout as the clients saw it (which ranks are clients) and its events.
+def warm_up(comm: Any, params: dict[str, Any], mode: str = "log_many") -> tuple[dict[str, Any], Events]:
+    """A short untimed chronompi session (``mode``, 2,000 64 B events a client): first-use costs out of the
+    timed runs. Returns the session's layout as the clients saw it (which ranks are clients) and its events.
     """
     ev = make_events(comm.Get_rank(), 64, 2000)
-    res = chronompi_run(comm, params, 64, "log_many", ev.n, events=ev, offsets=[0] * comm.Get_size())
+    res = chronompi_run(comm, params, 64, mode, ev.n, events=ev, offsets=[0] * comm.Get_size())
     return dict(res["roles"]), ev
 
 
+def _systems(
+    comm: Any,
+    wcomm: Any,
+    params: dict[str, Any],
+    names: list[str],
+    payload: int,
+    events: Events,
+    offsets: list[int],
+) -> list[tuple[str, Any]]:
+    """(name, collective callable running it once) for each system of ``names`` on ``events``."""
+    batch = int(params.get("peer_batch", params.get("many", 1000)))
+    sample_every = int(params.get("sample_every", 0))
+    out: list[tuple[str, Any]] = []
+    for name in names:
+        if name.startswith("chronompi "):
+            run = functools.partial(
+                chronompi_run, comm, params, payload, name.split(" ", 1)[1], events.n, events=events, offsets=offsets
+            )
+            out.append((name, functools.partial(run, sample_every=sample_every)))
+        else:
+            peer, shape = peer_of(name, params)
+            out.append((name, functools.partial(peer_run, comm, wcomm, params, peer, events, batch, shape)))
+    return out
+
+
+def _emit_rows(
+    comm: Any,
+    params: dict[str, Any],
+    rec: Recorder,
+    payload: int,
+    runs: dict[str, list[dict[str, Any]]],
+    roles: dict[str, Any],
+    skipped: dict[str, str],
+    jobs: str,
+) -> None:
+    """One payload's rows: each system's rounds aggregated, the baselines run once, ratios. Collective.
+
+    ``jobs``: how the runs were launched, in every row: ``one`` (all in this job) or ``one per run``."""
+    modes = [name.split(" ", 1)[1] for name in runs if name.startswith("chronompi ")]
+    rows = {name: aggregate(rs) for name, rs in runs.items()}
+    counts = {int(r): per_client_events(params, payload) for r in roles["clients"]}
+    # batches for the storage baseline: the average run chronompi's graphers wrote
+    stored = rows[f"chronompi {modes[-1]}"]
+    storage_batch = max(1, stored["events"] // max(1, stored["windows_written"]))
+    base = run_all(comm, params, roles, payload, counts, storage_batch)
+    for b in base.values():
+        rec.emit("baseline", payload=payload, clients=len(counts), **b)
+    peer_rows = {name: row for name, row in rows.items() if not name.startswith("chronompi ")}
+    for name, why in skipped.items():
+        rec.emit("peer", system=name, payload=payload, skipped=why)
+    for row in peer_rows.values():
+        rec.emit("peer", **row, vs=ratios(row, peer_rows), jobs=jobs)
+    for mode in modes:
+        row = rows[f"chronompi {mode}"]
+        rec.emit("chronompi", **row, vs={**ratios(row, base), **ratios(row, peer_rows)}, jobs=jobs)
+
+
+def one_run(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
+    """A job of one system (``params["only"]``) and one payload, as ``run.py`` launches them by default: an
+    untimed warm-up of the same system on 2,000 small events, then one timed run, its result a ``run`` line.
+
+    A chronompi system runs on the whole layout; a peer on as many ranks as chronompi has clients (``run.py``
+    starts its job so), every rank a writer, as a user runs ADIOS2 or h5py (``perf/user_ingest.py``)."""
+    name, payload = str(params["only"]), int(params["payloads"][0])
+    rank = comm.Get_rank()
+    if name.startswith("chronompi "):
+        offsets = benchlib.clock_offsets(comm)
+        warm_up(comm, params, name.split(" ", 1)[1])
+        wcomm = comm
+    else:
+        offsets, wcomm = [0] * comm.Get_size(), comm
+        peer, shape = peer_of(name, params)
+        batch = int(params.get("peer_batch", params.get("many", 1000)))
+        peer_run(comm, wcomm, params, peer, make_events(rank, 64, 2000), batch, shape)
+    events = make_events(rank, payload, per_client_events(params, payload))
+    if name in ("chronompi log",) or name.endswith(" events"):
+        events.as_bytes()
+    ((_, run),) = _systems(comm, wcomm, params, [name], payload, events, offsets)
+    quiet_barrier(comm)
+    res = run()
+    rec.emit("run", **res, round=int(params.get("round", 0)))
+
+
+def finish(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
+    """After the one-system jobs of a payload: their ``run`` lines (``params["finish"]``, a file) aggregated into
+    the rows and ratios, and the baselines, run here once on chronompi's layout."""
+    import json
+
+    payload = int(params["payloads"][0])
+    runs: dict[str, list[dict[str, Any]]] = {}
+    if comm.Get_rank() == 0:
+        with open(params["finish"]) as f:
+            for line in f:
+                r = json.loads(line)
+                if r.get("kind") == "run" and r.get("payload") == payload:
+                    for key in ("bench", "kind", "job", "machine"):  # the job's; its rows get this job's
+                        r.pop(key, None)
+                    runs.setdefault(r.pop("system"), []).append(r)
+    runs = comm.bcast(runs, root=0)
+    names, skipped = system_names(params)
+    runs = {name: [{**r, "system": name} for r in runs[name]] for name in names if name in runs}
+    roles = next(r["roles"] for name, rs in runs.items() if name.startswith("chronompi ") for r in rs)
+    _emit_rows(comm, params, rec, payload, runs, roles, skipped, "one per run")
+
+
 def main(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
+    if params.get("only"):
+        return one_run(comm, params, rec)
+    if params.get("finish"):
+        return finish(comm, params, rec)
+    # every system in rounds in this one job (run.py with isolate=false; standalone)
     offsets = benchlib.clock_offsets(comm)
     rank = comm.Get_rank()
-    rounds = int(params.get("rounds", 3))
-    batch = int(params.get("peer_batch", params.get("many", 1000)))
-    modes = list(params.get("modes", ["log", "log_many"]))
-    sample_every = int(params.get("sample_every", 0))
-    peers, skipped = select(list(params.get("peers", PEERS)))
-    shapes = list(params.get("peer_shapes", ["arrays", "events"]))
+    names, skipped = system_names(params)
     roles, warm = warm_up(comm, params)
     wcomm = writers_comm(comm, roles["clients"])
-    for peer in peers:  # untimed too
+    batch = int(params.get("peer_batch", params.get("many", 1000)))
+    used = {p.name: p for p, _ in (peer_of(name, params) for name in names if not name.startswith("chronompi "))}
+    for peer in used.values():  # untimed too
         peer_run(comm, wcomm, params, peer, warm, batch)
     for payload in [int(p) for p in params.get("payloads", [64, 1024])]:
         n = per_client_events(params, payload)
         events = make_events(rank, payload, n)  # every rank (only clients write): the same events for all
-        if "log" in modes or "events" in shapes:
+        if any(name == "chronompi log" or name.endswith(" events") for name in names):
             events.as_bytes()
-        run = functools.partial(chronompi_run, comm, params, payload, n=n, events=events, offsets=offsets)
-        systems = [(f"chronompi {m}", functools.partial(run, mode=m, sample_every=sample_every)) for m in modes]
-        systems += [
-            (peer_system(p, shape), functools.partial(peer_run, comm, wcomm, params, p, events, batch, shape))
-            for p in peers
-            for shape in shapes
-        ]
-        rows = {name: aggregate(runs) for name, runs in run_rounds(comm, systems, rounds).items()}
-        del events, run, systems  # free this payload's events before the baselines
-        counts = {int(r): n for r in roles["clients"]}
-        # batches for the storage baseline: the average run chronompi's graphers wrote
-        stored = rows[f"chronompi {modes[-1]}"]
-        storage_batch = max(1, stored["events"] // max(1, stored["windows_written"]))
-        base = run_all(comm, params, roles, payload, counts, storage_batch)
-        for b in base.values():
-            rec.emit("baseline", payload=payload, clients=len(counts), **b)
-        peer_rows = {name: row for name, row in rows.items() if not name.startswith("chronompi ")}
-        for name, why in skipped.items():
-            rec.emit("peer", system=name, payload=payload, skipped=why)
-        for row in peer_rows.values():
-            rec.emit("peer", **row, vs=ratios(row, peer_rows))
-        for mode in modes:
-            row = rows[f"chronompi {mode}"]
-            rec.emit("chronompi", **row, vs={**ratios(row, base), **ratios(row, peer_rows)})
+        systems = _systems(comm, wcomm, params, names, payload, events, offsets)
+        runs = run_rounds(comm, systems, int(params.get("rounds", 3)))
+        del events, systems  # free this payload's events before the baselines
+        _emit_rows(comm, params, rec, payload, runs, roles, skipped, "one")
     from mpi4py import MPI
 
     if wcomm != MPI.COMM_NULL:

@@ -37,6 +37,7 @@ PERF = Path(__file__).resolve().parent
 REFERENCE = PERF / "results" / "guard.jsonl"
 INGEST = [
     "benches=[ingest]",
+    "isolate=false",  # (the reference was measured so: rounds in one job)
     "baselines=[]",
     "peers=[h5py]",
     "peer_shapes=[arrays]",

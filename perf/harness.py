@@ -19,7 +19,9 @@ from typing import Any
 
 from benchlib import measured, quiet_barrier, ratio, remove_store, scratch_dir
 from events import Events
-from peers import Peer
+from peers import Peer, select
+
+PEERS = ["adios2", "adios2_mpi", "h5py"]
 
 
 def loadavg() -> list[float]:
@@ -45,6 +47,25 @@ SHAPE_LABELS = {
 def peer_system(peer: Peer, shape: str) -> str:
     """A peer's name in results and tables: ``adios2`` for arrays, ``adios2 events`` one event at a time."""
     return peer.name if shape == "arrays" else f"{peer.name} {shape}"
+
+
+def system_names(params: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """The ingest systems of ``params`` in their order (chronompi's modes, then every usable peer in every
+    shape), and why each peer that cannot run here is skipped. No MPI: ``run.py`` plans its jobs with it."""
+    peers, skipped = select(list(params.get("peers", PEERS)))
+    shapes = list(params.get("peer_shapes", ["arrays", "events"]))
+    names = [f"chronompi {m}" for m in params.get("modes", ["log", "log_many"])]
+    return names + [peer_system(p, shape) for p in peers for shape in shapes], skipped
+
+
+def peer_of(name: str, params: dict[str, Any]) -> tuple[Peer, str]:
+    """The peer and shape of a peer system's name (:func:`peer_system` backwards)."""
+    peers, _ = select(list(params.get("peers", PEERS)))
+    for p in peers:
+        for shape in SHAPE_LABELS:
+            if peer_system(p, shape) == name:
+                return p, shape
+    raise ValueError(f"no usable peer system {name!r}")
 
 
 def peer_run(

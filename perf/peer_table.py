@@ -1,8 +1,8 @@
 """The peer table: chronompi's ``log`` / ``log_many`` against ADIOS2, h5py and the user-facing baselines.
 
-Rows come from one ingest job (``bench_ingest.py``): per payload, every system's median, min and max
-events/s over the rounds, ratios of medians to the peers of the same job, CPU per million events and the
-load average at the start and end of the row. ``peer_table`` is the markdown ``run.py`` prints and
+Rows come from one ingest run of ``bench_ingest.py`` (each timed run a job of its own, or all in one job:
+the rows' ``jobs``): per payload, every system's median, min and max events/s over the rounds, ratios of
+medians, CPU per million events and the load average at the start and end of the row. ``peer_table`` is the markdown ``run.py`` prints and
 ``summary.md`` holds; ``peers_png`` draws ``peers.png``.
 """
 
@@ -39,10 +39,16 @@ LABELS = {
 }
 
 
+def how(rows: list[dict[str, Any]]) -> str:
+    """How the ingest rows were measured: each run in its own job (``run.py``'s default) or all in one job."""
+    jobs = {r.get("jobs") for r in rows if r.get("bench") == "ingest" and r.get("kind") in ("chronompi", "peer")}
+    return "each run its own job" if "one per run" in jobs else "same MPI job"
+
+
 def peer_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The peer table's rows: per payload, chronompi, the peers (or why skipped) and the logging/RPC baselines.
 
-    Ratios divide medians of the same job (each row carries its job id).
+    Ratios divide medians of the same run of the harness (rounds of jobs alternating, or one job).
     """
     out = []
     ingest = [r for r in rows if r.get("bench") == "ingest"]
@@ -142,9 +148,9 @@ def peers_png(plt: Any, rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_xticks([j + 0.4 - w / 2 for j in range(len(payloads))], [size(p) for p in payloads])
     ax.set_yscale("log")
     ax.set_ylabel("events/s (median over rounds; whiskers min..max)")
-    ax.set_xlabel("payload (labels: ratio to ADIOS2 fed arrays, same job)")
+    ax.set_xlabel(f"payload (labels: ratio to ADIOS2 fed arrays; {how(rows)})")
     ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     loads = [pair[0] for p in prs for pair in p["loadavg"] if pair]  # 1-minute load, start and end of rows
     load = f", load avg {min(loads):.1f}-{max(loads):.1f}" if loads else ""
-    ax.set_title(title("chronompi and its peers, same job, same events", rows) + load, fontsize=9)
+    ax.set_title(title(f"chronompi and its peers, {how(rows)}, same events", rows) + load, fontsize=9)
     return save(fig, path)

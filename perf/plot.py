@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from peer_table import peer_rows, peer_table, peers_png
+from peer_table import how, peer_rows, peer_table, peers_png
 from report import fmt, save, size, table, title
 
 __all__ = ["fmt", "load", "main", "markdown", "newest", "peer_rows", "peer_table", "plots", "size", "table"]
@@ -121,10 +121,10 @@ def markdown(rows: list[dict[str, Any]], sources: list[Path]) -> str:
         parts += ["## Machine", "", table(["key", "value"], [[k, str(v)] for k, v in machine.items()]), ""]
     parts += ["## Targets", "", table(["target", "definition", "measured", "needed", "status"], targets(rows)), ""]
     if peer_rows(rows):
-        parts += ["## Peers (same MPI job, same events; from a barrier to every file closed)", "", peer_table(rows), ""]
+        parts += [f"## Peers ({how(rows)}, same events; from a barrier to every file closed)", "", peer_table(rows), ""]
         parts += [
             "chronompi: from a barrier of all ranks before `chronompi.session()` until it has returned on every "
-            "rank; peers: from a barrier to every file closed. Ratios: median / median of the same job; x ADIOS2 "
+            "rank; peers: from a barrier to every file closed. Ratios: median / median; x ADIOS2 "
             "and x h5py against the peer fed arrays; x ADIOS2 same input: `log` against ADIOS2 fed one event at a "
             "time, `log_many` against ADIOS2 fed arrays.",
             "",
@@ -174,7 +174,7 @@ def markdown(rows: list[dict[str, Any]], sources: list[Path]) -> str:
         ]
         parts += ["Durable columns here are at saturation (unpaced runs: they include queueing).", ""]
     if base:
-        parts += ["## Baselines (same job as the chronompi rows)", ""]
+        parts += ["## Baselines (one job on the layout of the chronompi rows)", ""]
         parts += [
             table(
                 ["payload", "baseline", "events", "s", "events/s", "MB/s", "CPU s / M events"],

@@ -4,7 +4,7 @@ Launches one ``mpirun`` job per benchmark (and one per layout of the scaling swe
 wall-clock limit, and collects their results as JSON lines in ``perf/out/<date>-<host>.jsonl`` (ignored
 by git: a run leaves the tree clean; ``out=FILE`` elsewhere). Then writes ``summary.md`` and PNG plots
 (when matplotlib is installed) beside it with ``perf/plot.py`` and prints the peer table: chronompi's
-``log`` and ``log_many`` against ADIOS2 and h5py, same job, same events, median over rounds.
+``log`` and ``log_many`` against ADIOS2 and h5py, same events, median over rounds (each run its own job).
 ``publish=true`` also writes them into ``perf/results`` (committed) and copies the results file there.
 
 Examples::
@@ -74,7 +74,34 @@ def jobs(cfg: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
     return out
 
 
-def launch(bench: str, n: int, params: dict[str, Any], out: Path, cfg: dict[str, Any], log: Path) -> dict[str, Any]:
+def ingest_jobs(n: int, params: dict[str, Any], out: Path, cfg: dict[str, Any], log: Path) -> list[dict[str, Any]]:
+    """The ingest comparison with every run in a job of its own (``isolate=true``), as a user runs one system
+    after the other (and as ``perf/user_ingest.py`` does): for each payload, ``rounds`` rounds of one job per
+    system (the order rotated by one each round; a chronompi job on the whole layout, a peer's on as many
+    ranks as chronompi has clients), each writing one ``run`` line to ``<out>.ingest-runs.jsonl``; then one
+    job on the layout aggregates them into the rows and runs the baselines. One job for everything
+    (``isolate=false``) made chronompi's later sessions up to ~15 % faster than a user's (README)."""
+    sys.path.insert(0, str(PERF))
+    from harness import system_names
+
+    names, _ = system_names(params)
+    runs = out.with_name(out.stem + ".ingest-runs.jsonl")
+    statuses = []
+    for payload in params.get("payloads", [64, 1024]):
+        one = {**params, "payloads": [payload]}
+        for r in range(max(1, int(params.get("rounds", 3)))):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                ranks = n if name.startswith("chronompi ") else int(cfg["layout"]["clients"])
+                job = {**one, "only": name, "round": r}
+                statuses.append(launch("ingest", ranks, job, runs, cfg, log, f"ingest, {name}, {payload} B, round {r}"))
+        statuses.append(launch("ingest", n, {**one, "finish": str(runs)}, out, cfg, log, f"ingest, {payload} B, rows"))
+    return statuses
+
+
+def launch(
+    bench: str, n: int, params: dict[str, Any], out: Path, cfg: dict[str, Any], log: Path, label: str = ""
+) -> dict[str, Any]:
     """Run one benchmark job under mpirun; kill its process group past ``timeout_s``."""
     from chronompi.launch import LAUNCH_ATTEMPTS, launcher_failed, mpi_env, mpirun_argv
 
@@ -87,7 +114,7 @@ def launch(bench: str, n: int, params: dict[str, Any], out: Path, cfg: dict[str,
         n, [sys.executable, str(PERF / f"bench_{bench}.py"), "@" + str(pfile), str(out)], list(cfg["mpirun_args"]), env
     )
     t0 = time.perf_counter()
-    print(f"== {bench}: {' '.join(argv[:3])} ... ({n} ranks, limit {cfg['timeout_s']} s)", flush=True)
+    print(f"== {label or bench}: {' '.join(argv[:3])} ... ({n} ranks, limit {cfg['timeout_s']} s)", flush=True)
     for attempt in range(LAUNCH_ATTEMPTS):  # as chronompi mpirun does: a launcher that never started is retried
         proc, tail, timed_out = _run_logged(argv, env, log, float(cfg["timeout_s"]), f"{bench} {n} ranks")
         if timed_out or not launcher_failed(proc.returncode or 0, "".join(tail)) or attempt == LAUNCH_ATTEMPTS - 1:
@@ -98,6 +125,7 @@ def launch(bench: str, n: int, params: dict[str, Any], out: Path, cfg: dict[str,
     wall = time.perf_counter() - t0
     status = {
         "bench": bench,
+        **({"label": label} if label else {}),
         "ranks": n,
         "returncode": proc.returncode,
         "timed_out": timed_out,
@@ -175,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     statuses = []
     for bench, n, params in jobs(cfg):
-        statuses.append(launch(bench, n, params, out, cfg, log))
+        if bench == "ingest" and cfg["isolate"]:
+            statuses += ingest_jobs(n, params, out, cfg, log)
+        else:
+            statuses.append(launch(bench, n, params, out, cfg, log))
     wall = time.perf_counter() - t0
     suite = {
         "bench": "suite",
@@ -204,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== published: {md} and its PNGs, {results / out.name}", flush=True)
         rows = plot.load([out])
         if plot.peer_rows(rows):
-            print("\n== peers (same MPI job, same events; median over rounds)\n" + plot.peer_table(rows), flush=True)
+            head = f"== peers ({plot.how(rows)}, same events; median over rounds)"
+            print(f"\n{head}\n" + plot.peer_table(rows), flush=True)
     return 0 if all(s["returncode"] == 0 and not s["timed_out"] for s in statuses) else 1
 
 
