@@ -367,22 +367,27 @@ def _emit_rows(
 
 
 def one_run(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
-    """A job of one system (``params["only"]``) and one payload, as ``run.py`` launches them by default: an
-    untimed warm-up of the same system on 2,000 small events, then one timed run, its result a ``run`` line.
+    """A job of one system (``params["only"]``) and one payload, as ``run.py`` launches them by default: one timed
+    run, its result a ``run`` line. The run is the job's first, as in a one-off run of a user's (and by default
+    in ``perf/user_ingest.py``): it pays the first session's start-up (the service ranks load numpy and h5py
+    while the clients log); ``warm_runs`` K > 0 runs the same system on 2,000 small events K times first.
 
     A chronompi system runs on the whole layout; a peer on as many ranks as chronompi has clients (``run.py``
     starts its job so), every rank a writer, as a user runs ADIOS2 or h5py (``perf/user_ingest.py``)."""
     name, payload = str(params["only"]), int(params["payloads"][0])
     rank = comm.Get_rank()
+    warm = int(params.get("warm_runs", 0))
     if name.startswith("chronompi "):
         offsets = benchlib.clock_offsets(comm)
-        warm_up(comm, params, name.split(" ", 1)[1])
+        for _ in range(warm):
+            warm_up(comm, params, name.split(" ", 1)[1])
         wcomm = comm
     else:
         offsets, wcomm = [0] * comm.Get_size(), comm
         peer, shape = peer_of(name, params)
         batch = int(params.get("peer_batch", params.get("many", 1000)))
-        peer_run(comm, wcomm, params, peer, make_events(rank, 64, 2000), batch, shape)
+        for _ in range(warm):
+            peer_run(comm, wcomm, params, peer, make_events(rank, 64, 2000), batch, shape)
     events = make_events(rank, payload, per_client_events(params, payload))
     if name in ("chronompi log",) or name.endswith(" events"):
         events.as_bytes()

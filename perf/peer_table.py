@@ -2,8 +2,8 @@
 
 Rows come from one ingest run of ``bench_ingest.py`` (each timed run a job of its own, or all in one job:
 the rows' ``jobs``): per payload, every system's median, min and max events/s over the rounds, ratios of
-medians, CPU per million events and the load average at the start and end of the row. ``peer_table`` is the markdown ``run.py`` prints and
-``summary.md`` holds; ``peers_png`` draws ``peers.png``.
+medians, CPU per million events and the load average at the start and end of the row. ``peer_table`` is
+the markdown ``run.py`` prints and ``summary.md`` holds; ``peers_png`` draws ``peers.png``.
 """
 
 from __future__ import annotations

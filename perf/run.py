@@ -57,6 +57,7 @@ def jobs(cfg: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
         "peers": cfg["peers"],
         "peer_batch": cfg["peer_batch"],
         "peer_shapes": cfg["peer_shapes"],
+        "warm_runs": cfg["warm_runs"],
         "hang_s": max(10.0, float(cfg["timeout_s"]) - 10.0),
         "profile": "quick" if cfg["quick"] else "full",
     }
