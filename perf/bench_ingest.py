@@ -1,6 +1,8 @@
 """End-to-end ingest: chronompi's ``log`` and ``log_many`` against the peers an HPC user would pick
-instead (ADIOS2 BP5 and h5py, one file per client rank; ``peers/``), in the same MPI job, on the same
-events, over several rounds; then the baselines of ``bench_baselines`` once per payload.
+instead (ADIOS2 BP5 and h5py, one file per client rank; ``peers/``), on the same events, over several
+rounds; then the baselines of ``bench_baselines`` once per payload. ``run.py`` runs every timed run as a
+job of its own (``only``: :func:`one_run`) and aggregates them in a last job (``finish``); run alone (or
+``isolate=false``), this one job runs them all in rounds.
 
 Every client rank holds a fixed number of distinct events (``events.py``), made before any timing (the
 ceiling: ``log`` with ready ``bytes``, ``log_many`` with rows of an array), or makes each event in the timed
