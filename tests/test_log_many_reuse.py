@@ -13,5 +13,8 @@ from conftest import mpirun
 
 @pytest.mark.mpi
 def test_log_many_keeps_the_rows_not_the_callers_buffer(store: Path) -> None:
+    """Arrays refilled after the call, and lists (bytes, str, bytearrays refilled after the call, empty
+    payloads) split over batches between log() calls: the store holds exactly what was logged, in order."""
     r = mpirun(5, "reuse_array.py", str(store), timeout=120)
     assert r.stdout.count("REUSE OK") == 2, r.stdout + r.stderr
+    assert r.stdout.count("LISTS OK") == 2, r.stdout + r.stderr
