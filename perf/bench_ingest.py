@@ -396,7 +396,7 @@ def one_run(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
     ((_, run),) = _systems(comm, wcomm, params, [name], payload, events, offsets)
     quiet_barrier(comm)
     res = run()
-    rec.emit("run", **res, round=int(params.get("round", 0)))
+    rec.emit("run", **res, round=int(params.get("round", 0)), tag=params.get("runs_tag"))
 
 
 def finish(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
@@ -410,8 +410,8 @@ def finish(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
         with open(params["finish"]) as f:
             for line in f:
                 r = json.loads(line)
-                if r.get("kind") == "run" and r.get("payload") == payload:
-                    for key in ("bench", "kind", "job", "machine"):  # the job's; its rows get this job's
+                if r.get("kind") == "run" and r.get("payload") == payload and r.get("tag") == params.get("runs_tag"):
+                    for key in ("bench", "kind", "job", "machine", "tag"):  # the job's; its rows get this job's
                         r.pop(key, None)
                     runs.setdefault(r.pop("system"), []).append(r)
     runs = comm.bcast(runs, root=0)

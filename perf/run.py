@@ -87,9 +87,10 @@ def ingest_jobs(n: int, params: dict[str, Any], out: Path, cfg: dict[str, Any], 
 
     names, _ = system_names(params)
     runs = out.with_name(out.stem + ".ingest-runs.jsonl")
+    tag = f"{time.time_ns():x}"  # this suite's run lines (a results file given again appends to the same runs file)
     statuses = []
     for payload in params.get("payloads", [64, 1024]):
-        one = {**params, "payloads": [payload]}
+        one = {**params, "payloads": [payload], "runs_tag": tag}
         for r in range(max(1, int(params.get("rounds", 3)))):
             k = r % len(names)
             for name in names[k:] + names[:k]:
