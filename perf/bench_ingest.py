@@ -311,6 +311,16 @@ def warm_up(comm: Any, params: dict[str, Any], mode: str = "log_many") -> tuple[
     return dict(res["roles"]), ev
 
 
+def _peer_batch(params: dict[str, Any]) -> int:
+    """Events per write of a peer: ``peer_batch``, else as many as a ``log_many`` call gets."""
+    return int(params.get("peer_batch", params.get("many", 1000)))
+
+
+def _ready_bytes(names: list[str]) -> bool:
+    """Whether any of these systems is fed ready ``bytes`` objects (``log``, a peer's ``events`` shape)."""
+    return any(name == "chronompi log" or name.endswith(" events") for name in names)
+
+
 def _systems(
     comm: Any,
     wcomm: Any,
@@ -321,7 +331,7 @@ def _systems(
     offsets: list[int],
 ) -> list[tuple[str, Any]]:
     """(name, collective callable running it once) for each system of ``names`` on ``events``."""
-    batch = int(params.get("peer_batch", params.get("many", 1000)))
+    batch = _peer_batch(params)
     sample_every = int(params.get("sample_every", 0))
     out: list[tuple[str, Any]] = []
     for name in names:
@@ -383,17 +393,15 @@ def one_run(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
         offsets = benchlib.clock_offsets(comm)
         for _ in range(warm):
             warm_up(comm, params, name.split(" ", 1)[1])
-        wcomm = comm
-    else:
-        offsets, wcomm = [0] * comm.Get_size(), comm
+    else:  # every rank of a peer's job writes
+        offsets = [0] * comm.Get_size()
         peer, shape = peer_of(name, params)
-        batch = int(params.get("peer_batch", params.get("many", 1000)))
         for _ in range(warm):
-            peer_run(comm, wcomm, params, peer, make_events(rank, 64, 2000), batch, shape)
+            peer_run(comm, comm, params, peer, make_events(rank, 64, 2000), _peer_batch(params), shape)
     events = make_events(rank, payload, per_client_events(params, payload))
-    if name in ("chronompi log",) or name.endswith(" events"):
+    if _ready_bytes([name]):
         events.as_bytes()
-    ((_, run),) = _systems(comm, wcomm, params, [name], payload, events, offsets)
+    ((_, run),) = _systems(comm, comm, params, [name], payload, events, offsets)
     quiet_barrier(comm)
     res = run()
     rec.emit("run", **res, round=int(params.get("round", 0)), tag=params.get("runs_tag"))
@@ -432,14 +440,14 @@ def main(comm: Any, params: dict[str, Any], rec: Recorder) -> None:
     names, skipped = system_names(params)
     roles, warm = warm_up(comm, params)
     wcomm = writers_comm(comm, roles["clients"])
-    batch = int(params.get("peer_batch", params.get("many", 1000)))
+    batch = _peer_batch(params)
     used = {p.name: p for p, _ in (peer_of(name, params) for name in names if not name.startswith("chronompi "))}
     for peer in used.values():  # untimed too
         peer_run(comm, wcomm, params, peer, warm, batch)
     for payload in [int(p) for p in params.get("payloads", [64, 1024])]:
         n = per_client_events(params, payload)
         events = make_events(rank, payload, n)  # every rank (only clients write): the same events for all
-        if any(name == "chronompi log" or name.endswith(" events") for name in names):
+        if _ready_bytes(names):
             events.as_bytes()
         systems = _systems(comm, wcomm, params, names, payload, events, offsets)
         runs = run_rounds(comm, systems, int(params.get("rounds", 3)))
